@@ -1,0 +1,291 @@
+//! Saga definitions: a name, a version and an ordered list of steps over a typed data payload,
+//! validated when built so that a broken definition never reaches the mediator.
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::DefinitionError;
+use crate::step::{SagaData, Step, StepKind, StepSpec};
+
+/// Typed builder of a saga definition over data of type `D`.
+///
+/// ```
+/// use saga_engine::{SagaDefinition, Step, StepContext};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Trip { booked: bool }
+/// let definition = SagaDefinition::<Trip>::new("trip", 1)
+///     .step(Step::new("book", |mut ctx: StepContext<Trip>| async move {
+///         ctx.data.booked = true;
+///         Ok(ctx.data)
+///     }))
+///     .build()
+///     .expect("a valid definition");
+/// assert_eq!(definition.name(), "trip");
+/// ```
+pub struct SagaDefinition<D> {
+    name: String,
+    version: u32,
+    steps: Vec<StepSpec>,
+    _data: PhantomData<fn(D) -> D>,
+}
+
+impl<D: SagaData> SagaDefinition<D> {
+    /// Starts a definition. The name and version are stored with every instance, so an instance
+    /// is only ever resumed by the same definition.
+    pub fn new(name: impl Into<String>, version: u32) -> Self {
+        Self {
+            name: name.into(),
+            version,
+            steps: Vec::new(),
+            _data: PhantomData,
+        }
+    }
+
+    /// Appends a step.
+    pub fn step(mut self, step: Step<D>) -> Self {
+        self.steps.push(step.spec);
+        self
+    }
+
+    /// Validates the definition and erases its data type so it can be registered.
+    pub fn build(self) -> Result<Definition, DefinitionError> {
+        let definition = Definition {
+            name: self.name,
+            version: self.version,
+            steps: self.steps,
+            check_data: |value| {
+                serde_json::from_value::<D>(value.clone())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        };
+        definition.validate()?;
+        Ok(definition)
+    }
+}
+
+/// A validated saga definition with its data type erased to JSON: what the registry holds.
+#[derive(Clone)]
+pub struct Definition {
+    name: String,
+    version: u32,
+    steps: Vec<StepSpec>,
+    check_data: fn(&Value) -> Result<(), String>,
+}
+
+impl std::fmt::Debug for Definition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Definition")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+impl Definition {
+    /// The saga's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The definition's version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The steps in order.
+    pub fn steps(&self) -> &[StepSpec] {
+        &self.steps
+    }
+
+    /// Checks that `data` deserializes into the saga's data type.
+    pub fn check_data(&self, data: &Value) -> Result<(), String> {
+        (self.check_data)(data)
+    }
+
+    pub(crate) fn step(&self, index: usize) -> Option<&StepSpec> {
+        self.steps.get(index)
+    }
+
+    fn validate(&self) -> Result<(), DefinitionError> {
+        let saga = || self.name.clone();
+        if self.name.trim().is_empty() {
+            return Err(DefinitionError::EmptyName);
+        }
+        if self.version == 0 {
+            return Err(DefinitionError::InvalidVersion(saga()));
+        }
+        if self.steps.is_empty() {
+            return Err(DefinitionError::NoSteps(saga()));
+        }
+        let mut names = HashSet::new();
+        let mut pivot: Option<&str> = None;
+        let mut retriable: Option<&str> = None;
+        for (index, step) in self.steps.iter().enumerate() {
+            if step.name.trim().is_empty() {
+                return Err(DefinitionError::EmptyStepName {
+                    saga: saga(),
+                    index,
+                });
+            }
+            if !names.insert(step.name.as_str()) {
+                return Err(DefinitionError::DuplicateStep {
+                    saga: saga(),
+                    step: step.name.clone(),
+                });
+            }
+            let invalid = |problem: String| DefinitionError::InvalidPolicy {
+                saga: saga(),
+                step: step.name.clone(),
+                problem,
+            };
+            for policy in [&step.retry, &step.compensation_retry] {
+                if let Some(problem) = policy.problem() {
+                    return Err(invalid(problem));
+                }
+            }
+            if step.timeout == Duration::ZERO {
+                return Err(invalid("timeout must be greater than zero".into()));
+            }
+            match step.kind {
+                StepKind::Compensatable => {
+                    if let Some(after) = pivot.or(retriable) {
+                        return Err(DefinitionError::CompensatableAfterPivot {
+                            saga: saga(),
+                            step: step.name.clone(),
+                            after: after.to_string(),
+                        });
+                    }
+                }
+                StepKind::Pivot => {
+                    if let Some(first) = pivot {
+                        return Err(DefinitionError::MultiplePivots {
+                            saga: saga(),
+                            first: first.to_string(),
+                            second: step.name.clone(),
+                        });
+                    }
+                    if let Some(before) = retriable {
+                        return Err(DefinitionError::PivotAfterRetriable {
+                            saga: saga(),
+                            pivot: step.name.clone(),
+                            retriable: before.to_string(),
+                        });
+                    }
+                    pivot = Some(&step.name);
+                }
+                StepKind::Retriable => {
+                    retriable.get_or_insert(&step.name);
+                }
+            }
+            if step.kind != StepKind::Compensatable && step.compensation.is_some() {
+                return Err(DefinitionError::CompensationNeverRuns {
+                    saga: saga(),
+                    step: step.name.clone(),
+                    kind: step.kind.as_str(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::step::StepContext;
+
+    type Data = serde_json::Map<String, Value>;
+
+    fn noop(name: &str) -> Step<Data> {
+        Step::new(name, |ctx: StepContext<Data>| async move { Ok(ctx.data) })
+    }
+
+    #[test]
+    fn rejects_duplicate_names() {
+        let err = SagaDefinition::new("s", 1)
+            .step(noop("a"))
+            .step(noop("a"))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DefinitionError::DuplicateStep {
+                saga: "s".into(),
+                step: "a".into()
+            }
+        );
+        assert!(err.to_string().contains("two steps named `a`"));
+    }
+
+    #[test]
+    fn rejects_empty_saga() {
+        let err = SagaDefinition::<Data>::new("s", 1).build().unwrap_err();
+        assert_eq!(err, DefinitionError::NoSteps("s".into()));
+    }
+
+    #[test]
+    fn rejects_compensatable_after_pivot() {
+        let err = SagaDefinition::new("s", 1)
+            .step(noop("a"))
+            .step(noop("p").pivot())
+            .step(noop("b"))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DefinitionError::CompensatableAfterPivot {
+                saga: "s".into(),
+                step: "b".into(),
+                after: "p".into()
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_second_pivot_and_pivot_after_retriable() {
+        let two = SagaDefinition::new("s", 1)
+            .step(noop("p").pivot())
+            .step(noop("q").pivot())
+            .build()
+            .unwrap_err();
+        assert!(matches!(two, DefinitionError::MultiplePivots { .. }));
+        let late = SagaDefinition::new("s", 1)
+            .step(noop("r").retriable())
+            .step(noop("p").pivot())
+            .build()
+            .unwrap_err();
+        assert!(matches!(late, DefinitionError::PivotAfterRetriable { .. }));
+    }
+
+    #[test]
+    fn rejects_compensation_on_pivot() {
+        let err = SagaDefinition::new("s", 1)
+            .step(
+                noop("p")
+                    .pivot()
+                    .compensate(|ctx: StepContext<Data>| async move { Ok(ctx.data) }),
+            )
+            .build()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            DefinitionError::CompensationNeverRuns { kind: "pivot", .. }
+        ));
+    }
+
+    #[test]
+    fn accepts_the_classic_shape() {
+        let def = SagaDefinition::new("s", 2)
+            .step(noop("a"))
+            .step(noop("p").pivot())
+            .step(noop("r").retriable())
+            .build()
+            .unwrap();
+        assert_eq!(def.version(), 2);
+        assert_eq!(def.steps().len(), 3);
+    }
+}

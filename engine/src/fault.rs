@@ -1,0 +1,197 @@
+//! Failure injection: make any step or compensation fail, panic or hang on chosen attempts, or
+//! stop the process at a named crash point, so that anyone can watch compensation and recovery
+//! happen. Set from code in tests, or from `SAGA_FAULTS` / `--fail-at` in the example and CLI.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::step::{Phase, StepError};
+
+/// The environment variable read by [`FaultPlan::from_env`].
+pub const FAULTS_ENV: &str = "SAGA_FAULTS";
+
+/// What to do to a step's action or compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail every attempt with a non-retryable error: the step fails at once (`fail`).
+    Fail,
+    /// Fail the first N attempts with a retryable error, then run normally (`fail:N`).
+    FailTimes(u32),
+    /// Fail every attempt with a retryable error, exhausting the retry policy (`fail:always`).
+    FailAlways,
+    /// Panic in every attempt (`panic`).
+    Panic,
+    /// Never return, so the attempt runs past its timeout (`hang`).
+    Hang,
+}
+
+/// A malformed fault specification.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid fault `{spec}`: {reason} (expected STEP[/compensate]=fail|fail:N|fail:always|panic|hang)")]
+pub struct FaultParseError {
+    /// The offending part of the specification.
+    pub spec: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// A crash point armed to stop the process the `n`-th time it is reached.
+#[derive(Debug)]
+struct ArmedCrash {
+    point: String,
+    nth: u32,
+    seen: AtomicU32,
+}
+
+/// Which faults to inject where. Cheap to clone; empty by default.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    rules: HashMap<(String, Phase), Fault>,
+    crash: Option<Arc<ArmedCrash>>,
+}
+
+impl FaultPlan {
+    /// No faults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Injects `fault` into the action (or compensation) of `step`.
+    pub fn inject(mut self, step: impl Into<String>, phase: Phase, fault: Fault) -> Self {
+        self.rules.insert((step.into(), phase), fault);
+        self
+    }
+
+    /// Makes the action of `step` fail for good (what `--fail-at STEP` does).
+    pub fn fail_at(self, step: impl Into<String>) -> Self {
+        self.inject(step, Phase::Action, Fault::Fail)
+    }
+
+    /// Arms a crash point: the process aborts the `nth` time (from 1) it reaches `point`.
+    pub fn crash_at(mut self, point: impl Into<String>, nth: u32) -> Self {
+        self.crash = Some(Arc::new(ArmedCrash {
+            point: point.into(),
+            nth: nth.max(1),
+            seen: AtomicU32::new(0),
+        }));
+        self
+    }
+
+    /// Whether no fault is planned.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.crash.is_none()
+    }
+
+    /// Parses `STEP[/compensate]=FAULT` entries separated by commas, e.g.
+    /// `charge_payment=fail:2,release_inventory/compensate=fail:always`.
+    pub fn parse(spec: &str) -> Result<Self, FaultParseError> {
+        let mut plan = Self::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let err = |reason: &str| FaultParseError {
+                spec: part.to_string(),
+                reason: reason.to_string(),
+            };
+            let (target, fault) = part.split_once('=').ok_or_else(|| err("missing `=`"))?;
+            let (step, phase) = match target.split_once('/') {
+                None => (target, Phase::Action),
+                Some((step, "compensate")) => (step, Phase::Compensation),
+                Some(_) => return Err(err("the only suffix is `/compensate`")),
+            };
+            if step.is_empty() {
+                return Err(err("missing step name"));
+            }
+            let fault = match fault {
+                "fail" => Fault::Fail,
+                "fail:always" => Fault::FailAlways,
+                "panic" => Fault::Panic,
+                "hang" => Fault::Hang,
+                other => match other.strip_prefix("fail:").map(str::parse::<u32>) {
+                    Some(Ok(n)) if n > 0 => Fault::FailTimes(n),
+                    _ => return Err(err("unknown fault")),
+                },
+            };
+            plan = plan.inject(step, phase, fault);
+        }
+        Ok(plan)
+    }
+
+    /// The plan in `SAGA_FAULTS`, or an empty plan when it is unset.
+    pub fn from_env() -> Result<Self, FaultParseError> {
+        match std::env::var(FAULTS_ENV) {
+            Ok(spec) => Self::parse(&spec),
+            Err(_) => Ok(Self::new()),
+        }
+    }
+
+    /// The fault to inject into this attempt, if any.
+    pub(crate) fn for_attempt(&self, step: &str, phase: Phase, attempt: u32) -> Option<Fault> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let fault = *self.rules.get(&(step.to_string(), phase))?;
+        match fault {
+            Fault::FailTimes(n) if attempt > n => None,
+            other => Some(other),
+        }
+    }
+
+    /// Marks a named crash point. Unarmed, this is one branch on an `Option`.
+    pub(crate) fn crash_point(&self, point: &str) {
+        if let Some(armed) = &self.crash {
+            if armed.point == point && armed.seen.fetch_add(1, Ordering::SeqCst) + 1 == armed.nth {
+                tracing::error!(point, "crash point reached: aborting the process");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+impl Fault {
+    /// Runs the fault in place of (or before) the real work.
+    pub(crate) async fn strike(self, step: &str, attempt: u32) -> Result<(), StepError> {
+        match self {
+            Fault::Fail => Err(StepError::terminal(format!(
+                "injected failure at {step} (attempt {attempt})"
+            ))),
+            Fault::FailTimes(_) | Fault::FailAlways => Err(StepError::retryable(format!(
+                "injected transient failure at {step} (attempt {attempt})"
+            ))),
+            Fault::Panic => panic!("injected panic at {step} (attempt {attempt})"),
+            Fault::Hang => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        let plan = FaultPlan::parse("a=fail, b=fail:2,c/compensate=fail:always,d=panic,e=hang")
+            .expect("valid");
+        assert_eq!(plan.for_attempt("a", Phase::Action, 1), Some(Fault::Fail));
+        assert_eq!(
+            plan.for_attempt("b", Phase::Action, 2),
+            Some(Fault::FailTimes(2))
+        );
+        assert_eq!(plan.for_attempt("b", Phase::Action, 3), None);
+        assert_eq!(plan.for_attempt("c", Phase::Action, 1), None);
+        assert_eq!(
+            plan.for_attempt("c", Phase::Compensation, 9),
+            Some(Fault::FailAlways)
+        );
+        assert_eq!(plan.for_attempt("d", Phase::Action, 1), Some(Fault::Panic));
+        assert_eq!(plan.for_attempt("e", Phase::Action, 1), Some(Fault::Hang));
+    }
+
+    #[test]
+    fn rejects_nonsense_with_the_offending_part() {
+        let err = FaultPlan::parse("a=fail,b=explode").unwrap_err();
+        assert_eq!(err.spec, "b=explode");
+        assert!(FaultPlan::parse("a").is_err());
+        assert!(FaultPlan::parse("a/undo=fail").is_err());
+        assert!(FaultPlan::parse("a=fail:0").is_err());
+    }
+}

@@ -1,0 +1,56 @@
+//! A durable saga orchestration engine.
+//!
+//! A central mediator runs saga definitions declared in Rust step by step, persists the saga's
+//! state after every step (one database transaction per transition, instance row and history
+//! together), and when a step fails for good runs the compensations of the completed steps in
+//! reverse order. It runs embedded on a SQLite file by default.
+//!
+//! - [`definition`], [`step`], [`retry`]: what a saga is.
+//! - [`mediator`]: what runs it ([`mediator::driver`] is where a step runs).
+//! - [`store`]: where its state is written.
+//! - [`event`]: what it emits.
+//! - [`fault`]: how to make it fail on purpose.
+//!
+//! ```no_run
+//! use saga_engine::{store, Mediator, Registry, SagaDefinition, Step, StepContext};
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct Greeting { sent: bool }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = Registry::new();
+//! registry.register(
+//!     SagaDefinition::<Greeting>::new("greet", 1)
+//!         .step(Step::new("send", |mut ctx: StepContext<Greeting>| async move {
+//!             ctx.data.sent = true;
+//!             Ok(ctx.data)
+//!         }))
+//!         .build()?,
+//! )?;
+//! let store = store::open("sqlite://sagas.db", store::OpenMode::CreateIfMissing).await?;
+//! let mediator = Mediator::builder(store, registry).start();
+//! let id = mediator.start("greet", &Greeting { sent: false }).await?;
+//! let done = mediator.wait(id).await?;
+//! println!("{}: {}", done.id, done.status);
+//! # Ok(()) }
+//! ```
+
+pub mod definition;
+pub mod error;
+pub mod event;
+pub mod fault;
+pub mod mediator;
+pub mod registry;
+pub mod retry;
+pub mod state;
+pub mod step;
+pub mod store;
+pub mod transition;
+
+pub use definition::{Definition, SagaDefinition};
+pub use error::{DefinitionError, EngineError};
+pub use event::{EventKind, HistoryEvent, SagaEvent};
+pub use fault::{Fault, FaultPlan};
+pub use mediator::{Mediator, MediatorBuilder, MediatorConfig};
+pub use registry::Registry;
+pub use retry::RetryPolicy;
+pub use state::{Millis, SagaState, SagaStatus, StepState, StepStatus};
+pub use step::{FailureKind, Phase, SagaData, Step, StepContext, StepError, StepKind};
+pub use store::{OpenMode, SagaStore, SqliteStore, StoreError};

@@ -1,0 +1,176 @@
+//! Where a step runs: one task per saga in flight drives it transition by transition, running
+//! each attempt in its own task (so a panic is caught) under its timeout and a concurrency
+//! permit, and committing what happened before doing anything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::Inner;
+use crate::definition::Definition;
+use crate::state::SagaState;
+use crate::step::{idempotency_key, Phase, StepContext, StepError};
+use crate::store::StoreError;
+use crate::transition::{self, Change, Next};
+
+/// Aborts the wrapped task when dropped, so a step attempt never outlives its driver.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Drives one saga until it is final, its lease is lost, or the mediator shuts down.
+pub(crate) async fn drive(inner: Arc<Inner>, saga: SagaState) {
+    let span = tracing::info_span!("saga", saga_id = %saga.id, definition = %saga.definition);
+    let id = saga.id;
+    drive_inner(&inner, saga).instrument(span).await;
+    inner.forget(id);
+}
+
+async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState) {
+    let Some(def) = inner.registry.get(&saga.definition, saga.version).cloned() else {
+        tracing::warn!(
+            version = saga.version,
+            "definition version not registered here; leaving the saga untouched"
+        );
+        release(inner, &saga).await;
+        return;
+    };
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut due: Option<Instant> = None;
+    loop {
+        if *shutdown.borrow() {
+            release(inner, &saga).await;
+            return;
+        }
+        let change = match transition::next(&saga) {
+            Next::Done => return,
+            Next::Begin => {
+                if let Some(at) = due.take() {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = shutdown.changed() => continue,
+                    }
+                }
+                transition::begin(&saga)
+            }
+            Next::Run {
+                step,
+                phase,
+                attempt,
+            } => {
+                let outcome = run_attempt(inner, &def, &saga, step, phase, attempt).await;
+                inner.config.faults.crash_point("after_step");
+                let change = match outcome {
+                    Ok(data) => transition::succeeded(&def, &saga, phase, data),
+                    Err(error) => transition::failed(&def, &saga, phase, &error),
+                };
+                due = change.retry_after.map(|d| Instant::now() + d);
+                change
+            }
+        };
+        match commit_with_retry(inner, &saga, change).await {
+            Some(next) => saga = next,
+            None => return,
+        }
+    }
+}
+
+/// Commits a transition, retrying while the database is unavailable. Gives up (returning
+/// `None`) when the lease is lost or the database stays down: the lease then expires and the
+/// saga is claimed again from its last committed state.
+async fn commit_with_retry(inner: &Inner, saga: &SagaState, change: Change) -> Option<SagaState> {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=8 {
+        match inner.commit(Some(saga), change.clone()).await {
+            Ok(next) => return Some(next),
+            Err(StoreError::LeaseLost(_)) => {
+                tracing::warn!("lease lost to another mediator; stopping work on this saga");
+                return None;
+            }
+            Err(error) => {
+                tracing::error!(%error, attempt, "committing a transition failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::error!("giving up on this saga until its lease expires");
+    None
+}
+
+async fn release(inner: &Inner, saga: &SagaState) {
+    if let Err(error) = inner.store.release(&inner.config.owner, &[saga.id]).await {
+        tracing::warn!(%error, "could not release the lease; it will expire");
+    }
+}
+
+/// Runs one attempt of a step's action or compensation and says how it went.
+async fn run_attempt(
+    inner: &Inner,
+    def: &Definition,
+    saga: &SagaState,
+    step: usize,
+    phase: Phase,
+    attempt: u32,
+) -> Result<Value, StepError> {
+    let Some(spec) = def.step(step) else {
+        return Err(StepError::poison(format!("step {step} does not exist")));
+    };
+    let f = match phase {
+        Phase::Action => spec.action.clone(),
+        Phase::Compensation => match &spec.compensation {
+            Some(f) => f.clone(),
+            None => return Ok(saga.data.clone()),
+        },
+    };
+    let ctx = StepContext {
+        saga_id: saga.id,
+        step: spec.name().to_string(),
+        attempt,
+        idempotency_key: idempotency_key(saga.id, spec.name(), phase),
+        data: saga.data.clone(),
+    };
+    let fault = inner.config.faults.for_attempt(spec.name(), phase, attempt);
+    let name = spec.name().to_string();
+    let work = async move {
+        if let Some(fault) = fault {
+            fault.strike(&ctx.step, attempt).await?;
+        }
+        f(ctx).await
+    };
+    let span = tracing::info_span!("step", step = %name, attempt, phase = phase.as_str());
+    let Ok(_permit) = inner.permits.acquire().await else {
+        return Err(StepError::retryable("the mediator is shutting down"));
+    };
+    let mut task = AbortOnDrop(tokio::spawn(work.instrument(span)));
+    let data = match tokio::time::timeout(spec.timeout(), &mut task.0).await {
+        Err(_) => return Err(StepError::timeout(spec.timeout())),
+        Ok(Err(join)) if join.is_panic() => {
+            let payload = join.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            return Err(StepError::panic(message));
+        }
+        Ok(Err(_)) => return Err(StepError::retryable("the attempt was cancelled")),
+        Ok(Ok(result)) => result?,
+    };
+    let size = data.to_string().len();
+    if size > inner.config.max_payload_bytes {
+        return Err(StepError::poison(format!(
+            "`{name}` returned data of {size} bytes, over the limit of {} bytes",
+            inner.config.max_payload_bytes
+        )));
+    }
+    Ok(data)
+}

@@ -1,0 +1,373 @@
+//! The mediator: the one component that decides what runs next. It starts sagas, drives each
+//! one step at a time on tokio (bounded concurrency), resumes unfinished sagas it finds in the
+//! store, and tells callers how their sagas ended.
+
+mod commit;
+mod driver;
+mod scheduler;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use tokio::task::{AbortHandle, JoinHandle};
+use uuid::Uuid;
+
+use crate::error::EngineError;
+use crate::event::{HistoryEvent, SagaEvent};
+use crate::fault::FaultPlan;
+use crate::registry::Registry;
+use crate::state::SagaState;
+use crate::store::SagaStore;
+use crate::transition;
+
+/// Default limit of a saga's serialized data.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
+
+/// How a mediator behaves. Build it with [`Mediator::builder`].
+#[derive(Debug, Clone)]
+pub struct MediatorConfig {
+    /// Step attempts that may run at once.
+    pub concurrency: usize,
+    /// Sagas this mediator drives at once (running or waiting in a backoff).
+    pub max_in_flight: usize,
+    /// How long a lease lasts without renewal; a crashed mediator's sagas are taken over after it.
+    pub lease: Duration,
+    /// How often idle mediators look for orphaned or newly runnable sagas.
+    pub poll_interval: Duration,
+    /// This mediator's name in leases.
+    pub owner: String,
+    /// Faults to inject (tests, demos).
+    pub faults: FaultPlan,
+    /// Largest serialized saga data accepted.
+    pub max_payload_bytes: usize,
+    /// How long a graceful shutdown waits for running steps.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for MediatorConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            max_in_flight: 10_000,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            owner: format!(
+                "mediator-{}-{}",
+                std::process::id(),
+                &Uuid::now_v7().simple().to_string()[20..]
+            ),
+            faults: FaultPlan::default(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// State shared by the mediator's tasks.
+pub(crate) struct Inner {
+    store: Arc<dyn SagaStore>,
+    registry: Registry,
+    config: MediatorConfig,
+    /// Committed events, for subscribers and for [`Mediator::wait`].
+    events: broadcast::Sender<SagaEvent>,
+    /// Bounds the step attempts running at once.
+    permits: Semaphore,
+    /// Sagas driven here: renewed by the heartbeat, aborted when the mediator is dropped.
+    active: Mutex<HashMap<Uuid, AbortHandle>>,
+    /// Notified when a driver ends (scheduler room, graceful shutdown).
+    wake: Notify,
+    /// Set to `true` once to stop.
+    shutdown: watch::Sender<bool>,
+}
+
+impl Inner {
+    fn active(&self) -> MutexGuard<'_, HashMap<Uuid, AbortHandle>> {
+        // A poisoned map is still a valid map: drivers never panic while holding it.
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.active().len()
+    }
+
+    fn in_flight_ids(&self) -> Vec<Uuid> {
+        self.active().keys().copied().collect()
+    }
+
+    /// Starts driving `saga` unless it is already driven here.
+    fn spawn_driver(self: &Arc<Self>, saga: SagaState) {
+        let mut active = self.active();
+        if active.contains_key(&saga.id) {
+            return;
+        }
+        let id = saga.id;
+        // The map stays locked until the handle is in it, so the driver's own removal comes after.
+        let handle = tokio::spawn(driver::drive(self.clone(), saga));
+        active.insert(id, handle.abort_handle());
+    }
+
+    fn forget(&self, id: Uuid) {
+        self.active().remove(&id);
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+    }
+}
+
+/// Builder of a [`Mediator`].
+pub struct MediatorBuilder {
+    store: Arc<dyn SagaStore>,
+    registry: Registry,
+    config: MediatorConfig,
+}
+
+impl MediatorBuilder {
+    /// Step attempts that may run at once (default 64).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n.max(1);
+        self
+    }
+
+    /// Sagas driven at once (default 10,000).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Lease duration (default 30 s).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// Fallback poll interval (default 1 s).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.config.poll_interval = every;
+        self
+    }
+
+    /// The name this mediator puts in leases.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.config.owner = owner.into();
+        self
+    }
+
+    /// Faults to inject.
+    pub fn faults(mut self, faults: FaultPlan) -> Self {
+        self.config.faults = faults;
+        self
+    }
+
+    /// Largest serialized saga data accepted (default 2 MiB).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_payload_bytes = bytes;
+        self
+    }
+
+    /// How long [`Mediator::shutdown`] waits for running steps (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Starts the mediator's background tasks: it begins resuming unfinished sagas at once.
+    /// Must be called inside a tokio runtime.
+    pub fn start(self) -> Mediator {
+        let (events, _) = broadcast::channel(4096);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            store: self.store,
+            registry: self.registry,
+            permits: Semaphore::new(self.config.concurrency),
+            config: self.config,
+            events,
+            active: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            shutdown,
+        });
+        let background = vec![
+            tokio::spawn(scheduler::run(inner.clone())),
+            tokio::spawn(scheduler::heartbeat(inner.clone())),
+        ];
+        Mediator { inner, background }
+    }
+}
+
+/// A running mediator. Dropping it stops everything at once, as a crash would (leases are left
+/// to expire); [`Mediator::shutdown`] stops gracefully.
+pub struct Mediator {
+    inner: Arc<Inner>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Mediator {
+    /// A builder over a store and the sagas this mediator can run.
+    pub fn builder(store: Arc<dyn SagaStore>, registry: Registry) -> MediatorBuilder {
+        MediatorBuilder {
+            store,
+            registry,
+            config: MediatorConfig::default(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &MediatorConfig {
+        &self.inner.config
+    }
+
+    /// The registered definitions.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SagaStore> {
+        &self.inner.store
+    }
+
+    /// Starts the newest version of saga `name` with `data`. Returns once the saga is durably
+    /// recorded (with its first step started); nothing is written if the name is unknown or the
+    /// data does not fit the saga's data type.
+    pub async fn start<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        data: &T,
+    ) -> Result<Uuid, EngineError> {
+        let value = serde_json::to_value(data).map_err(|e| EngineError::InvalidData {
+            saga: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.start_json(name, value).await
+    }
+
+    /// Like [`Mediator::start`], with the data already as JSON.
+    pub async fn start_json(&self, name: &str, data: Value) -> Result<Uuid, EngineError> {
+        let def = self
+            .inner
+            .registry
+            .latest(name)
+            .ok_or_else(|| EngineError::UnknownSaga(name.to_string()))?;
+        def.check_data(&data)
+            .map_err(|reason| EngineError::InvalidData {
+                saga: name.to_string(),
+                reason,
+            })?;
+        let size = data.to_string().len();
+        let limit = self.inner.config.max_payload_bytes;
+        if size > limit {
+            return Err(EngineError::PayloadTooLarge {
+                saga: name.to_string(),
+                size,
+                limit,
+            });
+        }
+        if *self.inner.shutdown.borrow() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let change = transition::start(def, Uuid::now_v7(), data);
+        let saga = self.inner.commit(None, change).await?;
+        let id = saga.id;
+        self.inner.spawn_driver(saga);
+        Ok(id)
+    }
+
+    /// The saga's current state.
+    pub async fn get(&self, id: Uuid) -> Result<SagaState, EngineError> {
+        self.inner
+            .store
+            .get(id)
+            .await?
+            .ok_or(EngineError::NotFound(id))
+    }
+
+    /// The saga's history in order.
+    pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryEvent>, EngineError> {
+        let history = self.inner.store.history(id).await?;
+        if history.is_empty() && self.inner.store.get(id).await?.is_none() {
+            return Err(EngineError::NotFound(id));
+        }
+        Ok(history)
+    }
+
+    /// Waits until the saga is final (completed, compensated or failed) and returns its state.
+    /// Woken by this mediator's events; re-reads the store every poll interval for sagas driven
+    /// by other processes.
+    pub async fn wait(&self, id: Uuid) -> Result<SagaState, EngineError> {
+        let mut events = self.inner.events.subscribe();
+        loop {
+            let saga = self.get(id).await?;
+            if saga.status.is_final() {
+                return Ok(saga);
+            }
+            let finished = async {
+                loop {
+                    match events.recv().await {
+                        Ok(e) if e.event.saga_id == id && e.event.kind.is_final() => return,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = finished => {}
+                _ = tokio::time::sleep(self.inner.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Committed events of every saga this mediator drives, as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<SagaEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Sagas driven by this mediator right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+
+    /// Stops gracefully: takes no new work, lets running steps finish and commit (up to the
+    /// shutdown grace), and releases the leases of unfinished sagas so another mediator can
+    /// continue them at once.
+    pub async fn shutdown(self) {
+        self.inner.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + self.inner.config.shutdown_grace;
+        loop {
+            let woken = self.inner.wake.notified();
+            if self.inner.in_flight() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                tracing::warn!(
+                    in_flight = self.inner.in_flight(),
+                    "shutdown grace elapsed; stopping the remaining sagas"
+                );
+                break;
+            }
+        }
+        let ids = self.inner.in_flight_ids();
+        if !ids.is_empty() {
+            let _ = self
+                .inner
+                .store
+                .release(&self.inner.config.owner, &ids)
+                .await;
+        }
+        // Drop aborts whatever is left.
+    }
+}
+
+impl Drop for Mediator {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+        let handles: Vec<AbortHandle> = self.inner.active().values().cloned().collect();
+        for handle in handles {
+            handle.abort();
+        }
+    }
+}

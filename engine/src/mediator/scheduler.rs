@@ -1,0 +1,88 @@
+//! Finding work: the scheduler claims sagas whose lease is free or expired and whose next
+//! attempt is due (at start-up, after other mediators crash, after an operator acts), and the
+//! heartbeat keeps the leases of the sagas this mediator drives from expiring.
+
+use std::sync::Arc;
+
+use super::Inner;
+
+/// How many sagas one claim takes at most.
+const CLAIM_BATCH: usize = 256;
+
+/// Claims runnable sagas until shutdown: at once when started, again whenever a claim came back
+/// full, and otherwise every poll interval (the slow fallback; new sagas of this process are
+/// driven directly and never wait for it).
+pub(crate) async fn run(inner: Arc<Inner>) {
+    warn_about_unknown_versions(&inner).await;
+    let keys = inner.registry.keys();
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let room = inner.config.max_in_flight.saturating_sub(inner.in_flight());
+        let mut full = false;
+        if room > 0 {
+            let limit = room.min(CLAIM_BATCH);
+            match inner
+                .store
+                .claim(&inner.config.owner, inner.config.lease, &keys, limit)
+                .await
+            {
+                Ok(claimed) => {
+                    full = claimed.len() == limit;
+                    for saga in claimed {
+                        tracing::info!(saga_id = %saga.id, status = %saga.status, "resuming saga");
+                        inner.spawn_driver(saga);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "claiming sagas failed; will try again"),
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(inner.config.poll_interval) => {}
+            _ = inner.wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Renews the leases of the sagas in flight here, a third of a lease apart.
+pub(crate) async fn heartbeat(inner: Arc<Inner>) {
+    let every = inner.config.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let ids = inner.in_flight_ids();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(error) = inner
+            .store
+            .renew(&inner.config.owner, inner.config.lease, &ids)
+            .await
+        {
+            tracing::warn!(%error, "renewing leases failed; will try again");
+        }
+    }
+}
+
+async fn warn_about_unknown_versions(inner: &Inner) {
+    match inner.store.unfinished_definitions().await {
+        Ok(found) => {
+            for (definition, version, count) in found {
+                if inner.registry.get(&definition, version).is_none() {
+                    tracing::warn!(
+                        definition,
+                        version,
+                        count,
+                        "unfinished sagas use a definition version not registered here; leaving them untouched"
+                    );
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not list unfinished sagas"),
+    }
+}

@@ -1,0 +1,58 @@
+//! The registry: which saga definitions (by name and version) this process can run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::definition::Definition;
+use crate::error::DefinitionError;
+
+/// The saga definitions a mediator can start and resume, by name and version.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    sagas: HashMap<String, BTreeMap<u32, Arc<Definition>>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a definition; a name and version can be registered once.
+    pub fn register(&mut self, definition: Definition) -> Result<&mut Self, DefinitionError> {
+        let versions = self.sagas.entry(definition.name().to_string()).or_default();
+        if versions.contains_key(&definition.version()) {
+            return Err(DefinitionError::AlreadyRegistered {
+                name: definition.name().to_string(),
+                version: definition.version(),
+            });
+        }
+        versions.insert(definition.version(), Arc::new(definition));
+        Ok(self)
+    }
+
+    /// The newest version of the named saga: what new instances start with.
+    pub fn latest(&self, name: &str) -> Option<&Arc<Definition>> {
+        self.sagas.get(name)?.values().next_back()
+    }
+
+    /// An exact version: what a stored instance resumes with.
+    pub fn get(&self, name: &str, version: u32) -> Option<&Arc<Definition>> {
+        self.sagas.get(name)?.get(&version)
+    }
+
+    /// Every registered definition, sorted by name then version.
+    pub fn definitions(&self) -> Vec<&Arc<Definition>> {
+        let mut all: Vec<_> = self.sagas.values().flat_map(|v| v.values()).collect();
+        all.sort_by(|a, b| (a.name(), a.version()).cmp(&(b.name(), b.version())));
+        all
+    }
+
+    /// `(name, version)` of every registered definition.
+    pub fn keys(&self) -> Vec<(String, u32)> {
+        self.definitions()
+            .iter()
+            .map(|d| (d.name().to_string(), d.version()))
+            .collect()
+    }
+}

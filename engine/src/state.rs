@@ -1,0 +1,181 @@
+//! The state of a saga instance as the store keeps it: status, cursor, data, per-step progress,
+//! the next due time and the lease.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch, as read from the database's clock.
+pub type Millis = i64;
+
+/// Where a saga instance stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStatus {
+    /// Steps are running forward.
+    Running,
+    /// A step failed for good (or an operator aborted): completed steps are being undone.
+    Compensating,
+    /// Every step completed. Final.
+    Completed,
+    /// Every completed step that had a compensation was undone. Final.
+    Compensated,
+    /// A compensation exhausted its retries, or a step after the pivot failed with an error that
+    /// retrying cannot fix. Needs an operator; `retry` resumes it.
+    Failed,
+}
+
+/// Why a status string from the store was not understood.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown status `{0}`")]
+pub struct UnknownStatus(pub String);
+
+macro_rules! string_enum {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The lower-case name stored in the database and shown by the CLI.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),+ }
+            }
+            /// Every value, in lifecycle order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = UnknownStatus;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    other => Err(UnknownStatus(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(SagaStatus {
+    Running => "running",
+    Compensating => "compensating",
+    Completed => "completed",
+    Compensated => "compensated",
+    Failed => "failed",
+});
+
+impl SagaStatus {
+    /// Whether the mediator has nothing more to do (an operator may still retry `failed`).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed
+        )
+    }
+}
+
+/// Where one step of a saga instance stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Not started yet.
+    Pending,
+    /// An attempt is running, or the next one is scheduled (the saga's `next_attempt_at`).
+    Running,
+    /// The action succeeded.
+    Completed,
+    /// The action failed for good.
+    Failed,
+    /// The compensation is running or scheduled.
+    Compensating,
+    /// The compensation succeeded.
+    Compensated,
+    /// The compensation exhausted its retries.
+    CompensationFailed,
+}
+
+string_enum!(StepStatus {
+    Pending => "pending",
+    Running => "running",
+    Completed => "completed",
+    Failed => "failed",
+    Compensating => "compensating",
+    Compensated => "compensated",
+    CompensationFailed => "compensation_failed",
+});
+
+/// Progress of one step of a saga instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    /// The step's name.
+    pub name: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// Attempts of the action started so far.
+    pub attempts: u32,
+    /// Attempts of the compensation started in the current round (an operator retry starts a
+    /// new round).
+    #[serde(default)]
+    pub compensation_attempts: u32,
+    /// Set when an attempt timed out or panicked: its effect may have happened, so the step is
+    /// compensated even though it did not complete.
+    #[serde(default)]
+    pub outcome_unknown: bool,
+    /// The last error of the action or compensation.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl StepState {
+    /// A step that has not started.
+    pub fn pending(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            status: StepStatus::Pending,
+            attempts: 0,
+            compensation_attempts: 0,
+            outcome_unknown: false,
+            last_error: None,
+        }
+    }
+}
+
+/// A saga instance as stored: everything needed to continue it after a crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaState {
+    /// UUID v7: ids sort by creation time.
+    pub id: Uuid,
+    /// Definition name.
+    pub definition: String,
+    /// Definition version the instance started with and is only ever resumed with.
+    pub version: u32,
+    /// Where the saga stands.
+    pub status: SagaStatus,
+    /// The step being run (forward) or compensated (compensating).
+    pub current_step: usize,
+    /// The saga data as the last completed step left it.
+    pub data: Value,
+    /// Per-step progress, one entry per step of the definition.
+    pub steps: Vec<StepState>,
+    /// The error that made the saga compensate or fail.
+    pub last_error: Option<String>,
+    /// When the next attempt of the current step is due (database time); `None` when the
+    /// current attempt is running or the saga is final.
+    pub next_attempt_at: Option<Millis>,
+    /// The mediator that holds the lease, if any.
+    pub lease_owner: Option<String>,
+    /// When the lease expires (database time).
+    pub lease_expires_at: Option<Millis>,
+    /// Incremented on every claim; every write checks it, so a stale owner's write is refused.
+    pub fencing_token: i64,
+    /// Sequence number of the last history event.
+    pub last_seq: i64,
+    /// Creation time (database time).
+    pub created_at: Millis,
+    /// Time of the last transition (database time).
+    pub updated_at: Millis,
+}

@@ -1,0 +1,355 @@
+//! Steps: the unit of work of a saga. A step has an action, an optional compensation that undoes
+//! it, a kind (compensatable, pivot or retriable), a retry policy for each and a timeout.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::retry::RetryPolicy;
+
+/// What saga data must be: serialisable to JSON (it is stored after every step) and sendable.
+pub trait SagaData: Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> SagaData for T {}
+
+/// Where a step stands in the saga, after Garcia-Molina and Salem (1987).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Undone by its compensation when a later step fails. Comes before the pivot.
+    Compensatable,
+    /// The point of no return: once it completes the saga can only go forward.
+    Pivot,
+    /// After the pivot: never compensated, retried until it succeeds.
+    Retriable,
+}
+
+impl StepKind {
+    /// The lower-case name used in errors and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Compensatable => "compensatable",
+            StepKind::Pivot => "pivot",
+            StepKind::Retriable => "retriable",
+        }
+    }
+}
+
+/// Whether a unit of work is a step's action or its compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// The step's action.
+    Action,
+    /// The step's compensation.
+    Compensation,
+}
+
+impl Phase {
+    /// `action` or `compensate`, as used in idempotency keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Action => "action",
+            Phase::Compensation => "compensate",
+        }
+    }
+}
+
+/// What a step's action or compensation receives.
+#[derive(Debug, Clone)]
+pub struct StepContext<D> {
+    /// The saga instance.
+    pub saga_id: Uuid,
+    /// The step's name.
+    pub step: String,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// `{saga_id}:{step}:{action|compensate}`: the same on every attempt and after a crash, so a
+    /// participant can apply its effect at most once.
+    pub idempotency_key: String,
+    /// The saga data as the previous step left it.
+    pub data: D,
+}
+
+impl<D> StepContext<D> {
+    /// The idempotency key of this step's action; a compensation uses it to find the effect it
+    /// must undo.
+    pub fn action_key(&self) -> String {
+        idempotency_key(self.saga_id, &self.step, Phase::Action)
+    }
+}
+
+/// The idempotency key of a step's action or compensation.
+pub fn idempotency_key(saga_id: Uuid, step: &str, phase: Phase) -> String {
+    format!("{saga_id}:{step}:{}", phase.as_str())
+}
+
+/// How a step failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The step returned an error.
+    Error,
+    /// The step ran past its timeout: its effect may or may not have happened.
+    Timeout,
+    /// The step panicked: its effect may or may not have happened.
+    Panic,
+    /// The saga data could not be read or written: retrying cannot help.
+    Poison,
+}
+
+/// A failed step or compensation, as the step reports it and as the history records it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[error("{message}")]
+pub struct StepError {
+    /// One sentence saying what went wrong.
+    pub message: String,
+    /// Whether trying again may succeed.
+    pub retryable: bool,
+    /// How it failed.
+    pub kind: FailureKind,
+}
+
+impl StepError {
+    /// A failure that may pass: the retry policy decides whether to try again.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+            kind: FailureKind::Error,
+        }
+    }
+
+    /// A failure that retrying cannot fix (declined card, invalid order): no further attempt.
+    pub fn terminal(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+            kind: FailureKind::Error,
+        }
+    }
+
+    pub(crate) fn timeout(after: Duration) -> Self {
+        Self {
+            message: format!("timed out after {after:?}"),
+            retryable: true,
+            kind: FailureKind::Timeout,
+        }
+    }
+
+    pub(crate) fn panic(message: String) -> Self {
+        Self {
+            message: format!("panicked: {message}"),
+            retryable: true,
+            kind: FailureKind::Panic,
+        }
+    }
+
+    pub(crate) fn poison(message: String) -> Self {
+        Self {
+            message,
+            retryable: false,
+            kind: FailureKind::Poison,
+        }
+    }
+
+    /// Whether the effect of the failed work may nevertheless have happened (timeout, panic), in
+    /// which case the step is compensated like a completed one.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self.kind, FailureKind::Timeout | FailureKind::Panic)
+    }
+}
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// An action or compensation with its data type erased to JSON, as the mediator calls it.
+pub(crate) type StepFn =
+    Arc<dyn Fn(StepContext<Value>) -> BoxFuture<Result<Value, StepError>> + Send + Sync>;
+
+/// Wraps a typed step function so the mediator can call it with the stored JSON data. Data that
+/// does not deserialize is poison: the step fails without being called and is not retried.
+fn erase<D, F, Fut>(f: F) -> StepFn
+where
+    D: SagaData,
+    F: Fn(StepContext<D>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<D, StepError>> + Send + 'static,
+{
+    Arc::new(
+        move |ctx: StepContext<Value>| -> BoxFuture<Result<Value, StepError>> {
+            let typed = match serde_json::from_value::<D>(ctx.data) {
+                Ok(data) => StepContext {
+                    saga_id: ctx.saga_id,
+                    step: ctx.step,
+                    attempt: ctx.attempt,
+                    idempotency_key: ctx.idempotency_key,
+                    data,
+                },
+                Err(e) => {
+                    let err = StepError::poison(format!("saga data cannot be read: {e}"));
+                    return Box::pin(std::future::ready(Err(err)));
+                }
+            };
+            let fut = f(typed);
+            Box::pin(async move {
+                let data = fut.await?;
+                serde_json::to_value(data)
+                    .map_err(|e| StepError::poison(format!("saga data cannot be written: {e}")))
+            })
+        },
+    )
+}
+
+/// A step with its data type erased: what a [`crate::Definition`] holds.
+#[derive(Clone)]
+pub struct StepSpec {
+    pub(crate) name: String,
+    pub(crate) kind: StepKind,
+    pub(crate) action: StepFn,
+    pub(crate) compensation: Option<StepFn>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) compensation_retry: RetryPolicy,
+    pub(crate) timeout: Duration,
+}
+
+impl StepSpec {
+    /// The step's name (a durable identifier: it is stored with every saga).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Compensatable, pivot or retriable.
+    pub fn kind(&self) -> StepKind {
+        self.kind
+    }
+
+    /// Whether the step has a compensation.
+    pub fn has_compensation(&self) -> bool {
+        self.compensation.is_some()
+    }
+
+    /// The retry policy of the action.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The retry policy of the compensation.
+    pub fn compensation_retry_policy(&self) -> &RetryPolicy {
+        &self.compensation_retry
+    }
+
+    /// How long one attempt may run.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn policy(&self, phase: Phase) -> &RetryPolicy {
+        match phase {
+            Phase::Action => &self.retry,
+            Phase::Compensation => &self.compensation_retry,
+        }
+    }
+}
+
+impl std::fmt::Debug for StepSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("compensation", &self.compensation.is_some())
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Builder of one step of a saga over data of type `D`.
+///
+/// ```
+/// use saga_engine::{Step, StepContext, StepError, RetryPolicy};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Order { reserved: bool }
+/// let step = Step::new("reserve", |mut ctx: StepContext<Order>| async move {
+///     ctx.data.reserved = true;
+///     Ok::<_, StepError>(ctx.data)
+/// })
+/// .compensate(|mut ctx: StepContext<Order>| async move {
+///     ctx.data.reserved = false;
+///     Ok(ctx.data)
+/// })
+/// .retry(RetryPolicy::attempts(5));
+/// ```
+pub struct Step<D> {
+    pub(crate) spec: StepSpec,
+    _data: PhantomData<fn(D) -> D>,
+}
+
+/// Default time one attempt of a step may run.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl<D: SagaData> Step<D> {
+    /// A compensatable step with the default retry policy and timeout and no compensation.
+    pub fn new<F, Fut>(name: impl Into<String>, action: F) -> Self
+    where
+        F: Fn(StepContext<D>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<D, StepError>> + Send + 'static,
+    {
+        Self {
+            spec: StepSpec {
+                name: name.into(),
+                kind: StepKind::Compensatable,
+                action: erase(action),
+                compensation: None,
+                retry: RetryPolicy::default(),
+                compensation_retry: RetryPolicy::attempts(5),
+                timeout: DEFAULT_STEP_TIMEOUT,
+            },
+            _data: PhantomData,
+        }
+    }
+
+    /// Sets the compensation that undoes this step's effect. It must be idempotent: it may run
+    /// more than once, and for an effect that never happened.
+    pub fn compensate<F, Fut>(mut self, compensation: F) -> Self
+    where
+        F: Fn(StepContext<D>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<D, StepError>> + Send + 'static,
+    {
+        self.spec.compensation = Some(erase(compensation));
+        self
+    }
+
+    /// Marks the step as the pivot: the point of no return.
+    pub fn pivot(mut self) -> Self {
+        self.spec.kind = StepKind::Pivot;
+        self
+    }
+
+    /// Marks the step as retriable: after the pivot, never compensated, retried until it succeeds.
+    pub fn retriable(mut self) -> Self {
+        self.spec.kind = StepKind::Retriable;
+        self
+    }
+
+    /// Sets the retry policy of the action.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.spec.retry = policy;
+        self
+    }
+
+    /// Sets the retry policy of the compensation (default: 5 attempts).
+    pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
+        self.spec.compensation_retry = policy;
+        self
+    }
+
+    /// Sets how long one attempt (of the action or of the compensation) may run.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.spec.timeout = timeout;
+        self
+    }
+}

@@ -1,0 +1,162 @@
+//! Persistence: one object-safe trait, [`SagaStore`], with one implementation per database.
+//!
+//! Every transition of a saga is a single call to [`SagaStore::apply`], which writes the instance
+//! row and appends its history events in one database transaction, checking the fencing token so
+//! that a mediator that lost its lease cannot write. Times are read from the database's clock.
+
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use sqlite::SqliteStore;
+
+use crate::event::HistoryEvent;
+use crate::state::{Millis, SagaState};
+
+/// The environment variable that names the database when no URL is given.
+pub const DATABASE_URL_ENV: &str = "SAGA_DATABASE_URL";
+/// The database used when neither a URL nor [`DATABASE_URL_ENV`] is given.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://sagas.db";
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no supported database.
+    #[error("unsupported database URL `{0}`: use sqlite://PATH")]
+    UnsupportedUrl(String),
+    /// A read-only open of a database file that does not exist.
+    #[error("database file `{0}` does not exist; run a saga first or check --database / SAGA_DATABASE_URL")]
+    Missing(String),
+    /// The database could not be opened.
+    #[error("cannot open database `{url}`: {source}")]
+    Open {
+        /// The URL given.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The embedded migrations failed.
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored row could not be read back.
+    #[error("stored saga {id} cannot be read: {reason}")]
+    Corrupt {
+        /// The saga's id as stored.
+        id: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The fencing token moved: another mediator owns the saga now, this write was refused.
+    #[error("saga {0} is now owned by another mediator; this write was refused")]
+    LeaseLost(Uuid),
+    /// An insert found the id taken.
+    #[error("saga {0} already exists")]
+    Duplicate(Uuid),
+}
+
+/// The lease to hold after a transition.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    /// The mediator holding it.
+    pub owner: &'a str,
+    /// How long from the commit it lasts.
+    pub duration: Duration,
+}
+
+/// One transition of one saga: the instance as it is afterwards and the history events that say
+/// what happened. Applied atomically or not at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    /// The instance after the transition (`updated_at`, `next_attempt_at` and the lease expiry
+    /// are set by the store from the database clock).
+    pub state: &'a SagaState,
+    /// `None` creates the instance; `Some(token)` updates it only if the stored fencing token is
+    /// still `token`.
+    pub expected_token: Option<i64>,
+    /// The next attempt is due this long after the commit; `None` clears the due time.
+    pub retry_after: Option<Duration>,
+    /// Keep (and extend) the lease, or release it (`None`).
+    pub lease: Option<Lease<'a>>,
+    /// History events to append, with consecutive `seq` following the stored `last_seq`.
+    pub events: &'a [HistoryEvent],
+}
+
+/// What a committed transition reports back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The commit's time on the database clock (also the events' `at`).
+    pub at: Millis,
+}
+
+/// Persistence of saga instances and their history. Implementations must be safe to share
+/// between many concurrent sagas and, for server databases, between processes.
+#[async_trait]
+pub trait SagaStore: Send + Sync + 'static {
+    /// Applies one transition atomically: instance row and history together.
+    async fn apply(&self, transition: &Transition<'_>) -> Result<Committed, StoreError>;
+
+    /// Takes the lease of up to `limit` sagas that are `running` or `compensating`, whose lease
+    /// is free or expired and whose next attempt is due, restricted to the given definitions
+    /// (name, version). Each claim bumps the fencing token.
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        definitions: &[(String, u32)],
+        limit: usize,
+    ) -> Result<Vec<SagaState>, StoreError>;
+
+    /// Extends the leases that `owner` still holds on `ids`; returns how many were extended.
+    async fn renew(&self, owner: &str, lease: Duration, ids: &[Uuid]) -> Result<u64, StoreError>;
+
+    /// Gives up the leases that `owner` holds on `ids`, so another mediator can continue them
+    /// at once.
+    async fn release(&self, owner: &str, ids: &[Uuid]) -> Result<u64, StoreError>;
+
+    /// One saga instance.
+    async fn get(&self, id: Uuid) -> Result<Option<SagaState>, StoreError>;
+
+    /// A saga's history in order.
+    async fn history(&self, id: Uuid) -> Result<Vec<HistoryEvent>, StoreError>;
+
+    /// `(definition, version, count)` of the sagas that are not final.
+    async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError>;
+}
+
+/// Whether opening may create a new, empty database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the database if it does not exist (the engine, `run`, `worker`).
+    CreateIfMissing,
+    /// Fail with [`StoreError::Missing`] if it does not exist (read-only inspection).
+    MustExist,
+}
+
+/// The database URL to use: the one given, else `SAGA_DATABASE_URL`, else `sqlite://sagas.db`.
+pub fn database_url(given: Option<&str>) -> String {
+    given
+        .map(str::to_string)
+        .or_else(|| {
+            std::env::var(DATABASE_URL_ENV)
+                .ok()
+                .filter(|u| !u.is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string())
+}
+
+/// Opens the store named by `url`, choosing the implementation from the scheme, and runs the
+/// embedded migrations.
+pub async fn open(url: &str, mode: OpenMode) -> Result<Arc<dyn SagaStore>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, mode).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}

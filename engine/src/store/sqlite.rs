@@ -1,0 +1,352 @@
+//! The embedded store: one SQLite file in WAL mode. Writes go through a single connection (SQLite
+//! has one writer; queueing in-process wakes waiters instead of spinning on `SQLITE_BUSY`), reads
+//! through a small pool that WAL lets run beside the writer.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+use uuid::Uuid;
+
+use super::{Committed, OpenMode, SagaStore, StoreError, Transition};
+use crate::event::HistoryEvent;
+use crate::state::SagaState;
+
+/// The database clock in milliseconds since the Unix epoch; constant within one statement.
+macro_rules! now_ms {
+    () => {
+        "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+    };
+}
+
+const INSERT_SAGA: &str = concat!(
+    "INSERT INTO saga_instances (id, definition, version, status, current_step, data, steps, ",
+    "last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, last_seq, ",
+    "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ",
+    "CASE WHEN ?9 IS NULL THEN NULL ELSE ",
+    now_ms!(),
+    " + ?9 END, ?10, CASE WHEN ?10 IS NULL THEN NULL ELSE ",
+    now_ms!(),
+    " + ?11 END, ?12, ?13, ",
+    now_ms!(),
+    ", ",
+    now_ms!(),
+    ") ON CONFLICT (id) DO NOTHING RETURNING updated_at"
+);
+
+const UPDATE_SAGA: &str = concat!(
+    "UPDATE saga_instances SET status = ?4, current_step = ?5, data = ?6, steps = ?7, ",
+    "last_error = ?8, next_attempt_at = CASE WHEN ?9 IS NULL THEN NULL ELSE ",
+    now_ms!(),
+    " + ?9 END, lease_owner = ?10, lease_expires_at = CASE WHEN ?10 IS NULL THEN NULL ELSE ",
+    now_ms!(),
+    " + ?11 END, last_seq = ?13, updated_at = ",
+    now_ms!(),
+    " WHERE id = ?1 AND fencing_token = ?12 AND definition = ?2 AND version = ?3 ",
+    "RETURNING updated_at"
+);
+
+const INSERT_EVENT: &str =
+    "INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const CLAIM: &str = concat!(
+    "UPDATE saga_instances SET lease_owner = ?1, lease_expires_at = ",
+    now_ms!(),
+    " + ?2, fencing_token = fencing_token + 1 WHERE id IN (",
+    "SELECT id FROM saga_instances WHERE status IN ('running', 'compensating') ",
+    "AND (lease_expires_at IS NULL OR lease_expires_at <= ",
+    now_ms!(),
+    ") AND (next_attempt_at IS NULL OR next_attempt_at <= ",
+    now_ms!(),
+    ") AND (definition || '@' || version) IN (SELECT value FROM json_each(?3)) ",
+    "ORDER BY COALESCE(next_attempt_at, 0), id LIMIT ?4) RETURNING *"
+);
+
+const RENEW: &str = concat!(
+    "UPDATE saga_instances SET lease_expires_at = ",
+    now_ms!(),
+    " + ?2 WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?3))"
+);
+
+const RELEASE: &str = "UPDATE saga_instances SET lease_owner = NULL, lease_expires_at = NULL \
+     WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2))";
+
+/// A saga instance row as SQLite returns it.
+#[derive(FromRow)]
+struct SagaRow {
+    id: String,
+    definition: String,
+    version: i64,
+    status: String,
+    current_step: i64,
+    data: String,
+    steps: String,
+    last_error: Option<String>,
+    next_attempt_at: Option<i64>,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    fencing_token: i64,
+    last_seq: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<SagaRow> for SagaState {
+    type Error = StoreError;
+    fn try_from(row: SagaRow) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: row.id.clone(),
+            reason,
+        };
+        Ok(SagaState {
+            id: Uuid::parse_str(&row.id).map_err(|e| corrupt(format!("id: {e}")))?,
+            status: row.status.parse().map_err(|e| corrupt(format!("{e}")))?,
+            data: serde_json::from_str(&row.data).map_err(|e| corrupt(format!("data: {e}")))?,
+            steps: serde_json::from_str(&row.steps).map_err(|e| corrupt(format!("steps: {e}")))?,
+            version: u32::try_from(row.version).map_err(|e| corrupt(format!("version: {e}")))?,
+            current_step: usize::try_from(row.current_step)
+                .map_err(|e| corrupt(format!("current_step: {e}")))?,
+            definition: row.definition,
+            last_error: row.last_error,
+            next_attempt_at: row.next_attempt_at,
+            lease_owner: row.lease_owner,
+            lease_expires_at: row.lease_expires_at,
+            fencing_token: row.fencing_token,
+            last_seq: row.last_seq,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// A history row as SQLite returns it.
+#[derive(FromRow)]
+struct EventRow {
+    saga_id: String,
+    seq: i64,
+    event_id: String,
+    kind: String,
+    step: Option<String>,
+    attempt: Option<i64>,
+    at: i64,
+    detail: String,
+}
+
+impl TryFrom<EventRow> for HistoryEvent {
+    type Error = StoreError;
+    fn try_from(row: EventRow) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: row.saga_id.clone(),
+            reason: format!("history #{}: {reason}", row.seq),
+        };
+        Ok(HistoryEvent {
+            seq: row.seq,
+            saga_id: Uuid::parse_str(&row.saga_id).map_err(|e| corrupt(e.to_string()))?,
+            event_id: Uuid::parse_str(&row.event_id).map_err(|e| corrupt(e.to_string()))?,
+            kind: row.kind.parse().map_err(|e| corrupt(format!("{e}")))?,
+            step: row.step,
+            attempt: row
+                .attempt
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?,
+            at: row.at,
+            detail: serde_json::from_str(&row.detail).map_err(|e| corrupt(e.to_string()))?,
+        })
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn json_list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
+    let list: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
+    serde_json::Value::from(list).to_string()
+}
+
+/// The SQLite implementation of [`SagaStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// One connection: SQLite allows one writer at a time.
+    writer: SqlitePool,
+    /// Readers run beside the writer thanks to WAL.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (or, with [`OpenMode::CreateIfMissing`], creates) the database at `url`
+    /// (`sqlite://PATH`), in WAL mode with `synchronous=FULL`, and runs the migrations.
+    pub async fn open(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            url: url.to_string(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(open_err)?
+            .create_if_missing(mode == OpenMode::CreateIfMissing)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let filename = options.get_filename().to_string_lossy().to_string();
+        let in_memory =
+            filename.is_empty() || filename == ":memory:" || url.contains("mode=memory");
+        if mode == OpenMode::MustExist && !in_memory && !options.get_filename().exists() {
+            return Err(StoreError::Missing(filename));
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await
+                .map_err(open_err)?
+        };
+        let mut migrator = sqlx::migrate!("./migrations/sqlite");
+        // The host application may keep its own migrations in the same file.
+        migrator.set_ignore_missing(true);
+        migrator.run(&writer).await?;
+        Ok(Self { writer, reader })
+    }
+
+    /// The read pool, for queries that the trait does not cover (the CLI's listings).
+    pub fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+}
+
+#[async_trait]
+impl SagaStore for SqliteStore {
+    async fn apply(&self, t: &Transition<'_>) -> Result<Committed, StoreError> {
+        let s = t.state;
+        let data = s.data.to_string();
+        let steps = serde_json::to_string(&s.steps).map_err(|e| StoreError::Corrupt {
+            id: s.id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let id = s.id.to_string();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let sql = if t.expected_token.is_some() {
+            UPDATE_SAGA
+        } else {
+            INSERT_SAGA
+        };
+        let at: Option<i64> = sqlx::query_scalar(sql)
+            .bind(&id)
+            .bind(&s.definition)
+            .bind(i64::from(s.version))
+            .bind(s.status.as_str())
+            .bind(s.current_step as i64)
+            .bind(&data)
+            .bind(&steps)
+            .bind(&s.last_error)
+            .bind(t.retry_after.map(millis))
+            .bind(t.lease.map(|l| l.owner))
+            .bind(t.lease.map(|l| millis(l.duration)))
+            .bind(t.expected_token.unwrap_or(s.fencing_token))
+            .bind(s.last_seq)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(at) = at else {
+            return Err(match t.expected_token {
+                Some(_) => StoreError::LeaseLost(s.id),
+                None => StoreError::Duplicate(s.id),
+            });
+        };
+        for e in t.events {
+            sqlx::query(INSERT_EVENT)
+                .bind(&id)
+                .bind(e.seq)
+                .bind(e.event_id.to_string())
+                .bind(e.kind.as_str())
+                .bind(&e.step)
+                .bind(e.attempt.map(i64::from))
+                .bind(at)
+                .bind(e.detail.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Committed { at })
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        definitions: &[(String, u32)],
+        limit: usize,
+    ) -> Result<Vec<SagaState>, StoreError> {
+        let keys = json_list(definitions.iter().map(|(n, v)| format!("{n}@{v}")));
+        let rows: Vec<SagaRow> = sqlx::query_as(CLAIM)
+            .bind(owner)
+            .bind(millis(lease))
+            .bind(keys)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.writer)
+            .await?;
+        rows.into_iter().map(SagaState::try_from).collect()
+    }
+
+    async fn renew(&self, owner: &str, lease: Duration, ids: &[Uuid]) -> Result<u64, StoreError> {
+        let done = sqlx::query(RENEW)
+            .bind(owner)
+            .bind(millis(lease))
+            .bind(json_list(ids))
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release(&self, owner: &str, ids: &[Uuid]) -> Result<u64, StoreError> {
+        let done = sqlx::query(RELEASE)
+            .bind(owner)
+            .bind(json_list(ids))
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<SagaState>, StoreError> {
+        let row: Option<SagaRow> = sqlx::query_as("SELECT * FROM saga_instances WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(SagaState::try_from).transpose()
+    }
+
+    async fn history(&self, id: Uuid) -> Result<Vec<HistoryEvent>, StoreError> {
+        let rows: Vec<EventRow> =
+            sqlx::query_as("SELECT * FROM saga_history WHERE saga_id = ?1 ORDER BY seq")
+                .bind(id.to_string())
+                .fetch_all(&self.reader)
+                .await?;
+        rows.into_iter().map(HistoryEvent::try_from).collect()
+    }
+
+    async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT definition, version, COUNT(*) FROM saga_instances \
+             WHERE status IN ('running', 'compensating') GROUP BY definition, version",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(d, v, n)| (d, v as u32, n as u64))
+            .collect())
+    }
+}

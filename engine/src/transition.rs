@@ -1,0 +1,312 @@
+//! The saga state machine, as pure functions: given a definition, an instance and what just
+//! happened, compute the instance's next state and the history events that record it. The
+//! mediator commits what these return; nothing here touches the store or the clock.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::definition::Definition;
+use crate::event::EventKind;
+use crate::state::{SagaState, SagaStatus, StepState, StepStatus};
+use crate::step::{Phase, StepError, StepKind};
+
+/// A history event before the commit gives it a sequence number, an id and a time.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NewEvent {
+    pub kind: EventKind,
+    pub step: Option<String>,
+    pub attempt: Option<u32>,
+    pub detail: Value,
+}
+
+/// One transition: the next state, its events, and when the next attempt is due.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub state: SagaState,
+    pub events: Vec<NewEvent>,
+    pub retry_after: Option<Duration>,
+}
+
+impl Change {
+    fn from(state: &SagaState) -> Self {
+        Self {
+            state: state.clone(),
+            events: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    fn event(&mut self, kind: EventKind, step: Option<usize>, attempt: Option<u32>, detail: Value) {
+        let step = step.map(|i| self.state.steps[i].name.clone());
+        self.events.push(NewEvent {
+            kind,
+            step,
+            attempt,
+            detail,
+        });
+    }
+}
+
+/// What the mediator must do next for an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// The saga is final.
+    Done,
+    /// Record the start of the next attempt of the current unit (after its due time).
+    Begin,
+    /// Run this attempt, already recorded as started.
+    Run {
+        step: usize,
+        phase: Phase,
+        attempt: u32,
+    },
+}
+
+/// Decides what comes next from the stored state alone, so a resumed saga continues exactly
+/// where it stopped: an attempt recorded as started but not finished is run again.
+pub(crate) fn next(state: &SagaState) -> Next {
+    let Some(step) = state.steps.get(state.current_step) else {
+        return Next::Done;
+    };
+    let scheduled = state.next_attempt_at.is_some();
+    match state.status {
+        SagaStatus::Running if step.status == StepStatus::Running && !scheduled => Next::Run {
+            step: state.current_step,
+            phase: Phase::Action,
+            attempt: step.attempts,
+        },
+        SagaStatus::Compensating if step.status == StepStatus::Compensating && !scheduled => {
+            Next::Run {
+                step: state.current_step,
+                phase: Phase::Compensation,
+                attempt: step.compensation_attempts,
+            }
+        }
+        SagaStatus::Running | SagaStatus::Compensating => Next::Begin,
+        SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed => Next::Done,
+    }
+}
+
+/// A new instance: created, leased and its first step started, in one transition.
+pub(crate) fn start(def: &Definition, id: Uuid, data: Value) -> Change {
+    let mut steps: Vec<StepState> = def
+        .steps()
+        .iter()
+        .map(|s| StepState::pending(s.name()))
+        .collect();
+    steps[0].status = StepStatus::Running;
+    steps[0].attempts = 1;
+    let state = SagaState {
+        id,
+        definition: def.name().to_string(),
+        version: def.version(),
+        status: SagaStatus::Running,
+        current_step: 0,
+        data,
+        steps,
+        last_error: None,
+        next_attempt_at: None,
+        lease_owner: None,
+        lease_expires_at: None,
+        fencing_token: 1,
+        last_seq: 0,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let mut change = Change::from(&state);
+    change.event(
+        EventKind::SagaStarted,
+        None,
+        None,
+        json!({ "version": def.version() }),
+    );
+    change.event(EventKind::StepStarted, Some(0), Some(1), json!({}));
+    change
+}
+
+/// Starts the next attempt of the current unit: a retry that came due, or the first attempt of
+/// a compensation whose start was not yet recorded.
+pub(crate) fn begin(state: &SagaState) -> Change {
+    let mut change = Change::from(state);
+    change.state.next_attempt_at = None;
+    let i = state.current_step;
+    match state.status {
+        SagaStatus::Compensating => begin_compensation(&mut change, i),
+        _ => {
+            let step = &mut change.state.steps[i];
+            step.status = StepStatus::Running;
+            step.attempts += 1;
+            let attempt = step.attempts;
+            change.event(EventKind::StepStarted, Some(i), Some(attempt), json!({}));
+        }
+    }
+    change
+}
+
+/// The attempt succeeded with `data`.
+pub(crate) fn succeeded(def: &Definition, state: &SagaState, phase: Phase, data: Value) -> Change {
+    let mut change = Change::from(state);
+    let i = state.current_step;
+    change.state.data = data;
+    change.state.next_attempt_at = None;
+    match phase {
+        Phase::Action => {
+            let attempt = state.steps[i].attempts;
+            change.state.steps[i].status = StepStatus::Completed;
+            change.event(EventKind::StepCompleted, Some(i), Some(attempt), json!({}));
+            if i + 1 < state.steps.len() {
+                change.state.current_step = i + 1;
+                let next = &mut change.state.steps[i + 1];
+                next.status = StepStatus::Running;
+                next.attempts += 1;
+                let attempt = next.attempts;
+                change.event(
+                    EventKind::StepStarted,
+                    Some(i + 1),
+                    Some(attempt),
+                    json!({}),
+                );
+            } else {
+                change.state.status = SagaStatus::Completed;
+                change.event(EventKind::SagaCompleted, None, None, json!({}));
+            }
+        }
+        Phase::Compensation => {
+            let attempt = state.steps[i].compensation_attempts;
+            change.state.steps[i].status = StepStatus::Compensated;
+            change.event(
+                EventKind::StepCompensated,
+                Some(i),
+                Some(attempt),
+                json!({}),
+            );
+            compensate_next_or_finish(def, &mut change);
+        }
+    }
+    change
+}
+
+/// The attempt failed with `error`: retry it, compensate, or stop for an operator.
+pub(crate) fn failed(
+    def: &Definition,
+    state: &SagaState,
+    phase: Phase,
+    error: &StepError,
+) -> Change {
+    let mut change = Change::from(state);
+    let i = state.current_step;
+    let spec = &def.steps()[i];
+    let step = &mut change.state.steps[i];
+    step.last_error = Some(error.message.clone());
+    step.outcome_unknown |= phase == Phase::Action && error.outcome_unknown();
+    let attempt = match phase {
+        Phase::Action => step.attempts,
+        Phase::Compensation => step.compensation_attempts,
+    };
+    let forever = phase == Phase::Action && spec.kind() == StepKind::Retriable;
+    let retry = error.retryable && (forever || spec.policy(phase).allows_another(attempt));
+    let retry_after = retry.then(|| spec.policy(phase).delay_after(attempt));
+    let detail = json!({
+        "error": error.message,
+        "kind": error.kind,
+        "retryable": error.retryable,
+        "retry_in_ms": retry_after.map(|d| d.as_millis() as u64),
+    });
+    let failed_kind = match phase {
+        Phase::Action => EventKind::StepFailed,
+        Phase::Compensation => EventKind::CompensationFailed,
+    };
+    change.event(failed_kind, Some(i), Some(attempt), detail);
+    if let Some(delay) = retry_after {
+        change.retry_after = Some(delay);
+        return change;
+    }
+    let name = spec.name();
+    match (phase, spec.kind()) {
+        (Phase::Compensation, _) => {
+            change.state.steps[i].status = StepStatus::CompensationFailed;
+            let reason =
+                format!("compensation of `{name}` failed after {attempt} attempt(s): {error}");
+            fail_saga(&mut change, reason);
+        }
+        (Phase::Action, StepKind::Retriable) => {
+            change.state.steps[i].status = StepStatus::Failed;
+            let reason = format!(
+                "`{name}` runs after the point of no return and failed with an error that retrying cannot fix: {error}"
+            );
+            fail_saga(&mut change, reason);
+        }
+        (Phase::Action, _) => {
+            change.state.steps[i].status = StepStatus::Failed;
+            change.state.last_error = Some(format!("`{name}` failed: {error}"));
+            compensate_next_or_finish(def, &mut change);
+        }
+    }
+    change
+}
+
+fn fail_saga(change: &mut Change, reason: String) {
+    change.state.status = SagaStatus::Failed;
+    change.state.last_error = Some(reason.clone());
+    change.event(
+        EventKind::SagaFailed,
+        None,
+        None,
+        json!({ "error": reason }),
+    );
+}
+
+/// Whether step `i` still has an effect to undo.
+pub(crate) fn needs_compensation(def: &Definition, state: &SagaState, i: usize) -> bool {
+    let step = &state.steps[i];
+    def.steps()[i].has_compensation()
+        && match step.status {
+            StepStatus::Completed | StepStatus::Compensating | StepStatus::CompensationFailed => {
+                true
+            }
+            StepStatus::Running | StepStatus::Failed => step.outcome_unknown,
+            StepStatus::Pending | StepStatus::Compensated => false,
+        }
+}
+
+/// The steps still to compensate, in the order they will be compensated (last step first).
+pub fn compensations_left(def: &Definition, state: &SagaState) -> Vec<String> {
+    (0..state.steps.len())
+        .rev()
+        .filter(|&i| needs_compensation(def, state, i))
+        .map(|i| state.steps[i].name.clone())
+        .collect()
+}
+
+/// Moves to the compensation of the last step that still needs one, or finishes compensated.
+fn compensate_next_or_finish(def: &Definition, change: &mut Change) {
+    let next = (0..change.state.steps.len())
+        .rev()
+        .find(|&i| needs_compensation(def, &change.state, i));
+    match next {
+        Some(j) => {
+            change.state.status = SagaStatus::Compensating;
+            change.state.current_step = j;
+            begin_compensation(change, j);
+        }
+        None => {
+            change.state.status = SagaStatus::Compensated;
+            change.event(EventKind::SagaCompensated, None, None, json!({}));
+        }
+    }
+}
+
+fn begin_compensation(change: &mut Change, j: usize) {
+    let step = &mut change.state.steps[j];
+    step.status = StepStatus::Compensating;
+    step.compensation_attempts += 1;
+    let attempt = step.compensation_attempts;
+    change.event(
+        EventKind::CompensationStarted,
+        Some(j),
+        Some(attempt),
+        json!({}),
+    );
+}
