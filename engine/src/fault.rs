@@ -116,6 +116,25 @@ impl FaultPlan {
         Ok(plan)
     }
 
+    /// Steps named by the plan that no registered definition has: almost always a typo, since
+    /// such a fault would never fire.
+    pub fn unknown_steps(&self, registry: &crate::Registry) -> Vec<String> {
+        let known: std::collections::HashSet<&str> = registry
+            .definitions()
+            .into_iter()
+            .flat_map(|d| d.steps().iter().map(|s| s.name()))
+            .collect();
+        let mut unknown: Vec<String> = self
+            .rules
+            .keys()
+            .map(|(step, _)| step.clone())
+            .filter(|step| !known.contains(step.as_str()))
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        unknown
+    }
+
     /// The plan in `SAGA_FAULTS`, or an empty plan when it is unset.
     pub fn from_env() -> Result<Self, FaultParseError> {
         match std::env::var(FAULTS_ENV) {

@@ -1,1 +1,12 @@
-//! x
+//! Concrete sagas built on `saga-engine`, and the participant services they coordinate.
+//!
+//! [`order`] holds OrderSaga: validate the order, reserve inventory, charge the payment, create
+//! the shipment (the pivot), confirm to the customer (retriable). [`participants`] holds the
+//! inventory, payments, shipping and notification services, each keeping its own tables and
+//! applying each effect at most once per idempotency key.
+
+pub mod order;
+pub mod participants;
+
+pub use order::{register_all, Address, LineItem, Order};
+pub use participants::Participants;

@@ -1,0 +1,93 @@
+//! The services OrderSaga coordinates. Each keeps its own tables (in the saga database by
+//! default, so one file holds everything a demo needs), applies each effect at most once per
+//! idempotency key, and fails for real reasons: not enough stock, card declined over its credit
+//! limit, no carrier for the address.
+
+mod inventory;
+mod notifications;
+mod payments;
+mod shipping;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use saga_engine::StepError;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub use inventory::{Inventory, Reservation};
+pub use notifications::Notifications;
+pub use payments::{Charge, Payments, DEFAULT_CREDIT_LIMIT_CENTS};
+pub use shipping::{Shipment, Shipping};
+
+/// Why a participant refused or could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum ParticipantError {
+    /// A business refusal (not enough stock, declined card, no carrier): retrying cannot help.
+    #[error("{0}")]
+    Rejected(String),
+    /// The participant's database failed: retrying may help.
+    #[error("participant database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<ParticipantError> for StepError {
+    fn from(e: ParticipantError) -> Self {
+        match e {
+            ParticipantError::Rejected(reason) => StepError::terminal(reason),
+            ParticipantError::Database(e) => {
+                StepError::retryable(format!("participant database error: {e}"))
+            }
+        }
+    }
+}
+
+/// All participant services over one database.
+#[derive(Debug, Clone)]
+pub struct Participants {
+    /// Stock and reservations.
+    pub inventory: Inventory,
+    /// Credit accounts and charges.
+    pub payments: Payments,
+    /// Carriers and shipments.
+    pub shipping: Shipping,
+    /// Order confirmations sent to customers.
+    pub notifications: Notifications,
+}
+
+impl Participants {
+    /// Opens the participants' tables in the SQLite database at `url` (creating file and tables
+    /// if needed) and seeds stock and carriers where missing.
+    pub async fn open(url: &str) -> Result<Self, ParticipantError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30));
+        // One connection: each effect is a short write transaction, and queueing them here
+        // wakes waiters instead of spinning on SQLite's busy handler.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        Self::with_pool(pool).await
+    }
+
+    /// Builds the services over an existing pool, creating their tables if needed.
+    pub async fn with_pool(pool: SqlitePool) -> Result<Self, ParticipantError> {
+        for ddl in [
+            inventory::SCHEMA,
+            payments::SCHEMA,
+            shipping::SCHEMA,
+            notifications::SCHEMA,
+        ] {
+            sqlx::raw_sql(ddl).execute(&pool).await?;
+        }
+        Ok(Self {
+            inventory: Inventory::new(pool.clone()),
+            payments: Payments::new(pool.clone()),
+            shipping: Shipping::new(pool.clone()),
+            notifications: Notifications::new(pool),
+        })
+    }
+}
