@@ -114,23 +114,58 @@ impl Order {
     }
 }
 
-/// OrderSaga over the given participants.
+/// Timeouts and retry policies of OrderSaga's steps; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long one attempt of any step may run.
+    pub step_timeout: Duration,
+    /// Retry policy of the compensatable steps and the pivot.
+    pub retry: RetryPolicy,
+    /// Retry policy of the compensations.
+    pub compensation_retry: RetryPolicy,
+    /// Retry policy of confirm_order (its attempt limit is ignored: it retries until it succeeds).
+    pub confirm_retry: RetryPolicy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            step_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            compensation_retry: RetryPolicy::attempts(5),
+            confirm_retry: RetryPolicy::forever()
+                .backoff(Duration::from_millis(50), Duration::from_secs(5)),
+        }
+    }
+}
+
+/// OrderSaga over the given participants, with the default options.
 pub fn definition(participants: &Participants) -> Result<Definition, DefinitionError> {
+    definition_with(participants, &Options::default())
+}
+
+/// OrderSaga over the given participants, with the given timeouts and retry policies.
+pub fn definition_with(
+    participants: &Participants,
+    options: &Options,
+) -> Result<Definition, DefinitionError> {
     let p = participants.clone();
     let (reserve, release) = (p.inventory.clone(), p.inventory.clone());
     let (charge, refund) = (p.payments.clone(), p.payments.clone());
     let (shipping, notify) = (p.shipping, p.notifications);
-    let timeout = Duration::from_secs(10);
+    let timeout = options.step_timeout;
+    let (retry, undo_retry) = (options.retry.clone(), options.compensation_retry.clone());
     SagaDefinition::<Order>::new(NAME, VERSION)
-        .step(Step::new(
-            "validate_order",
-            |ctx: StepContext<Order>| async move {
+        .step(
+            Step::new("validate_order", |ctx: StepContext<Order>| async move {
                 match ctx.data.problem() {
                     Some(problem) => Err(StepError::terminal(problem)),
                     None => Ok(ctx.data),
                 }
-            },
-        ))
+            })
+            .retry(retry.clone())
+            .timeout(timeout),
+        )
         .step(
             Step::new("reserve_inventory", move |mut ctx: StepContext<Order>| {
                 let inventory = reserve.clone();
@@ -146,11 +181,15 @@ pub fn definition(participants: &Participants) -> Result<Definition, DefinitionE
             .compensate(move |mut ctx: StepContext<Order>| {
                 let inventory = release.clone();
                 async move {
-                    inventory.release(&ctx.action_key()).await?;
+                    inventory
+                        .release(&ctx.action_key(), &ctx.data.order_id)
+                        .await?;
                     ctx.data.reservation = None;
                     Ok(ctx.data)
                 }
             })
+            .retry(retry.clone())
+            .compensation_retry(undo_retry.clone())
             .timeout(timeout),
         )
         .step(
@@ -173,11 +212,15 @@ pub fn definition(participants: &Participants) -> Result<Definition, DefinitionE
             .compensate(move |mut ctx: StepContext<Order>| {
                 let payments = refund.clone();
                 async move {
-                    payments.refund(&ctx.action_key()).await?;
+                    payments
+                        .refund(&ctx.action_key(), &ctx.data.order_id)
+                        .await?;
                     ctx.data.payment = None;
                     Ok(ctx.data)
                 }
             })
+            .retry(retry.clone())
+            .compensation_retry(undo_retry)
             .timeout(timeout),
         )
         .step(
@@ -193,6 +236,7 @@ pub fn definition(participants: &Participants) -> Result<Definition, DefinitionE
                 }
             })
             .pivot()
+            .retry(retry)
             .timeout(timeout),
         )
         .step(
@@ -209,9 +253,7 @@ pub fn definition(participants: &Participants) -> Result<Definition, DefinitionE
                 }
             })
             .retriable()
-            .retry(
-                RetryPolicy::forever().backoff(Duration::from_millis(50), Duration::from_secs(5)),
-            )
+            .retry(options.confirm_retry.clone())
             .timeout(timeout),
         )
         .build()
@@ -222,6 +264,15 @@ pub fn register_all(
     registry: &mut Registry,
     participants: &Participants,
 ) -> Result<(), DefinitionError> {
-    registry.register(definition(participants)?)?;
+    register_all_with(registry, participants, &Options::default())
+}
+
+/// Like [`register_all`], with OrderSaga's timeouts and retry policies given.
+pub fn register_all_with(
+    registry: &mut Registry,
+    participants: &Participants,
+    options: &Options,
+) -> Result<(), DefinitionError> {
+    registry.register(definition_with(participants, options)?)?;
     Ok(())
 }

@@ -103,7 +103,7 @@ impl Inventory {
 
     /// Releases the reservation made under `reserve_key` and puts its stock back. Idempotent; a
     /// release for a reservation never made leaves a tombstone so a late reserve is refused.
-    pub async fn release(&self, reserve_key: &str) -> Result<(), ParticipantError> {
+    pub async fn release(&self, reserve_key: &str, order_id: &str) -> Result<(), ParticipantError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<(String, String)> =
             sqlx::query_as("SELECT status, items FROM inventory_reservations WHERE key = ?1")
@@ -130,8 +130,9 @@ impl Inventory {
             }
             Some(_) => {}
             None => {
-                sqlx::query("INSERT INTO inventory_reservations (key, order_id, items, status) VALUES (?1, '', '[]', 'void')")
+                sqlx::query("INSERT INTO inventory_reservations (key, order_id, items, status) VALUES (?1, ?2, '[]', 'void')")
                     .bind(reserve_key)
+                    .bind(order_id)
                     .execute(&mut *tx)
                     .await?;
             }

@@ -111,7 +111,7 @@ impl Payments {
 
     /// Refunds the charge made under `charge_key`. Idempotent; a refund for a charge never made
     /// leaves a tombstone so a late charge is refused.
-    pub async fn refund(&self, charge_key: &str) -> Result<(), ParticipantError> {
+    pub async fn refund(&self, charge_key: &str, order_id: &str) -> Result<(), ParticipantError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<(String, String, i64)> =
             sqlx::query_as("SELECT status, customer, amount FROM payments_charges WHERE key = ?1")
@@ -134,8 +134,9 @@ impl Payments {
             }
             Some(_) => {}
             None => {
-                sqlx::query("INSERT INTO payments_charges (key, order_id, customer, amount, status) VALUES (?1, '', '', 0, 'void')")
+                sqlx::query("INSERT INTO payments_charges (key, order_id, customer, amount, status) VALUES (?1, ?2, '', 0, 'void')")
                     .bind(charge_key)
+                    .bind(order_id)
                     .execute(&mut *tx)
                     .await?;
             }

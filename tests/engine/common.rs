@@ -1,0 +1,200 @@
+//! Shared harness: each test gets its own SQLite file in a temp dir, the real participants on
+//! it, and mediators tuned for fast tests (short backoffs, short leases).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga::engine::{
+    store, FaultPlan, HistoryEvent, Mediator, Registry, RetryPolicy, SagaState, SagaStore,
+};
+use saga::sagas::order::{self, Options};
+use saga::sagas::{Address, LineItem, Order, Participants};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// Upper bound for any wait in a test.
+pub const BOUND: Duration = Duration::from_secs(60);
+
+/// A test's own database, store and participants.
+pub struct Env {
+    _dir: TempDir,
+    pub url: String,
+    pub store: Arc<dyn SagaStore>,
+    pub participants: Participants,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("sagas.db").display());
+        let store = store::open(&url, store::OpenMode::CreateIfMissing)
+            .await
+            .unwrap();
+        let participants = Participants::open(&url).await.unwrap();
+        Env {
+            _dir: dir,
+            url,
+            store,
+            participants,
+        }
+    }
+
+    /// A store opened anew on the same file, as a restarted process would.
+    pub async fn reopen(&self) -> Arc<dyn SagaStore> {
+        store::open(&self.url, store::OpenMode::MustExist)
+            .await
+            .unwrap()
+    }
+
+    pub fn registry(&self) -> Registry {
+        self.registry_with(&fast_options())
+    }
+
+    pub fn registry_with(&self, options: &Options) -> Registry {
+        let mut registry = Registry::new();
+        order::register_all_with(&mut registry, &self.participants, options).unwrap();
+        registry
+    }
+
+    /// A mediator with fast test settings.
+    pub fn mediator(&self, faults: FaultPlan) -> Mediator {
+        fast(Mediator::builder(self.store.clone(), self.registry()).faults(faults))
+    }
+}
+
+/// Test settings: short lease, frequent fallback poll.
+pub fn fast(builder: saga::engine::MediatorBuilder) -> Mediator {
+    builder
+        .lease(Duration::from_millis(600))
+        .poll_interval(Duration::from_millis(50))
+        .start()
+}
+
+/// OrderSaga with millisecond backoffs and a short timeout.
+pub fn fast_options() -> Options {
+    let quick = |p: RetryPolicy| p.backoff(Duration::from_millis(5), Duration::from_millis(40));
+    Options {
+        step_timeout: Duration::from_secs(5),
+        retry: quick(RetryPolicy::attempts(3)),
+        compensation_retry: quick(RetryPolicy::attempts(5)),
+        confirm_retry: quick(RetryPolicy::forever()),
+    }
+}
+
+pub fn order(
+    id: &str,
+    customer: &str,
+    sku: &str,
+    quantity: u32,
+    amount_cents: i64,
+    country: &str,
+) -> Order {
+    Order::new(
+        id,
+        customer,
+        vec![LineItem {
+            sku: sku.into(),
+            quantity,
+        }],
+        amount_cents,
+        Address {
+            street: "1 Main St".into(),
+            city: "Springfield".into(),
+            country: country.into(),
+        },
+    )
+}
+
+/// A good order: 2 widgets for $40 to the US.
+pub fn good_order(id: &str) -> Order {
+    order(id, &format!("cust-{id}"), "widget", 2, 4_000, "US")
+}
+
+pub async fn wait(mediator: &Mediator, id: Uuid) -> SagaState {
+    tokio::time::timeout(BOUND, mediator.wait(id))
+        .await
+        .expect("saga did not finish in time")
+        .unwrap()
+}
+
+/// The history as `"Kind step"` lines, for exact assertions.
+pub fn lines(history: &[HistoryEvent]) -> Vec<String> {
+    history
+        .iter()
+        .map(|e| match &e.step {
+            Some(step) => format!("{} {step}", e.kind),
+            None => e.kind.to_string(),
+        })
+        .collect()
+}
+
+/// The compensation events of a history, in order.
+pub fn compensations(history: &[HistoryEvent]) -> Vec<String> {
+    lines(history)
+        .into_iter()
+        .filter(|l| l.starts_with("CompensationStarted") || l.starts_with("StepCompensated"))
+        .collect()
+}
+
+/// Asserts sequence numbers run 1, 2, 3... without gaps.
+pub fn assert_gapless(history: &[HistoryEvent]) {
+    let seqs: Vec<i64> = history.iter().map(|e| e.seq).collect();
+    let expected: Vec<i64> = (1..=history.len() as i64).collect();
+    assert_eq!(seqs, expected, "history sequence has gaps");
+}
+
+/// What the participants hold for one order and its customer.
+#[derive(Debug, PartialEq)]
+pub struct Effects {
+    pub widget_stock: i64,
+    pub charged: i64,
+    pub reservations: Vec<String>,
+    pub charges: Vec<String>,
+    pub shipments: usize,
+    pub confirmations: i64,
+}
+
+pub async fn effects(p: &Participants, order: &Order) -> Effects {
+    Effects {
+        widget_stock: p.inventory.available("widget").await.unwrap(),
+        charged: p.payments.charged(&order.customer).await.unwrap(),
+        reservations: p
+            .inventory
+            .reservations(&order.order_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.status)
+            .collect(),
+        charges: p
+            .payments
+            .charges(&order.order_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.status)
+            .collect(),
+        shipments: p.shipping.shipments(&order.order_id).await.unwrap().len(),
+        confirmations: p
+            .notifications
+            .confirmations(&order.order_id)
+            .await
+            .unwrap(),
+    }
+}
+
+/// Waits until `check` holds, polling the store (test code only), within [`BOUND`].
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
