@@ -1,8 +1,11 @@
 //! Integration tests of the engine on a real SQLite file with OrderSaga's real participants.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 mod bad_input;
+mod example;
 mod failures;
 mod many;
 mod probe;

@@ -1,0 +1,76 @@
+//! The `order_saga` example, run for real as a user would (cargo builds examples for `cargo test`).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use sqlx::SqlitePool;
+
+fn example() -> PathBuf {
+    // target/debug/deps/engine-<hash> -> target/debug/examples/order_saga
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    dir.join("examples")
+        .join(format!("order_saga{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn run(url: &str, args: &[&str]) -> Output {
+    Command::new(example())
+        .args(["--database", url])
+        .args(args)
+        .env_remove("SAGA_FAULTS")
+        .output()
+        .expect("the example runs")
+}
+
+async fn count(url: &str, status: &str) -> i64 {
+    let pool = SqlitePool::connect(url).await.unwrap();
+    sqlx::query_scalar("SELECT COUNT(*) FROM saga_instances WHERE status = ?1")
+        .bind(status)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_example_shows_each_outcome_and_can_run_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    for round in 1..=2 {
+        let out = run(&url, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.matches("  => completed").count(), 1, "{stdout}");
+        assert_eq!(stdout.matches("  => compensated").count(), 2, "{stdout}");
+        assert!(stdout.contains("card declined"), "{stdout}");
+        assert!(stdout.contains("no carrier delivers to AQ"), "{stdout}");
+        assert_eq!(count(&url, "completed").await, round);
+        assert_eq!(count(&url, "compensated").await, 2 * round);
+    }
+}
+
+#[tokio::test]
+async fn fail_at_forces_a_failure_at_the_named_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let out = run(&url, &["--fail-at", "create_shipment"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    let undo: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("StepCompensated"))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(undo, ["charge_payment", "reserve_inventory"], "{stdout}");
+    assert!(stdout.contains("payment: refunded"), "{stdout}");
+
+    let out = run(&url, &["--fail-at", "no_such_step"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: --fail-at: OrderSaga has no step named `no_such_step`"
+    );
+}
