@@ -60,7 +60,7 @@ impl Inner {
         next.lease_expires_at = lease.map(|l| at + l.duration.as_millis() as i64);
         for event in &mut events {
             event.at = at;
-            tracing::info!(
+            tracing::debug!(
                 saga_id = %event.saga_id,
                 event = event.kind.as_str(),
                 step = event.step.as_deref().unwrap_or(""),

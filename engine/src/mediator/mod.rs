@@ -112,6 +112,7 @@ impl Inner {
 
     fn forget(&self, id: Uuid) {
         self.active().remove(&id);
+        // Wakes a graceful shutdown waiting for drivers, and a scheduler waiting for room.
         self.wake.notify_waiters();
         self.wake.notify_one();
     }

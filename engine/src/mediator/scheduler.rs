@@ -42,9 +42,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if full {
             continue;
         }
+        // A driver ending frees room; that only matters when there was none.
+        let at_capacity = room == 0;
         tokio::select! {
             _ = tokio::time::sleep(inner.config.poll_interval) => {}
-            _ = inner.wake.notified() => {}
+            _ = inner.wake.notified(), if at_capacity => {}
             _ = shutdown.changed() => {}
         }
     }
