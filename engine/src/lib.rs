@@ -37,6 +37,7 @@ pub mod error;
 pub mod event;
 pub mod fault;
 pub mod mediator;
+pub mod operator;
 pub mod registry;
 pub mod retry;
 pub mod state;

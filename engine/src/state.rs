@@ -115,6 +115,10 @@ pub struct StepState {
     pub name: String,
     /// Where it stands.
     pub status: StepStatus,
+    /// Whether the step has a compensation (recorded so an operator can see what remains to
+    /// undo without the definition at hand).
+    #[serde(default)]
+    pub has_compensation: bool,
     /// Attempts of the action started so far.
     pub attempts: u32,
     /// Attempts of the compensation started in the current round (an operator retry starts a
@@ -132,10 +136,11 @@ pub struct StepState {
 
 impl StepState {
     /// A step that has not started.
-    pub fn pending(name: &str) -> Self {
+    pub fn pending(name: &str, has_compensation: bool) -> Self {
         Self {
             name: name.to_string(),
             status: StepStatus::Pending,
+            has_compensation,
             attempts: 0,
             compensation_attempts: 0,
             outcome_unknown: false,
@@ -178,4 +183,38 @@ pub struct SagaState {
     pub created_at: Millis,
     /// Time of the last transition (database time).
     pub updated_at: Millis,
+}
+
+impl SagaState {
+    /// Whether step `i` still has an effect to undo: it completed (or its outcome is unknown)
+    /// and it has a compensation that has not succeeded yet.
+    pub fn needs_compensation(&self, i: usize) -> bool {
+        let Some(step) = self.steps.get(i) else {
+            return false;
+        };
+        step.has_compensation
+            && match step.status {
+                StepStatus::Completed
+                | StepStatus::Compensating
+                | StepStatus::CompensationFailed => true,
+                StepStatus::Running | StepStatus::Failed => step.outcome_unknown,
+                StepStatus::Pending | StepStatus::Compensated => false,
+            }
+    }
+
+    /// The steps still to compensate, in the order they will be compensated (last step first).
+    pub fn compensations_left(&self) -> Vec<&str> {
+        (0..self.steps.len())
+            .rev()
+            .filter(|&i| self.needs_compensation(i))
+            .map(|i| self.steps[i].name.as_str())
+            .collect()
+    }
+
+    /// The step being run or compensated, if the saga is not final.
+    pub fn current(&self) -> Option<&StepState> {
+        (!self.status.is_final())
+            .then(|| self.steps.get(self.current_step))
+            .flatten()
+    }
 }

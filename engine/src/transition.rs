@@ -94,7 +94,7 @@ pub(crate) fn start(def: &Definition, id: Uuid, data: Value) -> Change {
     let mut steps: Vec<StepState> = def
         .steps()
         .iter()
-        .map(|s| StepState::pending(s.name()))
+        .map(|s| StepState::pending(s.name(), s.has_compensation()))
         .collect();
     steps[0].status = StepStatus::Running;
     steps[0].attempts = 1;
@@ -146,7 +146,7 @@ pub(crate) fn begin(state: &SagaState) -> Change {
 }
 
 /// The attempt succeeded with `data`.
-pub(crate) fn succeeded(def: &Definition, state: &SagaState, phase: Phase, data: Value) -> Change {
+pub(crate) fn succeeded(state: &SagaState, phase: Phase, data: Value) -> Change {
     let mut change = Change::from(state);
     let i = state.current_step;
     change.state.data = data;
@@ -182,7 +182,7 @@ pub(crate) fn succeeded(def: &Definition, state: &SagaState, phase: Phase, data:
                 Some(attempt),
                 json!({}),
             );
-            compensate_next_or_finish(def, &mut change);
+            compensate_next_or_finish(&mut change);
         }
     }
     change
@@ -241,7 +241,7 @@ pub(crate) fn failed(
         (Phase::Action, _) => {
             change.state.steps[i].status = StepStatus::Failed;
             change.state.last_error = Some(format!("`{name}` failed: {error}"));
-            compensate_next_or_finish(def, &mut change);
+            compensate_next_or_finish(&mut change);
         }
     }
     change
@@ -258,33 +258,11 @@ fn fail_saga(change: &mut Change, reason: String) {
     );
 }
 
-/// Whether step `i` still has an effect to undo.
-pub(crate) fn needs_compensation(def: &Definition, state: &SagaState, i: usize) -> bool {
-    let step = &state.steps[i];
-    def.steps()[i].has_compensation()
-        && match step.status {
-            StepStatus::Completed | StepStatus::Compensating | StepStatus::CompensationFailed => {
-                true
-            }
-            StepStatus::Running | StepStatus::Failed => step.outcome_unknown,
-            StepStatus::Pending | StepStatus::Compensated => false,
-        }
-}
-
-/// The steps still to compensate, in the order they will be compensated (last step first).
-pub fn compensations_left(def: &Definition, state: &SagaState) -> Vec<String> {
-    (0..state.steps.len())
-        .rev()
-        .filter(|&i| needs_compensation(def, state, i))
-        .map(|i| state.steps[i].name.clone())
-        .collect()
-}
-
 /// Moves to the compensation of the last step that still needs one, or finishes compensated.
-fn compensate_next_or_finish(def: &Definition, change: &mut Change) {
+fn compensate_next_or_finish(change: &mut Change) {
     let next = (0..change.state.steps.len())
         .rev()
-        .find(|&i| needs_compensation(def, &change.state, i));
+        .find(|&i| change.state.needs_compensation(i));
     match next {
         Some(j) => {
             change.state.status = SagaStatus::Compensating;
@@ -309,4 +287,84 @@ fn begin_compensation(change: &mut Change, j: usize) {
         Some(attempt),
         json!({}),
     );
+}
+
+/// Why an operator action was refused; the saga is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The saga is already final.
+    #[error("it is already {0}")]
+    Final(SagaStatus),
+    /// The saga is already being compensated.
+    #[error("it is already compensating")]
+    AlreadyCompensating,
+    /// A pivot or retriable step has started: the saga can only go forward.
+    #[error("step `{0}` is past the point of no return; the saga can only go forward")]
+    PastPivot(String),
+    /// Nothing is waiting to be retried.
+    #[error("it is {0} and not waiting for a retry")]
+    NothingToRetry(SagaStatus),
+}
+
+/// An operator moves a running saga to compensation. The step in flight (if any) counts as
+/// possibly done and is compensated too. The fencing token moves, so the mediator that was
+/// running the saga cannot write to it again; the lease is released for the next mediator.
+pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result<Change, Refused> {
+    match state.status {
+        SagaStatus::Running => {}
+        SagaStatus::Compensating => return Err(Refused::AlreadyCompensating),
+        other => return Err(Refused::Final(other)),
+    }
+    let started = |i: &usize| state.steps[*i].status != StepStatus::Pending;
+    if let Some(i) = (0..state.steps.len())
+        .filter(started)
+        .find(|&i| def.steps()[i].kind() != StepKind::Compensatable)
+    {
+        return Err(Refused::PastPivot(state.steps[i].name.clone()));
+    }
+    let mut change = Change::from(state);
+    let i = state.current_step;
+    let in_flight = state.next_attempt_at.is_none();
+    let step = &mut change.state.steps[i];
+    if step.status == StepStatus::Running {
+        step.status = StepStatus::Failed;
+        step.outcome_unknown |= in_flight;
+    }
+    change.state.next_attempt_at = None;
+    change.state.last_error = Some(format!("aborted by an operator: {reason}"));
+    change.state.fencing_token += 1;
+    change.event(
+        EventKind::SagaAborted,
+        None,
+        None,
+        json!({ "reason": reason }),
+    );
+    compensate_next_or_finish(&mut change);
+    Ok(change)
+}
+
+/// An operator retries a saga: a `failed` saga resumes where it stopped (its compensation, or
+/// its step after the pivot) with a fresh round of attempts; a saga waiting in a backoff is due
+/// now. Like [`abort`], it moves the fencing token and releases the lease.
+pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> {
+    let mut change = Change::from(state);
+    let i = state.current_step;
+    match (state.status, state.steps.get(i).map(|s| s.status)) {
+        (SagaStatus::Failed, Some(StepStatus::CompensationFailed)) => {
+            change.state.status = SagaStatus::Compensating;
+            change.state.steps[i].compensation_attempts = 0;
+        }
+        (SagaStatus::Failed, Some(StepStatus::Failed)) => change.state.status = SagaStatus::Running,
+        (SagaStatus::Running | SagaStatus::Compensating, _) if state.next_attempt_at.is_some() => {}
+        (status, _) => return Err(Refused::NothingToRetry(status)),
+    }
+    change.state.fencing_token += 1;
+    change.retry_after = Some(Duration::ZERO);
+    change.event(
+        EventKind::SagaRetried,
+        None,
+        None,
+        json!({ "reason": reason }),
+    );
+    Ok(change)
 }

@@ -111,10 +111,14 @@ pub fn good_order(id: &str) -> Order {
 }
 
 pub async fn wait(mediator: &Mediator, id: Uuid) -> SagaState {
-    tokio::time::timeout(BOUND, mediator.wait(id))
-        .await
-        .expect("saga did not finish in time")
-        .unwrap()
+    match tokio::time::timeout(BOUND, mediator.wait(id)).await {
+        Ok(saga) => saga.unwrap(),
+        Err(_) => {
+            let saga = mediator.get(id).await.unwrap();
+            let history = lines(&mediator.history(id).await.unwrap());
+            panic!("saga {id} did not finish within {BOUND:?}: {saga:#?}\nhistory: {history:#?}");
+        }
+    }
 }
 
 /// The history as `"Kind step"` lines, for exact assertions.

@@ -69,7 +69,7 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState) {
                 let outcome = run_attempt(inner, &def, &saga, step, phase, attempt).await;
                 inner.config.faults.crash_point("after_step");
                 let change = match outcome {
-                    Ok(data) => transition::succeeded(&def, &saga, phase, data),
+                    Ok(data) => transition::succeeded(&saga, phase, data),
                     Err(error) => transition::failed(&def, &saga, phase, &error),
                 };
                 due = change.retry_after.map(|d| Instant::now() + d);

@@ -2,7 +2,7 @@
 //! one step at a time on tokio (bounded concurrency), resumes unfinished sagas it finds in the
 //! store, and tells callers how their sagas ended.
 
-mod commit;
+pub(crate) mod commit;
 mod driver;
 mod scheduler;
 
@@ -46,6 +46,9 @@ pub struct MediatorConfig {
     pub max_payload_bytes: usize,
     /// How long a graceful shutdown waits for running steps.
     pub shutdown_grace: Duration,
+    /// Whether to look for sagas to continue (unfinished ones whose lease expired, ones an
+    /// operator released). Off for a process that only runs the sagas it starts (`saga run`).
+    pub claim: bool,
 }
 
 impl Default for MediatorConfig {
@@ -63,6 +66,7 @@ impl Default for MediatorConfig {
             faults: FaultPlan::default(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace: Duration::from_secs(30),
+            claim: true,
         }
     }
 }
@@ -98,20 +102,29 @@ impl Inner {
         self.active().keys().copied().collect()
     }
 
-    /// Starts driving `saga` unless it is already driven here.
+    /// Starts driving `saga`. A driver of the same saga still here holds a stale lease (the
+    /// store only hands out a saga whose lease expired or was released, e.g. by an operator), so
+    /// it is stopped: its writes would be refused anyway.
     fn spawn_driver(self: &Arc<Self>, saga: SagaState) {
         let mut active = self.active();
-        if active.contains_key(&saga.id) {
-            return;
-        }
         let id = saga.id;
         // The map stays locked until the handle is in it, so the driver's own removal comes after.
         let handle = tokio::spawn(driver::drive(self.clone(), saga));
-        active.insert(id, handle.abort_handle());
+        if let Some(stale) = active.insert(id, handle.abort_handle()) {
+            stale.abort();
+        }
     }
 
+    /// Called by a driver as it ends: removes its entry, unless a newer driver of the same saga
+    /// has replaced it.
     fn forget(&self, id: Uuid) {
-        self.active().remove(&id);
+        {
+            let mut active = self.active();
+            let mine = active.get(&id).map(|h| h.id()) == tokio::task::try_id();
+            if mine {
+                active.remove(&id);
+            }
+        }
         // Wakes a graceful shutdown waiting for drivers, and a scheduler waiting for room.
         self.wake.notify_waiters();
         self.wake.notify_one();
@@ -174,6 +187,12 @@ impl MediatorBuilder {
         self
     }
 
+    /// Whether to continue sagas found in the store (default true); see [`MediatorConfig::claim`].
+    pub fn claim(mut self, claim: bool) -> Self {
+        self.config.claim = claim;
+        self
+    }
+
     /// Starts the mediator's background tasks: it begins resuming unfinished sagas at once.
     /// Must be called inside a tokio runtime.
     pub fn start(self) -> Mediator {
@@ -189,10 +208,10 @@ impl MediatorBuilder {
             wake: Notify::new(),
             shutdown,
         });
-        let background = vec![
-            tokio::spawn(scheduler::run(inner.clone())),
-            tokio::spawn(scheduler::heartbeat(inner.clone())),
-        ];
+        let mut background = vec![tokio::spawn(scheduler::heartbeat(inner.clone()))];
+        if inner.config.claim {
+            background.push(tokio::spawn(scheduler::run(inner.clone())));
+        }
         Mediator { inner, background }
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 pub use sqlite::SqliteStore;
 
 use crate::event::HistoryEvent;
-use crate::state::{Millis, SagaState};
+use crate::state::{Millis, SagaState, SagaStatus};
 
 /// The environment variable that names the database when no URL is given.
 pub const DATABASE_URL_ENV: &str = "SAGA_DATABASE_URL";
@@ -53,8 +53,9 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
-    /// The fencing token moved: another mediator owns the saga now, this write was refused.
-    #[error("saga {0} is now owned by another mediator; this write was refused")]
+    /// The fencing token or the history moved since the writer read the saga: another mediator
+    /// owns it now, or an operator acted on it. The write was refused.
+    #[error("saga {0} was changed by another mediator or an operator; this write was refused")]
     LeaseLost(Uuid),
     /// An insert found the id taken.
     #[error("saga {0} already exists")]
@@ -86,6 +87,46 @@ pub struct Transition<'a> {
     pub lease: Option<Lease<'a>>,
     /// History events to append, with consecutive `seq` following the stored `last_seq`.
     pub events: &'a [HistoryEvent],
+}
+
+impl Transition<'_> {
+    /// The `last_seq` the stored instance must have for this transition to apply: a write
+    /// computed from an older state (an operator racing a mediator) is refused.
+    pub fn expected_seq(&self) -> i64 {
+        self.state.last_seq - self.events.len() as i64
+    }
+}
+
+/// Which sagas [`SagaStore::list`] returns: newest first, all filters combined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Any of these statuses (all when empty).
+    pub statuses: Vec<SagaStatus>,
+    /// Only this definition.
+    pub definition: Option<String>,
+    /// Only sagas created at or after this time.
+    pub since: Option<Millis>,
+    /// Only sagas older than this one (the cursor of the next page).
+    pub before: Option<Uuid>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            statuses: Vec::new(),
+            definition: None,
+            since: None,
+            before: None,
+            limit: 50,
+        }
+    }
+}
+
+/// The smallest UUID v7 of a millisecond: ids compare with it as creation times do.
+pub(crate) fn id_floor(at: Millis) -> Uuid {
+    uuid::Builder::from_unix_timestamp_millis(at.max(0) as u64, &[0; 10]).into_uuid()
 }
 
 /// What a committed transition reports back.
@@ -125,6 +166,15 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// A saga's history in order.
     async fn history(&self, id: Uuid) -> Result<Vec<HistoryEvent>, StoreError>;
+
+    /// Sagas matching `query`, newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<SagaState>, StoreError>;
+
+    /// `(definition, status, count)` over all sagas.
+    async fn counts(&self) -> Result<Vec<(String, SagaStatus, u64)>, StoreError>;
+
+    /// Ids that start with `prefix` (lower-case hyphenated text), in order, at most `limit`.
+    async fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Uuid>, StoreError>;
 
     /// `(definition, version, count)` of the sagas that are not final.
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError>;

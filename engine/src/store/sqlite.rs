@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::{Committed, OpenMode, SagaStore, StoreError, Transition};
+use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition};
 use crate::event::HistoryEvent;
-use crate::state::SagaState;
+use crate::state::{SagaState, SagaStatus};
 
 /// The database clock in milliseconds since the Unix epoch; constant within one statement.
 macro_rules! now_ms {
@@ -42,9 +42,9 @@ const UPDATE_SAGA: &str = concat!(
     now_ms!(),
     " + ?9 END, lease_owner = ?10, lease_expires_at = CASE WHEN ?10 IS NULL THEN NULL ELSE ",
     now_ms!(),
-    " + ?11 END, last_seq = ?13, updated_at = ",
+    " + ?11 END, last_seq = ?13, fencing_token = ?14, updated_at = ",
     now_ms!(),
-    " WHERE id = ?1 AND fencing_token = ?12 AND definition = ?2 AND version = ?3 ",
+    " WHERE id = ?1 AND fencing_token = ?12 AND last_seq = ?15 AND definition = ?2 AND version = ?3 ",
     "RETURNING updated_at"
 );
 
@@ -258,6 +258,8 @@ impl SagaStore for SqliteStore {
             .bind(t.lease.map(|l| millis(l.duration)))
             .bind(t.expected_token.unwrap_or(s.fencing_token))
             .bind(s.last_seq)
+            .bind(s.fencing_token)
+            .bind(t.expected_seq())
             .fetch_optional(&mut *tx)
             .await?;
         let Some(at) = at else {
@@ -335,6 +337,70 @@ impl SagaStore for SqliteStore {
                 .fetch_all(&self.reader)
                 .await?;
         rows.into_iter().map(HistoryEvent::try_from).collect()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<SagaState>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new("SELECT * FROM saga_instances WHERE 1 = 1");
+        if !query.statuses.is_empty() {
+            sql.push(" AND status IN (");
+            let mut list = sql.separated(", ");
+            for status in &query.statuses {
+                list.push_bind(status.as_str());
+            }
+            sql.push(")");
+        }
+        if let Some(definition) = &query.definition {
+            sql.push(" AND definition = ").push_bind(definition.clone());
+        }
+        if let Some(since) = query.since {
+            // Ids are UUID v7: the smallest id of that millisecond bounds them by creation time.
+            sql.push(" AND id >= ")
+                .push_bind(super::id_floor(since).to_string());
+        }
+        if let Some(before) = query.before {
+            sql.push(" AND id < ").push_bind(before.to_string());
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows: Vec<SagaRow> = sql.build_query_as().fetch_all(&self.reader).await?;
+        rows.into_iter().map(SagaState::try_from).collect()
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, SagaStatus, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT definition, status, COUNT(*) FROM saga_instances \
+             GROUP BY definition, status ORDER BY definition, status",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(d, s, n)| {
+                let status = s.parse().map_err(|e| StoreError::Corrupt {
+                    id: format!("(a saga of {d})"),
+                    reason: format!("{e}"),
+                })?;
+                Ok((d, status, n as u64))
+            })
+            .collect()
+    }
+
+    async fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM saga_instances WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
+        )
+        .bind(prefix)
+        .bind(format!("{prefix}\u{10FFFF}"))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        ids.iter()
+            .map(|id| {
+                Uuid::parse_str(id).map_err(|e| StoreError::Corrupt {
+                    id: id.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError> {
