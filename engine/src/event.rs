@@ -119,6 +119,37 @@ pub struct HistoryEvent {
     pub detail: Value,
 }
 
+impl HistoryEvent {
+    /// One line for people: type, step, attempt and what the detail says (errors, retry delays,
+    /// operator reasons), in aligned columns.
+    pub fn describe(&self) -> String {
+        let step = self.step.as_deref().unwrap_or("");
+        let attempt = self
+            .attempt
+            .map(|a| format!("attempt {a}"))
+            .unwrap_or_default();
+        let text = |key: &str| self.detail.get(key).and_then(|v| v.as_str());
+        let note = match (
+            text("error"),
+            self.detail.get("retry_in_ms").and_then(|v| v.as_u64()),
+            text("reason"),
+        ) {
+            (Some(err), Some(ms), _) => format!("{err}; retrying in {ms} ms"),
+            (Some(err), None, _) => err.to_string(),
+            (None, _, Some(reason)) => format!("reason: {reason}"),
+            _ => String::new(),
+        };
+        format!(
+            "{:<20} {:<18} {:<10} {note}",
+            self.kind.as_str(),
+            step,
+            attempt
+        )
+        .trim_end()
+        .to_string()
+    }
+}
+
 /// A history event as published to subscribers after its transition committed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SagaEvent {

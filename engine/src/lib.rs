@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cli;
 pub mod definition;
 pub mod error;
 pub mod event;

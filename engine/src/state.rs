@@ -12,7 +12,7 @@ use uuid::Uuid;
 pub type Millis = i64;
 
 /// Where a saga instance stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStatus {
     /// Steps are running forward.

@@ -265,29 +265,15 @@ impl Mediator {
 
     /// Like [`Mediator::start`], with the data already as JSON.
     pub async fn start_json(&self, name: &str, data: Value) -> Result<Uuid, EngineError> {
-        let def = self
-            .inner
-            .registry
-            .latest(name)
-            .ok_or_else(|| EngineError::UnknownSaga(name.to_string()))?;
-        def.check_data(&data)
-            .map_err(|reason| EngineError::InvalidData {
-                saga: name.to_string(),
-                reason,
-            })?;
-        let size = data.to_string().len();
-        let limit = self.inner.config.max_payload_bytes;
-        if size > limit {
-            return Err(EngineError::PayloadTooLarge {
-                saga: name.to_string(),
-                size,
-                limit,
-            });
-        }
         if *self.inner.shutdown.borrow() {
             return Err(EngineError::ShuttingDown);
         }
-        let change = transition::start(def, Uuid::now_v7(), data);
+        let change = prepare(
+            &self.inner.registry,
+            name,
+            data,
+            self.inner.config.max_payload_bytes,
+        )?;
         let saga = self.inner.commit(None, change).await?;
         let id = saga.id;
         self.inner.spawn_driver(saga);
@@ -390,4 +376,43 @@ impl Drop for Mediator {
             handle.abort();
         }
     }
+}
+
+/// Validates a new saga and computes its first transition; nothing is written on error.
+fn prepare(
+    registry: &Registry,
+    name: &str,
+    data: Value,
+    limit: usize,
+) -> Result<transition::Change, EngineError> {
+    let def = registry
+        .latest(name)
+        .ok_or_else(|| EngineError::UnknownSaga(name.to_string()))?;
+    def.check_data(&data)
+        .map_err(|reason| EngineError::InvalidData {
+            saga: name.to_string(),
+            reason,
+        })?;
+    let size = data.to_string().len();
+    if size > limit {
+        return Err(EngineError::PayloadTooLarge {
+            saga: name.to_string(),
+            size,
+            limit,
+        });
+    }
+    Ok(transition::start(def, Uuid::now_v7(), data))
+}
+
+/// Records a new saga (its first step started) without running it here: no lease is taken, so
+/// the next mediator that looks for work (`saga worker`) picks it up. Returns once it is durable.
+pub async fn enqueue(
+    store: &dyn SagaStore,
+    registry: &Registry,
+    name: &str,
+    data: Value,
+) -> Result<Uuid, EngineError> {
+    let change = prepare(registry, name, data, DEFAULT_MAX_PAYLOAD_BYTES)?;
+    let (saga, _) = commit::write(store, None, change, None, &FaultPlan::default()).await?;
+    Ok(saga.id)
 }

@@ -1,9 +1,8 @@
 //! The inventory service: stock per SKU and reservations keyed by idempotency key.
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
-use super::ParticipantError;
+use super::{Db, ParticipantError};
 use crate::order::LineItem;
 
 pub(crate) const SCHEMA: &str = "
@@ -37,12 +36,12 @@ pub struct Reservation {
 /// Stock and reservations.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    pool: SqlitePool,
+    pub(crate) db: Db,
 }
 
 impl Inventory {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
     }
 
     /// Reserves every item of an order, all or nothing. Replaying the same key returns the
@@ -53,7 +52,7 @@ impl Inventory {
         order_id: &str,
         items: &[LineItem],
     ) -> Result<String, ParticipantError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<String> =
             sqlx::query_scalar("SELECT status FROM inventory_reservations WHERE key = ?1")
                 .bind(key)
@@ -104,7 +103,7 @@ impl Inventory {
     /// Releases the reservation made under `reserve_key` and puts its stock back. Idempotent; a
     /// release for a reservation never made leaves a tombstone so a late reserve is refused.
     pub async fn release(&self, reserve_key: &str, order_id: &str) -> Result<(), ParticipantError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<(String, String)> =
             sqlx::query_as("SELECT status, items FROM inventory_reservations WHERE key = ?1")
                 .bind(reserve_key)
@@ -146,7 +145,7 @@ impl Inventory {
         let n: Option<i64> =
             sqlx::query_scalar("SELECT available FROM inventory_stock WHERE sku = ?1")
                 .bind(sku)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.db.pool().await?)
                 .await?;
         Ok(n.unwrap_or(0))
     }
@@ -156,7 +155,7 @@ impl Inventory {
         sqlx::query("INSERT INTO inventory_stock (sku, available) VALUES (?1, ?2) ON CONFLICT (sku) DO UPDATE SET available = excluded.available")
             .bind(sku)
             .bind(available)
-            .execute(&self.pool)
+            .execute(self.db.pool().await?)
             .await?;
         Ok(())
     }
@@ -165,7 +164,7 @@ impl Inventory {
     pub async fn reservations(&self, order_id: &str) -> Result<Vec<Reservation>, ParticipantError> {
         Ok(sqlx::query_as("SELECT key, order_id, status FROM inventory_reservations WHERE order_id = ?1 ORDER BY key")
             .bind(order_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool().await?)
             .await?)
     }
 }

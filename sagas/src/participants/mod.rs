@@ -9,11 +9,13 @@ mod payments;
 mod shipping;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use saga_engine::StepError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use tokio::sync::OnceCell;
 
 pub use inventory::{Inventory, Reservation};
 pub use notifications::Notifications;
@@ -42,6 +44,34 @@ impl From<ParticipantError> for StepError {
     }
 }
 
+/// The participants' database: a pool whose tables are created on first use, so building the
+/// services (to register OrderSaga) touches no database until a step runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    pool: SqlitePool,
+    ready: Arc<OnceCell<()>>,
+}
+
+impl Db {
+    /// The pool, once the participants' tables exist.
+    pub(crate) async fn pool(&self) -> Result<&SqlitePool, ParticipantError> {
+        self.ready
+            .get_or_try_init(|| async {
+                for ddl in [
+                    inventory::SCHEMA,
+                    payments::SCHEMA,
+                    shipping::SCHEMA,
+                    notifications::SCHEMA,
+                ] {
+                    sqlx::raw_sql(ddl).execute(&self.pool).await?;
+                }
+                Ok::<(), ParticipantError>(())
+            })
+            .await?;
+        Ok(&self.pool)
+    }
+}
+
 /// All participant services over one database.
 #[derive(Debug, Clone)]
 pub struct Participants {
@@ -59,6 +89,14 @@ impl Participants {
     /// Opens the participants' tables in the SQLite database at `url` (creating file and tables
     /// if needed) and seeds stock and carriers where missing.
     pub async fn open(url: &str) -> Result<Self, ParticipantError> {
+        let participants = Self::lazy(url)?;
+        participants.inventory.db.pool().await?;
+        Ok(participants)
+    }
+
+    /// The services over the database at `url`, connecting (and creating tables) only when first
+    /// used.
+    pub fn lazy(url: &str) -> Result<Self, ParticipantError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -68,26 +106,16 @@ impl Participants {
         // wakes waiters instead of spinning on SQLite's busy handler.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
-            .await?;
-        Self::with_pool(pool).await
-    }
-
-    /// Builds the services over an existing pool, creating their tables if needed.
-    pub async fn with_pool(pool: SqlitePool) -> Result<Self, ParticipantError> {
-        for ddl in [
-            inventory::SCHEMA,
-            payments::SCHEMA,
-            shipping::SCHEMA,
-            notifications::SCHEMA,
-        ] {
-            sqlx::raw_sql(ddl).execute(&pool).await?;
-        }
+            .connect_lazy_with(options);
+        let db = Db {
+            pool,
+            ready: Arc::new(OnceCell::new()),
+        };
         Ok(Self {
-            inventory: Inventory::new(pool.clone()),
-            payments: Payments::new(pool.clone()),
-            shipping: Shipping::new(pool.clone()),
-            notifications: Notifications::new(pool),
+            inventory: Inventory::new(db.clone()),
+            payments: Payments::new(db.clone()),
+            shipping: Shipping::new(db.clone()),
+            notifications: Notifications::new(db),
         })
     }
 }

@@ -1,8 +1,6 @@
 //! The notification service: order confirmations sent to customers, at most once per key.
 
-use sqlx::SqlitePool;
-
-use super::ParticipantError;
+use super::{Db, ParticipantError};
 
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS order_confirmations (
@@ -17,12 +15,12 @@ CREATE TABLE IF NOT EXISTS order_confirmations (
 /// Order confirmations.
 #[derive(Debug, Clone)]
 pub struct Notifications {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl Notifications {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
     }
 
     /// Tells the customer the order is on its way. Replaying the same key sends nothing new.
@@ -38,7 +36,7 @@ impl Notifications {
             .bind(order_id)
             .bind(customer)
             .bind(tracking)
-            .execute(&self.pool)
+            .execute(self.db.pool().await?)
             .await?;
         Ok(())
     }
@@ -48,7 +46,7 @@ impl Notifications {
         Ok(
             sqlx::query_scalar("SELECT COUNT(*) FROM order_confirmations WHERE order_id = ?1")
                 .bind(order_id)
-                .fetch_one(&self.pool)
+                .fetch_one(self.db.pool().await?)
                 .await?,
         )
     }

@@ -1,9 +1,8 @@
 //! The payments service: a credit account per customer and charges keyed by idempotency key.
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
-use super::ParticipantError;
+use super::{Db, ParticipantError};
 
 /// Credit a new customer's card has: $1,000.00.
 pub const DEFAULT_CREDIT_LIMIT_CENTS: i64 = 100_000;
@@ -41,12 +40,12 @@ pub struct Charge {
 /// Credit accounts and charges.
 #[derive(Debug, Clone)]
 pub struct Payments {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl Payments {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
     }
 
     /// Charges `amount` cents to the customer's card; declined when it exceeds the credit left.
@@ -58,7 +57,7 @@ impl Payments {
         customer: &str,
         amount: i64,
     ) -> Result<String, ParticipantError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<String> =
             sqlx::query_scalar("SELECT status FROM payments_charges WHERE key = ?1")
                 .bind(key)
@@ -112,7 +111,7 @@ impl Payments {
     /// Refunds the charge made under `charge_key`. Idempotent; a refund for a charge never made
     /// leaves a tombstone so a late charge is refused.
     pub async fn refund(&self, charge_key: &str, order_id: &str) -> Result<(), ParticipantError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<(String, String, i64)> =
             sqlx::query_as("SELECT status, customer, amount FROM payments_charges WHERE key = ?1")
                 .bind(charge_key)
@@ -150,7 +149,7 @@ impl Payments {
         let n: Option<i64> =
             sqlx::query_scalar("SELECT charged FROM payments_accounts WHERE customer = ?1")
                 .bind(customer)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.db.pool().await?)
                 .await?;
         Ok(n.unwrap_or(0))
     }
@@ -159,7 +158,7 @@ impl Payments {
     pub async fn charges(&self, order_id: &str) -> Result<Vec<Charge>, ParticipantError> {
         Ok(sqlx::query_as("SELECT key, order_id, amount, status FROM payments_charges WHERE order_id = ?1 ORDER BY key")
             .bind(order_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool().await?)
             .await?)
     }
 }

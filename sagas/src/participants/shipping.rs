@@ -3,9 +3,8 @@
 //! carrier it cannot be taken back.
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
-use super::ParticipantError;
+use super::{Db, ParticipantError};
 use crate::order::Address;
 
 pub(crate) const SCHEMA: &str = "
@@ -43,12 +42,12 @@ pub struct Shipment {
 /// Carriers and shipments.
 #[derive(Debug, Clone)]
 pub struct Shipping {
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl Shipping {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
     }
 
     /// Hands the order to the carrier serving its country and returns the tracking number.
@@ -59,7 +58,7 @@ impl Shipping {
         order_id: &str,
         address: &Address,
     ) -> Result<String, ParticipantError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<String> =
             sqlx::query_scalar("SELECT tracking FROM shipments WHERE key = ?1")
                 .bind(key)
@@ -104,7 +103,7 @@ impl Shipping {
     pub async fn shipments(&self, order_id: &str) -> Result<Vec<Shipment>, ParticipantError> {
         Ok(sqlx::query_as("SELECT key, order_id, carrier, tracking FROM shipments WHERE order_id = ?1 ORDER BY key")
             .bind(order_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db.pool().await?)
             .await?)
     }
 }

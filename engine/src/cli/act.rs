@@ -1,0 +1,221 @@
+//! The commands that act: `abort`, `retry` (operator actions), `run` (start a saga) and
+//! `worker` (run a mediator until stopped).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::error::CliError;
+use super::output::{print_json, status_text, Summary};
+use super::read::resolve;
+use crate::event::SagaEvent;
+use crate::fault::FaultPlan;
+use crate::mediator::{enqueue, Mediator};
+use crate::operator;
+use crate::registry::Registry;
+use crate::state::{SagaState, SagaStatus};
+use crate::store::SagaStore;
+
+fn outcome(saga: &SagaState, json: bool, verb: &str) {
+    if json {
+        print_json(&Summary::from(saga));
+        return;
+    }
+    let next = match saga.status {
+        SagaStatus::Compensating => "; the next worker to look compensates it",
+        SagaStatus::Running => "; the next worker to look continues it",
+        _ => "",
+    };
+    println!(
+        "{verb} saga {}: now {}{next}",
+        saga.id,
+        status_text(saga.status.as_str())
+    );
+}
+
+/// `saga abort`.
+pub(crate) async fn abort(
+    store: &dyn SagaStore,
+    registry: &Registry,
+    text: &str,
+    reason: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let id = resolve(store, text).await?;
+    let saga = operator::abort(store, registry, id, reason).await?;
+    outcome(&saga, json, "aborted");
+    Ok(())
+}
+
+/// `saga retry`.
+pub(crate) async fn retry(
+    store: &dyn SagaStore,
+    text: &str,
+    reason: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let id = resolve(store, text).await?;
+    let saga = operator::retry(store, id, reason).await?;
+    outcome(&saga, json, "retried");
+    Ok(())
+}
+
+/// Reads `--data`: inline JSON, or `@path` for a file.
+fn read_data(data: &str) -> Result<Value, CliError> {
+    let (text, source) = match data.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("cannot read --data file `{path}`: {e}")))?,
+            format!("file `{path}`"),
+        ),
+        None => (data.to_string(), "--data".to_string()),
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{source} is not valid JSON: {e}")))
+}
+
+/// What `saga run` was asked.
+pub(crate) struct RunArgs {
+    pub definition: String,
+    pub data: String,
+    pub fail_at: Option<String>,
+    pub wait: bool,
+    pub json: bool,
+}
+
+/// `saga run`: without `--wait`, records the saga for a worker and returns; with `--wait`, runs
+/// it in this process and exits 0 if it completed, 1 if it was compensated or failed.
+pub(crate) async fn run(
+    store: Arc<dyn SagaStore>,
+    registry: Registry,
+    args: RunArgs,
+) -> Result<ExitCode, CliError> {
+    let data = read_data(&args.data)?;
+    let def = registry.latest(&args.definition).ok_or_else(|| {
+        CliError::NotFound(format!(
+            "no saga named `{}` is registered; `saga definitions` lists the registered ones",
+            args.definition
+        ))
+    })?;
+    let mut faults = FaultPlan::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(step) = &args.fail_at {
+        if !def.steps().iter().any(|s| s.name() == step) {
+            return Err(CliError::NotFound(format!(
+                "saga `{}` has no step named `{step}`",
+                args.definition
+            )));
+        }
+        faults = faults.fail_at(step.clone());
+    }
+    if !args.wait {
+        let id = enqueue(store.as_ref(), &registry, &args.definition, data).await?;
+        if args.json {
+            print_json(&serde_json::json!({ "id": id, "status": "running" }));
+        } else {
+            println!("started saga {id}; a `saga worker` on this database runs it");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mediator = Mediator::builder(store, registry)
+        .faults(faults)
+        .claim(false)
+        .start();
+    let mut events = mediator.subscribe();
+    let id = mediator.start_json(&args.definition, data).await?;
+    if !args.json {
+        println!("saga {id}");
+        print_until_final(&mut events, id).await;
+    }
+    let saga = mediator.wait(id).await?;
+    mediator.shutdown().await;
+    if args.json {
+        print_json(&Summary::from(&saga));
+    } else {
+        let error = saga
+            .last_error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        println!("=> {}{error}", status_text(saga.status.as_str()));
+    }
+    Ok(if saga.status == SagaStatus::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn print_until_final(events: &mut broadcast::Receiver<SagaEvent>, id: Uuid) {
+    loop {
+        match events.recv().await {
+            Ok(e) if e.event.saga_id == id => {
+                println!("  {}", e.event.describe());
+                if e.event.kind.is_final() {
+                    return;
+                }
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// What `saga worker` was asked.
+pub(crate) struct WorkerArgs {
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub poll: Duration,
+}
+
+/// `saga worker`: runs a mediator over the store until Ctrl-C or SIGTERM, then stops gracefully.
+pub(crate) async fn worker(
+    store: Arc<dyn SagaStore>,
+    registry: Registry,
+    url: &str,
+    args: WorkerArgs,
+) -> Result<(), CliError> {
+    let faults = FaultPlan::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
+    let unknown = faults.unknown_steps(&registry);
+    if !unknown.is_empty() {
+        return Err(CliError::Usage(format!(
+            "SAGA_FAULTS names steps no registered saga has: {}",
+            unknown.join(", ")
+        )));
+    }
+    let mediator = Mediator::builder(store, registry)
+        .concurrency(args.concurrency)
+        .lease(args.lease)
+        .poll_interval(args.poll)
+        .faults(faults)
+        .start();
+    eprintln!(
+        "worker {} on {url}: up to {} steps at once; Ctrl-C to stop",
+        mediator.config().owner,
+        args.concurrency
+    );
+    stopped().await;
+    eprintln!("stopping: letting running steps finish, then releasing leases");
+    mediator.shutdown().await;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,266 @@
+//! The `saga` command line, as a library entry: [`main`] serves the same CLI over whatever sagas
+//! the calling program registers, so a user's own binary can inspect and operate on its sagas.
+//! The `saga` binary of this workspace is this entry with the bundled sagas registered.
+//!
+//! Exit codes: 0 success; 1 refused, or the saga did not end as asked; 2 usage error; 3 not
+//! found; 4 store unreachable or corrupt.
+
+mod act;
+mod error;
+mod output;
+mod read;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+pub use error::CliError;
+
+use crate::registry::Registry;
+use crate::state::SagaStatus;
+use crate::store::{self, ListQuery, OpenMode};
+
+/// A boxed error from the caller's registration code.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(
+    name = "saga",
+    version,
+    about = "Inspect and operate on sagas in the store"
+)]
+struct Cli {
+    /// Database URL [default: $SAGA_DATABASE_URL, else sqlite://sagas.db]
+    #[arg(long, global = true, value_name = "URL")]
+    database: Option<String>,
+    /// Print one JSON document (stable field names) instead of tables
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List sagas, newest first
+    List {
+        /// Only this status (repeatable): running, compensating, completed, compensated, failed
+        #[arg(long = "status", value_parser = parse_status)]
+        statuses: Vec<SagaStatus>,
+        /// Only this definition
+        #[arg(long)]
+        definition: Option<String>,
+        /// Only sagas started within this long (`90s`, `2h`) or since this time (RFC 3339)
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        /// Only sagas older than this id (the next page)
+        #[arg(long)]
+        before: Option<Uuid>,
+        /// At most this many
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one saga: status, steps, compensations, lease, next attempt, data
+    Show {
+        /// Saga id or unique id prefix
+        id: String,
+    },
+    /// Show a saga's event history in order
+    History {
+        /// Saga id or unique id prefix
+        id: String,
+    },
+    /// Count sagas by definition and status; list failed sagas that need attention
+    Stats,
+    /// List the registered sagas, their versions and steps
+    Definitions,
+    /// Move a running saga to compensation
+    Abort {
+        /// Saga id or unique id prefix
+        id: String,
+        /// Why (recorded in the saga's history)
+        #[arg(long, default_value = "aborted by an operator")]
+        reason: String,
+    },
+    /// Resume a failed saga's compensation, or run a saga waiting in a backoff now
+    Retry {
+        /// Saga id or unique id prefix
+        id: String,
+        /// Why (recorded in the saga's history)
+        #[arg(long, default_value = "retried by an operator")]
+        reason: String,
+    },
+    /// Start a registered saga
+    Run {
+        /// Definition name
+        definition: String,
+        /// The saga's data: JSON, or @FILE
+        #[arg(long)]
+        data: String,
+        /// Make this step fail for good (runs the saga here; needs --wait)
+        #[arg(long, value_name = "STEP", requires = "wait")]
+        fail_at: Option<String>,
+        /// Run the saga in this process and wait for its outcome (exit 0 completed, 1 otherwise)
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Run a mediator over the store until Ctrl-C or SIGTERM
+    Worker {
+        /// Step attempts that may run at once
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Lease duration: a crashed worker's sagas are taken over after it
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        lease: Duration,
+        /// How often to look for sagas to continue when idle
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        poll: Duration,
+    },
+}
+
+fn parse_status(text: &str) -> Result<SagaStatus, String> {
+    text.parse().map_err(|_| {
+        let all: Vec<&str> = SagaStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown status `{text}`; use one of {}", all.join(", "))
+    })
+}
+
+fn parse_since(text: &str) -> Result<i64, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(output::now_ms() - ago.as_millis() as i64);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        })
+        .map_err(|_| {
+            format!("`{text}` is neither a duration (90s, 2h) nor a time (2026-11-23T10:00:00Z)")
+        })
+}
+
+/// Runs the CLI with the sagas `register` returns for the database URL in use, and returns the
+/// process exit code. `register` should not touch the database; it is called for every command.
+pub fn main<F>(register: F) -> ExitCode
+where
+    F: FnOnce(&str) -> Result<Registry, BoxError>,
+{
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let default_level = if matches!(cli.command, Command::Worker { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    match runtime.block_on(run(cli, register)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn run<F>(cli: Cli, register: F) -> Result<ExitCode, CliError>
+where
+    F: FnOnce(&str) -> Result<Registry, BoxError>,
+{
+    let url = store::database_url(cli.database.as_deref());
+    let registry = || {
+        register(&url)
+            .map_err(|e| CliError::Store(format!("cannot set up the registered sagas: {e}")))
+    };
+    let json = cli.json;
+    let existing = || store::open(&url, OpenMode::MustExist);
+    match cli.command {
+        Command::List {
+            statuses,
+            definition,
+            since,
+            before,
+            limit,
+        } => {
+            let query = ListQuery {
+                statuses,
+                definition,
+                since,
+                before,
+                limit: limit.max(1),
+            };
+            read::list(existing().await?.as_ref(), query, json).await?;
+        }
+        Command::Show { id } => {
+            let store = existing().await?;
+            read::show(store.as_ref(), &registry()?, &id, json).await?;
+        }
+        Command::History { id } => read::history(existing().await?.as_ref(), &id, json).await?,
+        Command::Stats => read::stats(existing().await?.as_ref(), json).await?,
+        Command::Definitions => read::definitions(&registry()?, json)?,
+        Command::Abort { id, reason } => {
+            let store = existing().await?;
+            act::abort(store.as_ref(), &registry()?, &id, &reason, json).await?;
+        }
+        Command::Retry { id, reason } => {
+            act::retry(existing().await?.as_ref(), &id, &reason, json).await?
+        }
+        Command::Run {
+            definition,
+            data,
+            fail_at,
+            wait,
+        } => {
+            let store = store::open(&url, OpenMode::CreateIfMissing).await?;
+            let args = act::RunArgs {
+                definition,
+                data,
+                fail_at,
+                wait,
+                json,
+            };
+            return act::run(store, registry()?, args).await;
+        }
+        Command::Worker {
+            concurrency,
+            lease,
+            poll,
+        } => {
+            let store = store::open(&url, OpenMode::CreateIfMissing).await?;
+            let args = act::WorkerArgs {
+                concurrency,
+                lease,
+                poll,
+            };
+            act::worker(store, registry()?, &url, args).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

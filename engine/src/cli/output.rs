@@ -1,0 +1,208 @@
+//! How the CLI prints: aligned tables, absolute and relative times, status colours only on a
+//! terminal (and never with `NO_COLOR`), and the JSON shapes of `--json`.
+
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use comfy_table::{Cell, Color, ContentArrangement, Table};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::state::{Millis, SagaState, SagaStatus, StepStatus};
+
+/// Whether to colour output: stdout is a terminal and `NO_COLOR` is unset.
+pub(crate) fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A borderless, aligned table with the given header.
+pub(crate) fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().map(Cell::new));
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    if colour() {
+        t.enforce_styling();
+    } else {
+        t.force_no_tty();
+    }
+    t
+}
+
+fn status_colour(status: &str) -> Option<Color> {
+    Some(match status {
+        "completed" | "compensated" => Color::Green,
+        "running" | "compensating" => Color::Cyan,
+        "failed" | "compensation_failed" => Color::Red,
+        _ => return None,
+    })
+}
+
+/// Prints a table without trailing blanks.
+pub(crate) fn print_table(t: &Table) {
+    println!("{}", t.trim_fmt());
+}
+
+/// A status cell, coloured by meaning when colour is on.
+pub(crate) fn status_cell(status: &str) -> Cell {
+    let cell = Cell::new(status);
+    match status_colour(status) {
+        Some(c) if colour() => cell.fg(c),
+        _ => cell,
+    }
+}
+
+/// A status as text for outside tables, coloured like [`status_cell`].
+pub(crate) fn status_text(status: &str) -> String {
+    match status_colour(status) {
+        Some(c) if colour() => {
+            let code = match c {
+                Color::Green => 32,
+                Color::Cyan => 36,
+                _ => 31,
+            };
+            format!("\x1b[{code}m{status}\x1b[0m")
+        }
+        _ => status.to_string(),
+    }
+}
+
+/// Now, in milliseconds since the epoch (this machine's clock; only used for display).
+pub(crate) fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+fn system_time(at: Millis) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(at.max(0) as u64)
+}
+
+/// RFC 3339 with milliseconds, UTC: what `--json` uses for every time.
+pub(crate) fn rfc3339(at: Millis) -> String {
+    humantime::format_rfc3339_millis(system_time(at)).to_string()
+}
+
+/// RFC 3339 to the second, for tables.
+pub(crate) fn absolute(at: Millis) -> String {
+    humantime::format_rfc3339_seconds(system_time(at)).to_string()
+}
+
+/// A short duration: `850ms`, `12s`, `3m`, `5h`, `2d`.
+pub(crate) fn short(ms: i64) -> String {
+    let ms = ms.max(0);
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{}s", ms / 1_000),
+        60_000..3_600_000 => format!("{}m", ms / 60_000),
+        3_600_000..86_400_000 => format!("{}h", ms / 3_600_000),
+        _ => format!("{}d", ms / 86_400_000),
+    }
+}
+
+/// `3m ago` or `in 12s`.
+pub(crate) fn relative(at: Millis) -> String {
+    let delta = now_ms() - at;
+    if delta >= 0 {
+        format!("{} ago", short(delta))
+    } else {
+        format!("in {}", short(-delta))
+    }
+}
+
+/// One saga in `list`, `stats` and the outcome of `run`, `abort`, `retry` (`--json`).
+#[derive(Debug, Serialize)]
+pub(crate) struct Summary {
+    pub id: Uuid,
+    pub definition: String,
+    pub version: u32,
+    pub status: SagaStatus,
+    pub current_step: Option<String>,
+    pub attempts: Option<u32>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl From<&SagaState> for Summary {
+    fn from(s: &SagaState) -> Self {
+        let current = s.current();
+        Summary {
+            id: s.id,
+            definition: s.definition.clone(),
+            version: s.version,
+            status: s.status,
+            current_step: current.map(|c| c.name.clone()),
+            attempts: current.map(|c| {
+                if c.status == StepStatus::Compensating || s.status == SagaStatus::Compensating {
+                    c.compensation_attempts
+                } else {
+                    c.attempts
+                }
+            }),
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+            next_attempt_at: s.next_attempt_at.map(rfc3339),
+            last_error: s.last_error.clone(),
+        }
+    }
+}
+
+/// A table of sagas, newest first.
+pub(crate) fn saga_table(sagas: &[SagaState]) -> Table {
+    let mut t = table(&[
+        "ID",
+        "DEFINITION",
+        "STATUS",
+        "STEP",
+        "ATTEMPTS",
+        "STARTED",
+        "UPDATED",
+        "AGE",
+    ]);
+    for s in sagas {
+        let current = Summary::from(s);
+        t.add_row(vec![
+            Cell::new(s.id),
+            Cell::new(format!("{} v{}", s.definition, s.version)),
+            status_cell(s.status.as_str()),
+            Cell::new(current.current_step.as_deref().unwrap_or("-")),
+            Cell::new(current.attempts.map_or("-".into(), |a| a.to_string())),
+            Cell::new(absolute(s.created_at)),
+            Cell::new(relative(s.updated_at)),
+            Cell::new(short(now_ms() - s.created_at)),
+        ]);
+    }
+    t
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub(crate) fn print_json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}
+
+/// A history event's detail as `key=value` pairs, nulls left out.
+pub(crate) fn detail(detail: &Value) -> String {
+    match detail {
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,446 @@
+//! The read commands: `list`, `show`, `history`, `stats`, `definitions`. None writes anything.
+
+use std::collections::BTreeMap;
+
+use comfy_table::Cell;
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::error::CliError;
+use super::output::{
+    self, absolute, print_json, relative, rfc3339, short, status_cell, status_text, Summary,
+};
+use crate::event::{EventKind, HistoryEvent};
+use crate::registry::Registry;
+use crate::state::{Millis, SagaState, SagaStatus};
+use crate::step::StepKind;
+use crate::store::{ListQuery, SagaStore};
+
+/// Finds the saga a full id or a unique id prefix names.
+pub(crate) async fn resolve(store: &dyn SagaStore, text: &str) -> Result<Uuid, CliError> {
+    if let Ok(id) = Uuid::parse_str(text) {
+        return Ok(id);
+    }
+    let prefix = text.to_ascii_lowercase();
+    if prefix.len() < 4 || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(CliError::Usage(format!(
+            "`{text}` is neither a saga id nor an id prefix of at least 4 hex characters"
+        )));
+    }
+    let ids = store.ids_with_prefix(&prefix, 11).await?;
+    match ids.as_slice() {
+        [] => Err(CliError::NotFound(format!(
+            "no saga id starts with `{text}`"
+        ))),
+        [id] => Ok(*id),
+        many => {
+            let shown: Vec<String> = many.iter().take(10).map(|id| format!("  {id}")).collect();
+            let more = if many.len() > 10 { "\n  ..." } else { "" };
+            Err(CliError::Usage(format!(
+                "`{text}` is ambiguous; it starts these ids (give more characters):\n{}{more}",
+                shown.join("\n")
+            )))
+        }
+    }
+}
+
+/// Reads the saga or says it is not there.
+pub(crate) async fn load(store: &dyn SagaStore, text: &str) -> Result<SagaState, CliError> {
+    let id = resolve(store, text).await?;
+    store
+        .get(id)
+        .await?
+        .ok_or_else(|| CliError::NotFound(format!("no saga with id {id}")))
+}
+
+/// `saga list`.
+pub(crate) async fn list(
+    store: &dyn SagaStore,
+    query: ListQuery,
+    json: bool,
+) -> Result<(), CliError> {
+    let sagas = store.list(&query).await?;
+    let next = (sagas.len() == query.limit)
+        .then(|| sagas.last().map(|s| s.id))
+        .flatten();
+    if json {
+        let summaries: Vec<Summary> = sagas.iter().map(Summary::from).collect();
+        print_json(&json!({ "sagas": summaries, "next_before": next }));
+        return Ok(());
+    }
+    if sagas.is_empty() {
+        println!("no sagas match");
+        return Ok(());
+    }
+    output::print_table(&output::saga_table(&sagas));
+    if let Some(next) = next {
+        println!("\nmore: saga list --before {next} (with the same filters)");
+    }
+    Ok(())
+}
+
+/// When one phase (action or compensation) of a step ran, from the history.
+#[derive(Debug, Default, Serialize)]
+struct Timing {
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    duration_ms: Option<i64>,
+}
+
+fn timing(
+    history: &[HistoryEvent],
+    step: &str,
+    start: EventKind,
+    done: EventKind,
+    failed: EventKind,
+) -> Timing {
+    let of_step = |e: &&HistoryEvent| e.step.as_deref() == Some(step);
+    let started = history
+        .iter()
+        .filter(of_step)
+        .find(|e| e.kind == start)
+        .map(|e| e.at);
+    let finished = history
+        .iter()
+        .filter(of_step)
+        .filter(|e| e.kind == done || (e.kind == failed && e.detail["retry_in_ms"].is_null()))
+        .map(|e| e.at)
+        .next_back();
+    Timing {
+        started_at: started.map(rfc3339),
+        finished_at: finished.map(rfc3339),
+        duration_ms: started.zip(finished).map(|(s, f)| f - s),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct StepView {
+    name: String,
+    kind: Option<StepKind>,
+    status: String,
+    has_compensation: bool,
+    attempts: u32,
+    compensation_attempts: u32,
+    outcome_unknown: bool,
+    last_error: Option<String>,
+    action: Timing,
+    compensation: Timing,
+}
+
+#[derive(Debug, Serialize)]
+struct Lease {
+    owner: String,
+    expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SagaView {
+    #[serde(flatten)]
+    summary: Summary,
+    data: Value,
+    lease: Option<Lease>,
+    fencing_token: i64,
+    compensations_left: Vec<String>,
+    steps: Vec<StepView>,
+}
+
+/// `saga show`.
+pub(crate) async fn show(
+    store: &dyn SagaStore,
+    registry: &Registry,
+    text: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let saga = load(store, text).await?;
+    let history = store.history(saga.id).await?;
+    let def = registry.get(&saga.definition, saga.version);
+    let steps: Vec<StepView> = saga
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StepView {
+            name: s.name.clone(),
+            kind: def.and_then(|d| d.steps().get(i)).map(|d| d.kind()),
+            status: s.status.to_string(),
+            has_compensation: s.has_compensation,
+            attempts: s.attempts,
+            compensation_attempts: s.compensation_attempts,
+            outcome_unknown: s.outcome_unknown,
+            last_error: s.last_error.clone(),
+            action: timing(
+                &history,
+                &s.name,
+                EventKind::StepStarted,
+                EventKind::StepCompleted,
+                EventKind::StepFailed,
+            ),
+            compensation: timing(
+                &history,
+                &s.name,
+                EventKind::CompensationStarted,
+                EventKind::StepCompensated,
+                EventKind::CompensationFailed,
+            ),
+        })
+        .collect();
+    let view = SagaView {
+        summary: Summary::from(&saga),
+        data: saga.data.clone(),
+        lease: saga.lease_owner.clone().map(|owner| Lease {
+            owner,
+            expires_at: saga.lease_expires_at.map(rfc3339),
+        }),
+        fencing_token: saga.fencing_token,
+        compensations_left: saga
+            .compensations_left()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        steps,
+    };
+    if json {
+        print_json(&view);
+        return Ok(());
+    }
+    print_saga(&saga, &view);
+    Ok(())
+}
+
+fn when(at: Millis) -> String {
+    format!("{} ({})", absolute(at), relative(at))
+}
+
+fn print_saga(saga: &SagaState, view: &SagaView) {
+    println!("saga        {}", saga.id);
+    println!("definition  {} v{}", saga.definition, saga.version);
+    println!("status      {}", status_text(saga.status.as_str()));
+    if let Some(current) = saga.current() {
+        println!("current     {}", current.name);
+    }
+    if let Some(error) = &saga.last_error {
+        println!("last error  {error}");
+    }
+    if let Some(due) = saga.next_attempt_at {
+        println!("next try    {}", when(due));
+    }
+    match (&saga.lease_owner, saga.lease_expires_at) {
+        (Some(owner), Some(until)) => println!("lease       {owner} until {}", when(until)),
+        _ if !saga.status.is_final() => {
+            println!("lease       none (the next worker to look will pick it up)")
+        }
+        _ => {}
+    }
+    if !view.compensations_left.is_empty() && saga.status != SagaStatus::Running {
+        println!("to undo     {}", view.compensations_left.join(", then "));
+    }
+    println!("started     {}", when(saga.created_at));
+    println!("updated     {}", when(saga.updated_at));
+
+    println!();
+    let mut steps = output::table(&[
+        "STEP",
+        "KIND",
+        "STATUS",
+        "ATTEMPTS",
+        "STARTED",
+        "DURATION",
+        "LAST ERROR",
+    ]);
+    for s in &view.steps {
+        let (started, duration) = phase_cells(&s.action);
+        steps.add_row(vec![
+            Cell::new(&s.name),
+            Cell::new(s.kind.map_or("-", |k| k.as_str())),
+            status_cell(&s.status),
+            Cell::new(s.attempts),
+            Cell::new(started),
+            Cell::new(duration),
+            Cell::new(s.last_error.as_deref().unwrap_or("")),
+        ]);
+    }
+    output::print_table(&steps);
+
+    let undone: Vec<&StepView> = view
+        .steps
+        .iter()
+        .rev()
+        .filter(|s| s.compensation_attempts > 0 || view.compensations_left.contains(&s.name))
+        .collect();
+    if !undone.is_empty() {
+        println!("\ncompensation (last step first)");
+        let mut comp = output::table(&["STEP", "STATUS", "ATTEMPTS", "STARTED", "DURATION"]);
+        for s in undone {
+            let status = match s.status.as_str() {
+                "compensating" | "compensated" | "compensation_failed" => s.status.clone(),
+                _ => "to do".to_string(),
+            };
+            let (started, duration) = phase_cells(&s.compensation);
+            comp.add_row(vec![
+                Cell::new(&s.name),
+                status_cell(&status),
+                Cell::new(s.compensation_attempts),
+                Cell::new(started),
+                Cell::new(duration),
+            ]);
+        }
+        output::print_table(&comp);
+    }
+    println!("\ndata");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&saga.data).unwrap_or_else(|_| saga.data.to_string())
+    );
+}
+
+fn phase_cells(t: &Timing) -> (String, String) {
+    let started = t.started_at.clone().unwrap_or_else(|| "-".into());
+    let duration = t.duration_ms.map_or("-".into(), short);
+    (started, duration)
+}
+
+/// `saga history`.
+pub(crate) async fn history(store: &dyn SagaStore, text: &str, json: bool) -> Result<(), CliError> {
+    let saga = load(store, text).await?;
+    let events = store.history(saga.id).await?;
+    if json {
+        let events: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                json!({
+                    "seq": e.seq,
+                    "event_id": e.event_id,
+                    "type": e.kind,
+                    "step": e.step,
+                    "attempt": e.attempt,
+                    "at": rfc3339(e.at),
+                    "detail": e.detail,
+                })
+            })
+            .collect();
+        print_json(&json!({ "saga_id": saga.id, "events": events }));
+        return Ok(());
+    }
+    let mut t = output::table(&["SEQ", "TIME", "TYPE", "STEP", "ATTEMPT", "DETAIL"]);
+    for e in &events {
+        t.add_row(vec![
+            Cell::new(e.seq),
+            Cell::new(rfc3339(e.at)),
+            Cell::new(e.kind),
+            Cell::new(e.step.as_deref().unwrap_or("")),
+            Cell::new(e.attempt.map(|a| a.to_string()).unwrap_or_default()),
+            Cell::new(output::detail(&e.detail)),
+        ]);
+    }
+    output::print_table(&t);
+    Ok(())
+}
+
+/// `saga stats`.
+pub(crate) async fn stats(store: &dyn SagaStore, json: bool) -> Result<(), CliError> {
+    let counts = store.counts().await?;
+    let failed = store
+        .list(&ListQuery {
+            statuses: vec![SagaStatus::Failed],
+            limit: 20,
+            ..ListQuery::default()
+        })
+        .await?;
+    if json {
+        let counts: Vec<Value> = counts
+            .iter()
+            .map(|(d, s, n)| json!({ "definition": d, "status": s, "count": n }))
+            .collect();
+        let failed: Vec<Summary> = failed.iter().map(Summary::from).collect();
+        print_json(&json!({ "counts": counts, "needs_attention": failed }));
+        return Ok(());
+    }
+    let mut by_definition: BTreeMap<&str, BTreeMap<SagaStatus, u64>> = BTreeMap::new();
+    for (d, s, n) in &counts {
+        *by_definition.entry(d).or_default().entry(*s).or_default() += n;
+    }
+    let mut header = vec!["DEFINITION"];
+    header.extend(SagaStatus::ALL.iter().map(|s| s.as_str()));
+    header.push("TOTAL");
+    let mut t = output::table(&header);
+    for (d, by_status) in &by_definition {
+        let mut row = vec![Cell::new(d)];
+        row.extend(
+            SagaStatus::ALL
+                .iter()
+                .map(|s| Cell::new(by_status.get(s).copied().unwrap_or(0))),
+        );
+        row.push(Cell::new(by_status.values().sum::<u64>()));
+        t.add_row(row);
+    }
+    if by_definition.is_empty() {
+        println!("no sagas yet");
+    } else {
+        output::print_table(&t);
+    }
+    if failed.is_empty() {
+        println!("\nno failed sagas need attention");
+    } else {
+        println!("\nfailed sagas that need attention (newest first; `saga show ID`, then `saga retry ID`):");
+        let mut t = output::table(&["ID", "DEFINITION", "FAILED", "LAST ERROR"]);
+        for s in &failed {
+            t.add_row(vec![
+                Cell::new(s.id),
+                Cell::new(&s.definition),
+                Cell::new(relative(s.updated_at)),
+                Cell::new(s.last_error.as_deref().unwrap_or("")),
+            ]);
+        }
+        output::print_table(&t);
+    }
+    Ok(())
+}
+
+/// `saga definitions`.
+pub(crate) fn definitions(registry: &Registry, json: bool) -> Result<(), CliError> {
+    let defs = registry.definitions();
+    if json {
+        let defs: Vec<Value> = defs
+            .iter()
+            .map(|d| {
+                let steps: Vec<Value> = d
+                    .steps()
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "name": s.name(),
+                            "kind": s.kind(),
+                            "has_compensation": s.has_compensation(),
+                            "max_attempts": s.retry_policy().max_attempts,
+                            "compensation_max_attempts": s.compensation_retry_policy().max_attempts,
+                            "timeout_ms": s.timeout().as_millis() as u64,
+                        })
+                    })
+                    .collect();
+                json!({ "name": d.name(), "version": d.version(), "steps": steps })
+            })
+            .collect();
+        print_json(&json!({ "definitions": defs }));
+        return Ok(());
+    }
+    for d in defs {
+        println!("{} v{}", d.name(), d.version());
+        let mut t = output::table(&["STEP", "KIND", "COMPENSATION", "ATTEMPTS", "TIMEOUT"]);
+        for s in d.steps() {
+            let attempts = match (s.kind(), s.retry_policy().max_attempts) {
+                (StepKind::Retriable, _) | (_, None) => "until success".to_string(),
+                (_, Some(n)) => n.to_string(),
+            };
+            t.add_row(vec![
+                Cell::new(s.name()),
+                Cell::new(s.kind().as_str()),
+                Cell::new(if s.has_compensation() { "yes" } else { "-" }),
+                Cell::new(attempts),
+                Cell::new(humantime::format_duration(s.timeout())),
+            ]);
+        }
+        output::print_table(&t);
+        println!();
+    }
+    Ok(())
+}
