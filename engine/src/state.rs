@@ -117,7 +117,6 @@ pub struct StepState {
     pub status: StepStatus,
     /// Whether the step has a compensation (recorded so an operator can see what remains to
     /// undo without the definition at hand).
-    #[serde(default)]
     pub has_compensation: bool,
     /// Attempts of the action started so far.
     pub attempts: u32,

@@ -99,8 +99,14 @@ pub enum FailureKind {
     Timeout,
     /// The step panicked: its effect may or may not have happened.
     Panic,
-    /// The saga data could not be read or written: retrying cannot help.
+    /// The saga data could not be read, so the step did not run: retrying cannot help.
     Poison,
+    /// The step ran but its output cannot be stored (unserializable, over the size limit): its
+    /// effect happened, so it is compensated, but retrying cannot help.
+    InvalidOutput,
+    /// The attempt was cut off by a crash or a lost lease too many times: its effect may or may
+    /// not have happened.
+    Interrupted,
 }
 
 /// A failed step or compensation, as the step reports it and as the history records it.
@@ -150,6 +156,22 @@ impl StepError {
         }
     }
 
+    pub(crate) fn invalid_output(message: String) -> Self {
+        Self {
+            message,
+            retryable: false,
+            kind: FailureKind::InvalidOutput,
+        }
+    }
+
+    pub(crate) fn interrupted(attempts: u32) -> Self {
+        Self {
+            message: format!("interrupted (crash or lost lease) on each of {attempts} attempt(s)"),
+            retryable: false,
+            kind: FailureKind::Interrupted,
+        }
+    }
+
     pub(crate) fn poison(message: String) -> Self {
         Self {
             message,
@@ -161,7 +183,13 @@ impl StepError {
     /// Whether the effect of the failed work may nevertheless have happened (timeout, panic), in
     /// which case the step is compensated like a completed one.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self.kind, FailureKind::Timeout | FailureKind::Panic)
+        matches!(
+            self.kind,
+            FailureKind::Timeout
+                | FailureKind::Panic
+                | FailureKind::InvalidOutput
+                | FailureKind::Interrupted
+        )
     }
 }
 

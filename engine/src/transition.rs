@@ -129,20 +129,76 @@ pub(crate) fn start(def: &Definition, id: Uuid, data: Value) -> Change {
 /// Starts the next attempt of the current unit: a retry that came due, or the first attempt of
 /// a compensation whose start was not yet recorded.
 pub(crate) fn begin(state: &SagaState) -> Change {
+    begin_with(state, json!({}))
+}
+
+fn begin_with(state: &SagaState, detail: Value) -> Change {
     let mut change = Change::from(state);
     change.state.next_attempt_at = None;
     let i = state.current_step;
     match state.status {
-        SagaStatus::Compensating => begin_compensation(&mut change, i),
+        SagaStatus::Compensating => {
+            let step = &mut change.state.steps[i];
+            step.status = StepStatus::Compensating;
+            step.compensation_attempts += 1;
+            let attempt = step.compensation_attempts;
+            change.event(
+                EventKind::CompensationStarted,
+                Some(i),
+                Some(attempt),
+                detail,
+            );
+        }
         _ => {
             let step = &mut change.state.steps[i];
             step.status = StepStatus::Running;
             step.attempts += 1;
             let attempt = step.attempts;
-            change.event(EventKind::StepStarted, Some(i), Some(attempt), json!({}));
+            change.event(EventKind::StepStarted, Some(i), Some(attempt), detail);
         }
     }
     change
+}
+
+/// A mediator took over a saga whose attempt was in flight when its previous owner stopped (a
+/// crash, a lost lease). The attempt may have had its effect, so it runs again with the same
+/// idempotency key, as a new attempt so that a step that kills its process every time is not
+/// retried forever: once the retry policy is spent, it fails with an unknown outcome.
+pub(crate) fn resume(def: &Definition, state: &SagaState) -> Option<Change> {
+    let Next::Run {
+        step,
+        phase,
+        attempt,
+    } = next(state)
+    else {
+        return None;
+    };
+    let spec = &def.steps()[step];
+    let forever = phase == Phase::Action && spec.kind() == StepKind::Retriable;
+    Some(if forever || spec.policy(phase).allows_another(attempt) {
+        begin_with(state, json!({ "resumed": true }))
+    } else {
+        failed(def, state, phase, &StepError::interrupted(attempt))
+    })
+}
+
+/// Checks that a stored saga was started by this definition's shape; a mismatch (a definition
+/// changed without a new version) would run the wrong steps, so the saga is failed instead.
+pub(crate) fn mismatch(def: &Definition, state: &SagaState) -> Option<Change> {
+    let stored: Vec<&str> = state.steps.iter().map(|s| s.name.as_str()).collect();
+    let defined: Vec<&str> = def.steps().iter().map(|s| s.name()).collect();
+    if stored == defined && state.current_step < stored.len() {
+        return None;
+    }
+    let mut change = Change::from(state);
+    change.state.next_attempt_at = None;
+    let reason = format!(
+        "the saga's stored steps {stored:?} do not match `{}` version {} {defined:?}; register the version it started with",
+        def.name(),
+        def.version()
+    );
+    fail_saga(&mut change, reason);
+    Some(change)
 }
 
 /// The attempt succeeded with `data`.
@@ -231,6 +287,13 @@ pub(crate) fn failed(
                 format!("compensation of `{name}` failed after {attempt} attempt(s): {error}");
             fail_saga(&mut change, reason);
         }
+        (Phase::Action, StepKind::Pivot) if change.state.steps[i].outcome_unknown => {
+            change.state.steps[i].status = StepStatus::Failed;
+            let reason = format!(
+                "the pivot `{name}` failed with an unknown outcome (it may have taken effect): {error}; compensating could undo a transaction that went through, so an operator must decide"
+            );
+            fail_saga(&mut change, reason);
+        }
         (Phase::Action, StepKind::Retriable) => {
             change.state.steps[i].status = StepStatus::Failed;
             let reason = format!(
@@ -258,8 +321,17 @@ fn fail_saga(change: &mut Change, reason: String) {
     );
 }
 
-/// Moves to the compensation of the last step that still needs one, or finishes compensated.
+/// Moves to the compensation of the last step that still needs one and starts it, or finishes
+/// compensated.
 fn compensate_next_or_finish(change: &mut Change) {
+    if let Some(j) = point_at_next_compensation(change) {
+        begin_compensation(change, j);
+    }
+}
+
+/// Moves to the compensation of the last step that still needs one without starting it (the
+/// mediator that runs it records its start), or finishes compensated. Returns that step.
+fn point_at_next_compensation(change: &mut Change) -> Option<usize> {
     let next = (0..change.state.steps.len())
         .rev()
         .find(|&i| change.state.needs_compensation(i));
@@ -267,11 +339,12 @@ fn compensate_next_or_finish(change: &mut Change) {
         Some(j) => {
             change.state.status = SagaStatus::Compensating;
             change.state.current_step = j;
-            begin_compensation(change, j);
+            Some(j)
         }
         None => {
             change.state.status = SagaStatus::Compensated;
             change.event(EventKind::SagaCompensated, None, None, json!({}));
+            None
         }
     }
 }
@@ -339,7 +412,7 @@ pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result
         None,
         json!({ "reason": reason }),
     );
-    compensate_next_or_finish(&mut change);
+    point_at_next_compensation(&mut change);
     Ok(change)
 }
 

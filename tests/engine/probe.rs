@@ -129,7 +129,9 @@ fn step_fn(
             if hold {
                 let _held = gate.acquire().await;
             }
-            ctx.data.done.push(format!("{name}:{}", phase.as_str()));
+            if phase == Phase::Action {
+                ctx.data.done.push(name.to_string());
+            }
             Ok(ctx.data)
         })
     }

@@ -94,14 +94,10 @@ async fn a_step_that_retries_out_is_compensated_like_any_failure() {
 #[tokio::test]
 async fn a_step_that_hangs_past_its_timeout_fails_and_is_itself_compensated() {
     let env = Env::new().await;
-    let options = Options {
-        step_timeout: Duration::from_millis(200),
-        retry: fast_options().retry.clone().jitter(0.0),
-        ..fast_options()
-    };
     let registry = env.registry_with(&Options {
+        step_timeout: Duration::from_millis(200),
         retry: saga::engine::RetryPolicy::no_retry(),
-        ..options
+        ..fast_options()
     });
     let faults = FaultPlan::new().inject("charge_payment", Phase::Action, Fault::Hang);
     let m = fast(Mediator::builder(env.store.clone(), registry).faults(faults));
@@ -135,9 +131,19 @@ async fn a_step_that_hangs_past_its_timeout_fails_and_is_itself_compensated() {
 #[tokio::test]
 async fn a_panicking_step_is_a_failure_and_the_mediator_keeps_serving() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new().inject("reserve_inventory", Phase::Action, Fault::Panic));
-    let panicky = good_order("panics");
-    let id = m.start(order::NAME, &panicky).await.unwrap();
+    let probe = crate::probe::Probe::open(&env.url).await;
+    // One mediator runs OrderSaga (whose reserve step panics) and the probe saga side by side.
+    let mut registry = env.registry();
+    let plan = crate::probe::Plan::open();
+    registry
+        .register(crate::probe::definition(&probe, &plan))
+        .unwrap();
+    let faults = FaultPlan::new().inject("reserve_inventory", Phase::Action, Fault::Panic);
+    let m = fast(Mediator::builder(env.store.clone(), registry).faults(faults));
+    let probe_data = crate::probe::ProbeData::default;
+    let id = m.start(order::NAME, &good_order("panics")).await.unwrap();
+    let other = m.start(crate::probe::NAME, &probe_data()).await.unwrap();
+
     let saga = wait(&m, id).await;
     assert_eq!(saga.status, SagaStatus::Compensated);
     assert_eq!(
@@ -149,6 +155,7 @@ async fn a_panicking_step_is_a_failure_and_the_mediator_keeps_serving() {
         .as_deref()
         .unwrap()
         .contains("injected panic"));
+    // Its outcome is unknown (it might have reserved before panicking): it is compensated.
     assert_eq!(
         compensations(&m.history(id).await.unwrap()),
         [
@@ -156,14 +163,10 @@ async fn a_panicking_step_is_a_failure_and_the_mediator_keeps_serving() {
             "StepCompensated reserve_inventory"
         ]
     );
-
-    // The same mediator still runs other sagas (OrderSaga whose reserve step is not reached).
-    let other = order("after-panic", "ivy", "widget", 1, 500_000, "US");
-    let other_id = m.start(order::NAME, &other).await.unwrap();
-    assert_eq!(wait(&m, other_id).await.status, SagaStatus::Compensated);
-    let m2 = env.mediator(FaultPlan::new());
-    let ok = m2.start(order::NAME, &good_order("fine")).await.unwrap();
-    assert_eq!(wait(&m2, ok).await.status, SagaStatus::Completed);
+    assert_eq!(wait(&m, other).await.status, SagaStatus::Completed);
+    // And the same mediator still takes new work after the panics.
+    let after = m.start(crate::probe::NAME, &probe_data()).await.unwrap();
+    assert_eq!(wait(&m, after).await.status, SagaStatus::Completed);
 }
 
 #[tokio::test]
@@ -239,6 +242,67 @@ async fn a_compensation_failing_past_its_retries_ends_failed_and_skips_nothing_s
         .iter()
         .any(|l| l.contains("Compensat") && l.ends_with("reserve_inventory")));
     // Participants show exactly that: still charged, still reserved.
+    let after = effects(&env.participants, &o).await;
+    assert_eq!(after.charges, vec!["charged".to_string()]);
+    assert_eq!(after.reservations, vec!["reserved".to_string()]);
+}
+
+#[tokio::test]
+async fn output_rejected_after_the_effect_is_compensated_with_its_step() {
+    let env = Env::new().await;
+    let probe = crate::probe::Probe::open(&env.url).await;
+    let registry = crate::probe::registry(&probe, &crate::probe::Plan::open());
+    // {"done":["a"]} fits in 16 bytes; {"done":["a","b"]} does not, so b's output is rejected.
+    let m = fast(Mediator::builder(env.store.clone(), registry).max_payload_bytes(16));
+    let id = m
+        .start(crate::probe::NAME, &crate::probe::ProbeData::default())
+        .await
+        .unwrap();
+    let saga = wait(&m, id).await;
+    assert_eq!(saga.status, SagaStatus::Compensated);
+    assert!(saga.steps[1]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("over the limit of 16 bytes"));
+    assert_eq!(
+        saga.steps[1].attempts, 1,
+        "retrying cannot make the output smaller"
+    );
+    // b ran (its effect happened), so it is compensated before a.
+    assert_eq!(
+        compensations(&m.history(id).await.unwrap()),
+        [
+            "CompensationStarted b",
+            "StepCompensated b",
+            "CompensationStarted a",
+            "StepCompensated a"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_pivot_with_an_unknown_outcome_stops_for_an_operator_instead_of_compensating() {
+    let env = Env::new().await;
+    let registry = env.registry_with(&Options {
+        step_timeout: Duration::from_millis(200),
+        retry: saga::engine::RetryPolicy::no_retry(),
+        ..fast_options()
+    });
+    let faults = FaultPlan::new().inject("create_shipment", Phase::Action, Fault::Hang);
+    let m = fast(Mediator::builder(env.store.clone(), registry).faults(faults));
+    let o = good_order("pivot-unknown");
+    let id = m.start(order::NAME, &o).await.unwrap();
+    let saga = wait(&m, id).await;
+
+    assert_eq!(saga.status, SagaStatus::Failed);
+    let error = saga.last_error.unwrap();
+    assert!(
+        error.contains("pivot `create_shipment` failed with an unknown outcome"),
+        "{error}"
+    );
+    assert!(compensations(&m.history(id).await.unwrap()).is_empty());
+    // The payment and reservation stand until an operator decides.
     let after = effects(&env.participants, &o).await;
     assert_eq!(after.charges, vec!["charged".to_string()]);
     assert_eq!(after.reservations, vec!["reserved".to_string()]);

@@ -182,3 +182,78 @@ async fn an_unknown_definition_version_is_left_untouched() {
     ));
     assert_eq!(wait(&second, id).await.status, SagaStatus::Completed);
 }
+
+#[tokio::test]
+async fn an_unreadable_saga_is_failed_and_does_not_block_the_others() {
+    let env = Env::new().await;
+    let probe = Probe::open(&env.url).await;
+    let (first, bad) = held_saga(&env, &probe, Duration::from_millis(300)).await;
+    let good = first
+        .start(probe::NAME, &ProbeData::default())
+        .await
+        .unwrap();
+    drop(first);
+    // Damage one row the way a bad deploy or a hand edit might.
+    let pool = sqlx::SqlitePool::connect(&env.url).await.unwrap();
+    sqlx::query("UPDATE saga_instances SET steps = '{not json' WHERE id = ?1")
+        .bind(bad.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let second = fast(Mediator::builder(
+        env.reopen().await,
+        probe::registry(&probe, &Plan::open()),
+    ));
+    assert_eq!(wait(&second, good).await.status, SagaStatus::Completed);
+    until("the bad saga to be quarantined", || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM saga_instances WHERE id = ?1")
+            .bind(bad.to_string())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        status == "failed"
+    })
+    .await;
+    let (error, kind): (String, String) = sqlx::query_as(
+        "SELECT i.last_error, h.kind FROM saga_instances i JOIN saga_history h \
+         ON h.saga_id = i.id AND h.seq = i.last_seq WHERE i.id = ?1",
+    )
+    .bind(bad.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        error.starts_with("the stored saga cannot be read: "),
+        "{error}"
+    );
+    assert_eq!(kind, "SagaFailed");
+}
+
+#[tokio::test]
+async fn a_definition_changed_without_a_new_version_fails_the_saga_instead_of_running_it() {
+    let env = Env::new().await;
+    let probe = Probe::open(&env.url).await;
+    let (first, id) = held_saga(&env, &probe, Duration::from_millis(300)).await;
+    drop(first);
+    // Version 1 now has different steps: running the stored saga against it would be wrong.
+    let changed = saga::engine::SagaDefinition::<ProbeData>::new(probe::NAME, 1)
+        .step(saga::engine::Step::new(
+            "a",
+            |ctx: saga::engine::StepContext<ProbeData>| async move { Ok(ctx.data) },
+        ))
+        .build()
+        .unwrap();
+    let mut registry = saga::engine::Registry::new();
+    registry.register(changed).unwrap();
+    let second = fast(Mediator::builder(env.reopen().await, registry));
+    let saga = wait(&second, id).await;
+    assert_eq!(saga.status, SagaStatus::Failed);
+    let error = saga.last_error.unwrap();
+    assert!(error.contains("do not match `probe` version 1"), "{error}");
+    assert_eq!(
+        probe.calls().await.iter().filter(|c| c.step == "c").count(),
+        0,
+        "no step of the changed definition ran"
+    );
+}

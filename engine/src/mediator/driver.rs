@@ -26,15 +26,26 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Drives one saga until it is final, its lease is lost, or the mediator shuts down.
-pub(crate) async fn drive(inner: Arc<Inner>, saga: SagaState) {
-    let span = tracing::info_span!("saga", saga_id = %saga.id, definition = %saga.definition);
-    let id = saga.id;
-    drive_inner(&inner, saga).instrument(span).await;
-    inner.forget(id);
+/// Removes the driver from the mediator's in-flight set however the driver ends (returns,
+/// panics), so its lease is no longer renewed and the saga can be claimed again.
+struct Forget<'a>(&'a Inner, uuid::Uuid);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
 }
 
-async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState) {
+/// Drives one saga until it is final, its lease is lost, or the mediator shuts down. `resumed`
+/// says it was claimed from the store rather than started here, so an attempt it finds in
+/// flight was cut off and counts as a new attempt when it runs again.
+pub(crate) async fn drive(inner: Arc<Inner>, saga: SagaState, resumed: bool) {
+    let span = tracing::info_span!("saga", saga_id = %saga.id, definition = %saga.definition);
+    let _forget = Forget(&inner, saga.id);
+    drive_inner(&inner, saga, resumed).instrument(span).await;
+}
+
+async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
     let Some(def) = inner.registry.get(&saga.definition, saga.version).cloned() else {
         tracing::warn!(
             version = saga.version,
@@ -45,6 +56,19 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState) {
     };
     let mut shutdown = inner.shutdown.subscribe();
     let mut due: Option<Instant> = None;
+    let first = transition::mismatch(&def, &saga).or_else(|| {
+        if resumed {
+            transition::resume(&def, &saga)
+        } else {
+            None
+        }
+    });
+    if let Some(change) = first {
+        match commit_with_retry(inner, &saga, change).await {
+            Some(next) => saga = next,
+            None => return,
+        }
+    }
     loop {
         if *shutdown.borrow() {
             release(inner, &saga).await;
@@ -68,18 +92,19 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState) {
             } => {
                 let outcome = run_attempt(inner, &def, &saga, step, phase, attempt).await;
                 inner.config.faults.crash_point("after_step");
-                let change = match outcome {
+                match outcome {
                     Ok(data) => transition::succeeded(&saga, phase, data),
                     Err(error) => transition::failed(&def, &saga, phase, &error),
-                };
-                due = change.retry_after.map(|d| Instant::now() + d);
-                change
+                }
             }
         };
+        let retry_after = change.retry_after;
         match commit_with_retry(inner, &saga, change).await {
             Some(next) => saga = next,
             None => return,
         }
+        // Counted from the commit, as the stored due time is, so a retry never runs early.
+        due = retry_after.map(|d| Instant::now() + d);
     }
 }
 
@@ -167,7 +192,7 @@ async fn run_attempt(
     };
     let size = data.to_string().len();
     if size > inner.config.max_payload_bytes {
-        return Err(StepError::poison(format!(
+        return Err(StepError::invalid_output(format!(
             "`{name}` returned data of {size} bytes, over the limit of {} bytes",
             inner.config.max_payload_bytes
         )));

@@ -105,11 +105,11 @@ impl Inner {
     /// Starts driving `saga`. A driver of the same saga still here holds a stale lease (the
     /// store only hands out a saga whose lease expired or was released, e.g. by an operator), so
     /// it is stopped: its writes would be refused anyway.
-    fn spawn_driver(self: &Arc<Self>, saga: SagaState) {
+    fn spawn_driver(self: &Arc<Self>, saga: SagaState, resumed: bool) {
         let mut active = self.active();
         let id = saga.id;
         // The map stays locked until the handle is in it, so the driver's own removal comes after.
-        let handle = tokio::spawn(driver::drive(self.clone(), saga));
+        let handle = tokio::spawn(driver::drive(self.clone(), saga, resumed));
         if let Some(stale) = active.insert(id, handle.abort_handle()) {
             stale.abort();
         }
@@ -276,7 +276,7 @@ impl Mediator {
         )?;
         let saga = self.inner.commit(None, change).await?;
         let id = saga.id;
-        self.inner.spawn_driver(saga);
+        self.inner.spawn_driver(saga, false);
         Ok(id)
     }
 

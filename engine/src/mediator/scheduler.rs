@@ -33,7 +33,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     full = claimed.len() == limit;
                     for saga in claimed {
                         tracing::info!(saga_id = %saga.id, status = %saga.status, "resuming saga");
-                        inner.spawn_driver(saga);
+                        inner.spawn_driver(saga, true);
                     }
                 }
                 Err(error) => tracing::warn!(%error, "claiming sagas failed; will try again"),

@@ -222,6 +222,42 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
+    /// Marks a saga whose row cannot be read as `failed` with the reason, so it is not claimed
+    /// again and an operator sees it (poison is terminal).
+    async fn quarantine(&self, id: &str, last_seq: i64, reason: &str) -> Result<(), StoreError> {
+        tracing::error!(
+            saga_id = id,
+            reason,
+            "stored saga cannot be read; marking it failed"
+        );
+        let error = format!("the stored saga cannot be read: {reason}");
+        let mut tx = self.writer.begin().await?;
+        let at: i64 = sqlx::query_scalar(concat!(
+            "UPDATE saga_instances SET status = 'failed', last_error = ?2, next_attempt_at = NULL, ",
+            "lease_owner = NULL, lease_expires_at = NULL, last_seq = ?3 + 1, updated_at = ",
+            now_ms!(),
+            " WHERE id = ?1 AND last_seq = ?3 RETURNING updated_at"
+        ))
+        .bind(id)
+        .bind(&error)
+        .bind(last_seq)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(INSERT_EVENT)
+            .bind(id)
+            .bind(last_seq + 1)
+            .bind(Uuid::now_v7().to_string())
+            .bind("SagaFailed")
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(at)
+            .bind(serde_json::json!({ "error": error }).to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The read pool, for queries that the trait does not cover (the CLI's listings).
     pub fn reader(&self) -> &SqlitePool {
         &self.reader
@@ -238,7 +274,10 @@ impl SagaStore for SqliteStore {
             reason: e.to_string(),
         })?;
         let id = s.id.to_string();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        // A plain (deferred) BEGIN: the first statement writes, so the write lock is taken at
+        // once, and sqlx rolls a plain BEGIN back if the caller is cancelled mid-way (a custom
+        // `BEGIN IMMEDIATE` can leave the connection inside a transaction when cancelled).
+        let mut tx = self.writer.begin().await?;
         let sql = if t.expected_token.is_some() {
             UPDATE_SAGA
         } else {
@@ -300,7 +339,16 @@ impl SagaStore for SqliteStore {
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.writer)
             .await?;
-        rows.into_iter().map(SagaState::try_from).collect()
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (id, last_seq) = (row.id.clone(), row.last_seq);
+            match SagaState::try_from(row) {
+                Ok(saga) => claimed.push(saga),
+                // One unreadable row must not stop the others from being resumed.
+                Err(error) => self.quarantine(&id, last_seq, &error.to_string()).await?,
+            }
+        }
+        Ok(claimed)
     }
 
     async fn renew(&self, owner: &str, lease: Duration, ids: &[Uuid]) -> Result<u64, StoreError> {

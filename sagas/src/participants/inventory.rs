@@ -1,4 +1,8 @@
 //! The inventory service: stock per SKU and reservations keyed by idempotency key.
+//!
+//! Every write transaction starts by claiming its idempotency key (an insert that does nothing
+//! if the key is known), so it holds the write lock from its first statement and a replay is
+//! recognised before anything else happens.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,20 +56,30 @@ impl Inventory {
         order_id: &str,
         items: &[LineItem],
     ) -> Result<String, ParticipantError> {
-        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT status FROM inventory_reservations WHERE key = ?1")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match existing.as_deref() {
-            Some("reserved") => return Ok(key.to_string()),
-            Some(_) => {
-                return Err(ParticipantError::Rejected(format!(
+        let items_json =
+            serde_json::to_string(items).map_err(|e| ParticipantError::Rejected(e.to_string()))?;
+        let mut tx = self.db.pool().await?.begin().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO inventory_reservations (key, order_id, items, status) VALUES (?1, ?2, ?3, 'reserved') \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(order_id)
+        .bind(&items_json)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            let status: String =
+                sqlx::query_scalar("SELECT status FROM inventory_reservations WHERE key = ?1")
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return match status.as_str() {
+                "reserved" => Ok(key.to_string()),
+                _ => Err(ParticipantError::Rejected(format!(
                     "reservation {key} was already released; not reserving again"
-                )))
-            }
-            None => {}
+                ))),
+            };
         }
         for item in items {
             let taken = sqlx::query("UPDATE inventory_stock SET available = available - ?2 WHERE sku = ?1 AND available >= ?2")
@@ -79,6 +93,7 @@ impl Inventory {
                         .bind(&item.sku)
                         .fetch_optional(&mut *tx)
                         .await?;
+                // Dropping `tx` rolls back the claimed key and any stock already taken.
                 return Err(ParticipantError::Rejected(match available {
                     Some(n) => format!(
                         "not enough stock for {}: {} requested, {n} available",
@@ -88,14 +103,6 @@ impl Inventory {
                 }));
             }
         }
-        let items_json =
-            serde_json::to_string(items).map_err(|e| ParticipantError::Rejected(e.to_string()))?;
-        sqlx::query("INSERT INTO inventory_reservations (key, order_id, items, status) VALUES (?1, ?2, ?3, 'reserved')")
-            .bind(key)
-            .bind(order_id)
-            .bind(items_json)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(key.to_string())
     }
@@ -103,14 +110,22 @@ impl Inventory {
     /// Releases the reservation made under `reserve_key` and puts its stock back. Idempotent; a
     /// release for a reservation never made leaves a tombstone so a late reserve is refused.
     pub async fn release(&self, reserve_key: &str, order_id: &str) -> Result<(), ParticipantError> {
-        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
-        let existing: Option<(String, String)> =
-            sqlx::query_as("SELECT status, items FROM inventory_reservations WHERE key = ?1")
-                .bind(reserve_key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match existing {
-            Some((status, items)) if status == "reserved" => {
+        let mut tx = self.db.pool().await?.begin().await?;
+        let tombstone = sqlx::query(
+            "INSERT INTO inventory_reservations (key, order_id, items, status) VALUES (?1, ?2, '[]', 'void') \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(reserve_key)
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+        if tombstone.rows_affected() == 0 {
+            let (status, items): (String, String) =
+                sqlx::query_as("SELECT status, items FROM inventory_reservations WHERE key = ?1")
+                    .bind(reserve_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if status == "reserved" {
                 let items: Vec<LineItem> = serde_json::from_str(&items)
                     .map_err(|e| ParticipantError::Rejected(e.to_string()))?;
                 for item in items {
@@ -122,18 +137,12 @@ impl Inventory {
                     .execute(&mut *tx)
                     .await?;
                 }
-                sqlx::query("UPDATE inventory_reservations SET status = 'released', updated_at = CURRENT_TIMESTAMP WHERE key = ?1")
-                    .bind(reserve_key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Some(_) => {}
-            None => {
-                sqlx::query("INSERT INTO inventory_reservations (key, order_id, items, status) VALUES (?1, ?2, '[]', 'void')")
-                    .bind(reserve_key)
-                    .bind(order_id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE inventory_reservations SET status = 'released', updated_at = CURRENT_TIMESTAMP WHERE key = ?1",
+                )
+                .bind(reserve_key)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         tx.commit().await?;
@@ -152,19 +161,24 @@ impl Inventory {
 
     /// Sets the stock of `sku` (seeding, tests).
     pub async fn set_stock(&self, sku: &str, available: i64) -> Result<(), ParticipantError> {
-        sqlx::query("INSERT INTO inventory_stock (sku, available) VALUES (?1, ?2) ON CONFLICT (sku) DO UPDATE SET available = excluded.available")
-            .bind(sku)
-            .bind(available)
-            .execute(self.db.pool().await?)
-            .await?;
+        sqlx::query(
+            "INSERT INTO inventory_stock (sku, available) VALUES (?1, ?2) \
+             ON CONFLICT (sku) DO UPDATE SET available = excluded.available",
+        )
+        .bind(sku)
+        .bind(available)
+        .execute(self.db.pool().await?)
+        .await?;
         Ok(())
     }
 
     /// The reservations of an order.
     pub async fn reservations(&self, order_id: &str) -> Result<Vec<Reservation>, ParticipantError> {
-        Ok(sqlx::query_as("SELECT key, order_id, status FROM inventory_reservations WHERE order_id = ?1 ORDER BY key")
-            .bind(order_id)
-            .fetch_all(self.db.pool().await?)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT key, order_id, status FROM inventory_reservations WHERE order_id = ?1 ORDER BY key")
+                .bind(order_id)
+                .fetch_all(self.db.pool().await?)
+                .await?,
+        )
     }
 }

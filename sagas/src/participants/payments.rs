@@ -57,20 +57,29 @@ impl Payments {
         customer: &str,
         amount: i64,
     ) -> Result<String, ParticipantError> {
-        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT status FROM payments_charges WHERE key = ?1")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match existing.as_deref() {
-            Some("charged") => return Ok(key.to_string()),
-            Some(_) => {
-                return Err(ParticipantError::Rejected(format!(
+        let mut tx = self.db.pool().await?.begin().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO payments_charges (key, order_id, customer, amount, status) VALUES (?1, ?2, ?3, ?4, 'charged') \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(order_id)
+        .bind(customer)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            let status: String =
+                sqlx::query_scalar("SELECT status FROM payments_charges WHERE key = ?1")
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return match status.as_str() {
+                "charged" => Ok(key.to_string()),
+                _ => Err(ParticipantError::Rejected(format!(
                     "charge {key} was already refunded; not charging again"
-                )))
-            }
-            None => {}
+                ))),
+            };
         }
         sqlx::query(
             "INSERT OR IGNORE INTO payments_accounts (customer, credit_limit) VALUES (?1, ?2)",
@@ -86,6 +95,7 @@ impl Payments {
         .fetch_one(&mut *tx)
         .await?;
         if charged + amount > limit {
+            // Dropping `tx` rolls the claimed key back: a declined charge leaves nothing.
             return Err(ParticipantError::Rejected(format!(
                 "card declined: {} exceeds the {} of credit left for {customer}",
                 cents(amount),
@@ -97,13 +107,6 @@ impl Payments {
             .bind(amount)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO payments_charges (key, order_id, customer, amount, status) VALUES (?1, ?2, ?3, ?4, 'charged')")
-            .bind(key)
-            .bind(order_id)
-            .bind(customer)
-            .bind(amount)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(key.to_string())
     }
@@ -111,14 +114,23 @@ impl Payments {
     /// Refunds the charge made under `charge_key`. Idempotent; a refund for a charge never made
     /// leaves a tombstone so a late charge is refused.
     pub async fn refund(&self, charge_key: &str, order_id: &str) -> Result<(), ParticipantError> {
-        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
-        let existing: Option<(String, String, i64)> =
-            sqlx::query_as("SELECT status, customer, amount FROM payments_charges WHERE key = ?1")
-                .bind(charge_key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match existing {
-            Some((status, customer, amount)) if status == "charged" => {
+        let mut tx = self.db.pool().await?.begin().await?;
+        let tombstone = sqlx::query(
+            "INSERT INTO payments_charges (key, order_id, customer, amount, status) VALUES (?1, ?2, '', 0, 'void') \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(charge_key)
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+        if tombstone.rows_affected() == 0 {
+            let (status, customer, amount): (String, String, i64) = sqlx::query_as(
+                "SELECT status, customer, amount FROM payments_charges WHERE key = ?1",
+            )
+            .bind(charge_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            if status == "charged" {
                 sqlx::query(
                     "UPDATE payments_accounts SET charged = charged - ?2 WHERE customer = ?1",
                 )
@@ -126,18 +138,12 @@ impl Payments {
                 .bind(amount)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE payments_charges SET status = 'refunded', updated_at = CURRENT_TIMESTAMP WHERE key = ?1")
-                    .bind(charge_key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Some(_) => {}
-            None => {
-                sqlx::query("INSERT INTO payments_charges (key, order_id, customer, amount, status) VALUES (?1, ?2, '', 0, 'void')")
-                    .bind(charge_key)
-                    .bind(order_id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE payments_charges SET status = 'refunded', updated_at = CURRENT_TIMESTAMP WHERE key = ?1",
+                )
+                .bind(charge_key)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         tx.commit().await?;

@@ -58,45 +58,37 @@ impl Shipping {
         order_id: &str,
         address: &Address,
     ) -> Result<String, ParticipantError> {
-        let mut tx = self.db.pool().await?.begin_with("BEGIN IMMEDIATE").await?;
-        let existing: Option<String> =
+        let serial = &uuid::Uuid::now_v7().simple().to_string()[20..];
+        let mut tx = self.db.pool().await?.begin().await?;
+        let created = sqlx::query(
+            "INSERT INTO shipments (key, order_id, carrier, country, tracking) \
+             SELECT ?1, ?2, carrier, country, upper(substr(carrier, 1, 3)) || '-' || ?3 \
+             FROM shipping_carriers WHERE country = ?4 ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(order_id)
+        .bind(serial)
+        .bind(&address.country)
+        .execute(&mut *tx)
+        .await?;
+        let tracking: Option<String> =
             sqlx::query_scalar("SELECT tracking FROM shipments WHERE key = ?1")
                 .bind(key)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if let Some(tracking) = existing {
-            return Ok(tracking);
-        }
-        let carrier: Option<String> =
-            sqlx::query_scalar("SELECT carrier FROM shipping_carriers WHERE country = ?1")
-                .bind(&address.country)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(carrier) = carrier else {
-            return Err(ParticipantError::Rejected(format!(
+        tx.commit().await?;
+        match tracking {
+            Some(tracking) => {
+                if created.rows_affected() == 0 {
+                    tracing::debug!(key, "shipment already created; returning it");
+                }
+                Ok(tracking)
+            }
+            None => Err(ParticipantError::Rejected(format!(
                 "no carrier delivers to {} ({})",
                 address.country, address.city
-            )));
-        };
-        let tracking = format!(
-            "{}-{}",
-            carrier
-                .split_whitespace()
-                .map(|w| &w[..1])
-                .collect::<String>()
-                .to_uppercase(),
-            &uuid::Uuid::now_v7().simple().to_string()[20..]
-        );
-        sqlx::query("INSERT INTO shipments (key, order_id, carrier, country, tracking) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .bind(key)
-            .bind(order_id)
-            .bind(&carrier)
-            .bind(&address.country)
-            .bind(&tracking)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(tracking)
+            ))),
+        }
     }
 
     /// The shipments of an order.
