@@ -338,7 +338,8 @@ pub(crate) async fn history(store: &dyn SagaStore, text: &str, json: bool) -> Re
 
 /// `saga stats`.
 pub(crate) async fn stats(store: &dyn SagaStore, json: bool) -> Result<(), CliError> {
-    let counts = store.counts().await?;
+    let mut counts = store.counts().await?;
+    counts.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1))); // by definition, then lifecycle order
     let failed = store
         .list(&ListQuery {
             statuses: vec![SagaStatus::Failed],
