@@ -210,10 +210,10 @@ impl SagaState {
             .collect()
     }
 
-    /// The step being run or compensated, if the saga is not final.
+    /// The step being run or compensated, or the one a `failed` saga stopped at; `None` once
+    /// the saga completed or was compensated.
     pub fn current(&self) -> Option<&StepState> {
-        (!self.status.is_final())
-            .then(|| self.steps.get(self.current_step))
-            .flatten()
+        let done = matches!(self.status, SagaStatus::Completed | SagaStatus::Compensated);
+        (!done).then(|| self.steps.get(self.current_step)).flatten()
     }
 }

@@ -140,7 +140,11 @@ impl From<&SagaState> for Summary {
             status: s.status,
             current_step: current.map(|c| c.name.clone()),
             attempts: current.map(|c| {
-                if c.status == StepStatus::Compensating || s.status == SagaStatus::Compensating {
+                if matches!(
+                    c.status,
+                    StepStatus::Compensating | StepStatus::CompensationFailed
+                ) || s.status == SagaStatus::Compensating
+                {
                     c.compensation_attempts
                 } else {
                     c.attempts
