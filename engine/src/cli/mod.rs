@@ -9,6 +9,7 @@ mod act;
 mod error;
 mod output;
 mod read;
+mod show;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -220,7 +221,7 @@ where
         }
         Command::Show { id } => {
             let store = existing().await?;
-            read::show(store.as_ref(), &registry()?, &id, json).await?;
+            show::show(store.as_ref(), &registry()?, &id, json).await?;
         }
         Command::History { id } => read::history(existing().await?.as_ref(), &id, json).await?,
         Command::Stats => read::stats(existing().await?.as_ref(), json).await?,

@@ -12,6 +12,11 @@ use crate::event::EventKind;
 use crate::state::{SagaState, SagaStatus, StepState, StepStatus};
 use crate::step::{Phase, StepError, StepKind};
 
+mod operator;
+
+pub use operator::Refused;
+pub(crate) use operator::{abort, retry};
+
 /// A history event before the commit gives it a sequence number, an id and a time.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct NewEvent {
@@ -30,7 +35,7 @@ pub(crate) struct Change {
 }
 
 impl Change {
-    fn from(state: &SagaState) -> Self {
+    pub(crate) fn from(state: &SagaState) -> Self {
         Self {
             state: state.clone(),
             events: Vec::new(),
@@ -38,7 +43,13 @@ impl Change {
         }
     }
 
-    fn event(&mut self, kind: EventKind, step: Option<usize>, attempt: Option<u32>, detail: Value) {
+    pub(crate) fn event(
+        &mut self,
+        kind: EventKind,
+        step: Option<usize>,
+        attempt: Option<u32>,
+        detail: Value,
+    ) {
         let step = step.map(|i| self.state.steps[i].name.clone());
         self.events.push(NewEvent {
             kind,
@@ -137,18 +148,7 @@ fn begin_with(state: &SagaState, detail: Value) -> Change {
     change.state.next_attempt_at = None;
     let i = state.current_step;
     match state.status {
-        SagaStatus::Compensating => {
-            let step = &mut change.state.steps[i];
-            step.status = StepStatus::Compensating;
-            step.compensation_attempts += 1;
-            let attempt = step.compensation_attempts;
-            change.event(
-                EventKind::CompensationStarted,
-                Some(i),
-                Some(attempt),
-                detail,
-            );
-        }
+        SagaStatus::Compensating => begin_compensation(&mut change, i, detail),
         _ => {
             let step = &mut change.state.steps[i];
             step.status = StepStatus::Running;
@@ -325,13 +325,13 @@ fn fail_saga(change: &mut Change, reason: String) {
 /// compensated.
 fn compensate_next_or_finish(change: &mut Change) {
     if let Some(j) = point_at_next_compensation(change) {
-        begin_compensation(change, j);
+        begin_compensation(change, j, json!({}));
     }
 }
 
 /// Moves to the compensation of the last step that still needs one without starting it (the
 /// mediator that runs it records its start), or finishes compensated. Returns that step.
-fn point_at_next_compensation(change: &mut Change) -> Option<usize> {
+pub(crate) fn point_at_next_compensation(change: &mut Change) -> Option<usize> {
     let next = (0..change.state.steps.len())
         .rev()
         .find(|&i| change.state.needs_compensation(i));
@@ -349,7 +349,7 @@ fn point_at_next_compensation(change: &mut Change) -> Option<usize> {
     }
 }
 
-fn begin_compensation(change: &mut Change, j: usize) {
+fn begin_compensation(change: &mut Change, j: usize, detail: Value) {
     let step = &mut change.state.steps[j];
     step.status = StepStatus::Compensating;
     step.compensation_attempts += 1;
@@ -358,86 +358,6 @@ fn begin_compensation(change: &mut Change, j: usize) {
         EventKind::CompensationStarted,
         Some(j),
         Some(attempt),
-        json!({}),
+        detail,
     );
-}
-
-/// Why an operator action was refused; the saga is left as it was.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
-    /// The saga is already final.
-    #[error("it is already {0}")]
-    Final(SagaStatus),
-    /// The saga is already being compensated.
-    #[error("it is already compensating")]
-    AlreadyCompensating,
-    /// A pivot or retriable step has started: the saga can only go forward.
-    #[error("step `{0}` is past the point of no return; the saga can only go forward")]
-    PastPivot(String),
-    /// Nothing is waiting to be retried.
-    #[error("it is {0} and not waiting for a retry")]
-    NothingToRetry(SagaStatus),
-}
-
-/// An operator moves a running saga to compensation. The step in flight (if any) counts as
-/// possibly done and is compensated too. The fencing token moves, so the mediator that was
-/// running the saga cannot write to it again; the lease is released for the next mediator.
-pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result<Change, Refused> {
-    match state.status {
-        SagaStatus::Running => {}
-        SagaStatus::Compensating => return Err(Refused::AlreadyCompensating),
-        other => return Err(Refused::Final(other)),
-    }
-    let started = |i: &usize| state.steps[*i].status != StepStatus::Pending;
-    if let Some(i) = (0..state.steps.len())
-        .filter(started)
-        .find(|&i| def.steps()[i].kind() != StepKind::Compensatable)
-    {
-        return Err(Refused::PastPivot(state.steps[i].name.clone()));
-    }
-    let mut change = Change::from(state);
-    let i = state.current_step;
-    let in_flight = state.next_attempt_at.is_none();
-    let step = &mut change.state.steps[i];
-    if step.status == StepStatus::Running {
-        step.status = StepStatus::Failed;
-        step.outcome_unknown |= in_flight;
-    }
-    change.state.next_attempt_at = None;
-    change.state.last_error = Some(format!("aborted by an operator: {reason}"));
-    change.state.fencing_token += 1;
-    change.event(
-        EventKind::SagaAborted,
-        None,
-        None,
-        json!({ "reason": reason }),
-    );
-    point_at_next_compensation(&mut change);
-    Ok(change)
-}
-
-/// An operator retries a saga: a `failed` saga resumes where it stopped (its compensation, or
-/// its step after the pivot) with a fresh round of attempts; a saga waiting in a backoff is due
-/// now. Like [`abort`], it moves the fencing token and releases the lease.
-pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> {
-    let mut change = Change::from(state);
-    let i = state.current_step;
-    match (state.status, state.steps.get(i).map(|s| s.status)) {
-        (SagaStatus::Failed, Some(StepStatus::CompensationFailed)) => {
-            change.state.status = SagaStatus::Compensating;
-            change.state.steps[i].compensation_attempts = 0;
-        }
-        (SagaStatus::Failed, Some(StepStatus::Failed)) => change.state.status = SagaStatus::Running,
-        (SagaStatus::Running | SagaStatus::Compensating, _) if state.next_attempt_at.is_some() => {}
-        (status, _) => return Err(Refused::NothingToRetry(status)),
-    }
-    change.state.fencing_token += 1;
-    change.retry_after = Some(Duration::ZERO);
-    change.event(
-        EventKind::SagaRetried,
-        None,
-        None,
-        json!({ "reason": reason }),
-    );
-    Ok(change)
 }

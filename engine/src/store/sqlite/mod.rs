@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
+
+mod rows;
+
+use rows::{EventRow, SagaRow};
 
 use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition};
 use crate::event::HistoryEvent;
@@ -73,91 +77,6 @@ const RENEW: &str = concat!(
 
 const RELEASE: &str = "UPDATE saga_instances SET lease_owner = NULL, lease_expires_at = NULL \
      WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2))";
-
-/// A saga instance row as SQLite returns it.
-#[derive(FromRow)]
-struct SagaRow {
-    id: String,
-    definition: String,
-    version: i64,
-    status: String,
-    current_step: i64,
-    data: String,
-    steps: String,
-    last_error: Option<String>,
-    next_attempt_at: Option<i64>,
-    lease_owner: Option<String>,
-    lease_expires_at: Option<i64>,
-    fencing_token: i64,
-    last_seq: i64,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl TryFrom<SagaRow> for SagaState {
-    type Error = StoreError;
-    fn try_from(row: SagaRow) -> Result<Self, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            id: row.id.clone(),
-            reason,
-        };
-        Ok(SagaState {
-            id: Uuid::parse_str(&row.id).map_err(|e| corrupt(format!("id: {e}")))?,
-            status: row.status.parse().map_err(|e| corrupt(format!("{e}")))?,
-            data: serde_json::from_str(&row.data).map_err(|e| corrupt(format!("data: {e}")))?,
-            steps: serde_json::from_str(&row.steps).map_err(|e| corrupt(format!("steps: {e}")))?,
-            version: u32::try_from(row.version).map_err(|e| corrupt(format!("version: {e}")))?,
-            current_step: usize::try_from(row.current_step)
-                .map_err(|e| corrupt(format!("current_step: {e}")))?,
-            definition: row.definition,
-            last_error: row.last_error,
-            next_attempt_at: row.next_attempt_at,
-            lease_owner: row.lease_owner,
-            lease_expires_at: row.lease_expires_at,
-            fencing_token: row.fencing_token,
-            last_seq: row.last_seq,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        })
-    }
-}
-
-/// A history row as SQLite returns it.
-#[derive(FromRow)]
-struct EventRow {
-    saga_id: String,
-    seq: i64,
-    event_id: String,
-    kind: String,
-    step: Option<String>,
-    attempt: Option<i64>,
-    at: i64,
-    detail: String,
-}
-
-impl TryFrom<EventRow> for HistoryEvent {
-    type Error = StoreError;
-    fn try_from(row: EventRow) -> Result<Self, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            id: row.saga_id.clone(),
-            reason: format!("history #{}: {reason}", row.seq),
-        };
-        Ok(HistoryEvent {
-            seq: row.seq,
-            saga_id: Uuid::parse_str(&row.saga_id).map_err(|e| corrupt(e.to_string()))?,
-            event_id: Uuid::parse_str(&row.event_id).map_err(|e| corrupt(e.to_string()))?,
-            kind: row.kind.parse().map_err(|e| corrupt(format!("{e}")))?,
-            step: row.step,
-            attempt: row
-                .attempt
-                .map(u32::try_from)
-                .transpose()
-                .map_err(|e| corrupt(e.to_string()))?,
-            at: row.at,
-            detail: serde_json::from_str(&row.detail).map_err(|e| corrupt(e.to_string()))?,
-        })
-    }
-}
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

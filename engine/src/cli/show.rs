@@ -1,0 +1,237 @@
+//! `saga show`: everything about one saga that answers "why is this stuck?" at a glance: status,
+//! current step, last error, next attempt, lease, the compensations still to run, a per-step
+//! table with timings from the history, the compensation phase apart, and the data.
+
+use comfy_table::Cell;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::CliError;
+use super::output::{
+    self, absolute, print_json, relative, rfc3339, short, status_cell, status_text, Summary,
+};
+use super::read::load;
+use crate::event::{EventKind, HistoryEvent};
+use crate::registry::Registry;
+use crate::state::{Millis, SagaState, SagaStatus};
+use crate::step::StepKind;
+use crate::store::SagaStore;
+
+/// When one phase (action or compensation) of a step ran, from the history.
+#[derive(Debug, Default, Serialize)]
+struct Timing {
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    duration_ms: Option<i64>,
+}
+
+fn timing(
+    history: &[HistoryEvent],
+    step: &str,
+    start: EventKind,
+    done: EventKind,
+    failed: EventKind,
+) -> Timing {
+    let of_step = |e: &&HistoryEvent| e.step.as_deref() == Some(step);
+    let started = history
+        .iter()
+        .filter(of_step)
+        .find(|e| e.kind == start)
+        .map(|e| e.at);
+    let finished = history
+        .iter()
+        .filter(of_step)
+        .filter(|e| e.kind == done || (e.kind == failed && e.detail["retry_in_ms"].is_null()))
+        .map(|e| e.at)
+        .next_back();
+    Timing {
+        started_at: started.map(rfc3339),
+        finished_at: finished.map(rfc3339),
+        duration_ms: started.zip(finished).map(|(s, f)| f - s),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct StepView {
+    name: String,
+    kind: Option<StepKind>,
+    status: String,
+    has_compensation: bool,
+    attempts: u32,
+    compensation_attempts: u32,
+    outcome_unknown: bool,
+    last_error: Option<String>,
+    action: Timing,
+    compensation: Timing,
+}
+
+#[derive(Debug, Serialize)]
+struct Lease {
+    owner: String,
+    expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SagaView {
+    #[serde(flatten)]
+    summary: Summary,
+    data: Value,
+    lease: Option<Lease>,
+    fencing_token: i64,
+    compensations_left: Vec<String>,
+    steps: Vec<StepView>,
+}
+
+/// `saga show`.
+pub(crate) async fn show(
+    store: &dyn SagaStore,
+    registry: &Registry,
+    text: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let saga = load(store, text).await?;
+    let history = store.history(saga.id).await?;
+    let def = registry.get(&saga.definition, saga.version);
+    let steps: Vec<StepView> = saga
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StepView {
+            name: s.name.clone(),
+            kind: def.and_then(|d| d.steps().get(i)).map(|d| d.kind()),
+            status: s.status.to_string(),
+            has_compensation: s.has_compensation,
+            attempts: s.attempts,
+            compensation_attempts: s.compensation_attempts,
+            outcome_unknown: s.outcome_unknown,
+            last_error: s.last_error.clone(),
+            action: timing(
+                &history,
+                &s.name,
+                EventKind::StepStarted,
+                EventKind::StepCompleted,
+                EventKind::StepFailed,
+            ),
+            compensation: timing(
+                &history,
+                &s.name,
+                EventKind::CompensationStarted,
+                EventKind::StepCompensated,
+                EventKind::CompensationFailed,
+            ),
+        })
+        .collect();
+    let view = SagaView {
+        summary: Summary::from(&saga),
+        data: saga.data.clone(),
+        lease: saga.lease_owner.clone().map(|owner| Lease {
+            owner,
+            expires_at: saga.lease_expires_at.map(rfc3339),
+        }),
+        fencing_token: saga.fencing_token,
+        compensations_left: saga
+            .compensations_left()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        steps,
+    };
+    if json {
+        print_json(&view);
+        return Ok(());
+    }
+    print_saga(&saga, &view);
+    Ok(())
+}
+
+fn when(at: Millis) -> String {
+    format!("{} ({})", absolute(at), relative(at))
+}
+
+fn print_saga(saga: &SagaState, view: &SagaView) {
+    println!("saga        {}", saga.id);
+    println!("definition  {} v{}", saga.definition, saga.version);
+    println!("status      {}", status_text(saga.status.as_str()));
+    if let Some(current) = saga.current() {
+        println!("current     {}", current.name);
+    }
+    if let Some(error) = &saga.last_error {
+        println!("last error  {error}");
+    }
+    if let Some(due) = saga.next_attempt_at {
+        println!("next try    {}", when(due));
+    }
+    match (&saga.lease_owner, saga.lease_expires_at) {
+        (Some(owner), Some(until)) => println!("lease       {owner} until {}", when(until)),
+        _ if !saga.status.is_final() => {
+            println!("lease       none (the next worker to look will pick it up)")
+        }
+        _ => {}
+    }
+    if !view.compensations_left.is_empty() && saga.status != SagaStatus::Running {
+        println!("to undo     {}", view.compensations_left.join(", then "));
+    }
+    println!("started     {}", when(saga.created_at));
+    println!("updated     {}", when(saga.updated_at));
+
+    println!();
+    let mut steps = output::table(&[
+        "STEP",
+        "KIND",
+        "STATUS",
+        "ATTEMPTS",
+        "STARTED",
+        "DURATION",
+        "LAST ERROR",
+    ]);
+    for s in &view.steps {
+        let (started, duration) = phase_cells(&s.action);
+        steps.add_row(vec![
+            Cell::new(&s.name),
+            Cell::new(s.kind.map_or("-", |k| k.as_str())),
+            status_cell(&s.status),
+            Cell::new(s.attempts),
+            Cell::new(started),
+            Cell::new(duration),
+            Cell::new(s.last_error.as_deref().unwrap_or("")),
+        ]);
+    }
+    output::print_table(&steps);
+
+    let undone: Vec<&StepView> = view
+        .steps
+        .iter()
+        .rev()
+        .filter(|s| s.compensation_attempts > 0 || view.compensations_left.contains(&s.name))
+        .collect();
+    if !undone.is_empty() {
+        println!("\ncompensation (last step first)");
+        let mut comp = output::table(&["STEP", "STATUS", "ATTEMPTS", "STARTED", "DURATION"]);
+        for s in undone {
+            let status = match s.status.as_str() {
+                "compensating" | "compensated" | "compensation_failed" => s.status.clone(),
+                _ => "to do".to_string(),
+            };
+            let (started, duration) = phase_cells(&s.compensation);
+            comp.add_row(vec![
+                Cell::new(&s.name),
+                status_cell(&status),
+                Cell::new(s.compensation_attempts),
+                Cell::new(started),
+                Cell::new(duration),
+            ]);
+        }
+        output::print_table(&comp);
+    }
+    println!("\ndata");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&saga.data).unwrap_or_else(|_| saga.data.to_string())
+    );
+}
+
+fn phase_cells(t: &Timing) -> (String, String) {
+    let started = t.started_at.clone().unwrap_or_else(|| "-".into());
+    let duration = t.duration_ms.map_or("-".into(), short);
+    (started, duration)
+}

@@ -1,0 +1,145 @@
+//! How a mediator is configured: [`MediatorConfig`] and the [`MediatorBuilder`] that starts it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use uuid::Uuid;
+
+use super::{scheduler, Inner, Mediator};
+use crate::fault::FaultPlan;
+use crate::registry::Registry;
+use crate::store::SagaStore;
+
+/// Default limit of a saga's serialized data.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
+
+/// How a mediator behaves. Build it with [`Mediator::builder`].
+#[derive(Debug, Clone)]
+pub struct MediatorConfig {
+    /// Step attempts that may run at once.
+    pub concurrency: usize,
+    /// Sagas this mediator drives at once (running or waiting in a backoff).
+    pub max_in_flight: usize,
+    /// How long a lease lasts without renewal; a crashed mediator's sagas are taken over after it.
+    pub lease: Duration,
+    /// How often idle mediators look for orphaned or newly runnable sagas.
+    pub poll_interval: Duration,
+    /// This mediator's name in leases.
+    pub owner: String,
+    /// Faults to inject (tests, demos).
+    pub faults: FaultPlan,
+    /// Largest serialized saga data accepted.
+    pub max_payload_bytes: usize,
+    /// How long a graceful shutdown waits for running steps.
+    pub shutdown_grace: Duration,
+    /// Whether to look for sagas to continue (unfinished ones whose lease expired, ones an
+    /// operator released). Off for a process that only runs the sagas it starts (`saga run`).
+    pub claim: bool,
+}
+
+impl Default for MediatorConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            max_in_flight: 10_000,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            owner: format!(
+                "mediator-{}-{}",
+                std::process::id(),
+                &Uuid::now_v7().simple().to_string()[20..]
+            ),
+            faults: FaultPlan::default(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            shutdown_grace: Duration::from_secs(30),
+            claim: true,
+        }
+    }
+}
+
+/// Builder of a [`Mediator`].
+pub struct MediatorBuilder {
+    pub(super) store: Arc<dyn SagaStore>,
+    pub(super) registry: Registry,
+    pub(super) config: MediatorConfig,
+}
+
+impl MediatorBuilder {
+    /// Step attempts that may run at once (default 64).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n.max(1);
+        self
+    }
+
+    /// Sagas driven at once (default 10,000).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Lease duration (default 30 s).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// Fallback poll interval (default 1 s).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.config.poll_interval = every;
+        self
+    }
+
+    /// The name this mediator puts in leases.
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.config.owner = owner.into();
+        self
+    }
+
+    /// Faults to inject.
+    pub fn faults(mut self, faults: FaultPlan) -> Self {
+        self.config.faults = faults;
+        self
+    }
+
+    /// Largest serialized saga data accepted (default 2 MiB).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_payload_bytes = bytes;
+        self
+    }
+
+    /// How long [`Mediator::shutdown`] waits for running steps (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Whether to continue sagas found in the store (default true); see [`MediatorConfig::claim`].
+    pub fn claim(mut self, claim: bool) -> Self {
+        self.config.claim = claim;
+        self
+    }
+
+    /// Starts the mediator's background tasks: it begins resuming unfinished sagas at once.
+    /// Must be called inside a tokio runtime.
+    pub fn start(self) -> Mediator {
+        let (events, _) = broadcast::channel(4096);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            store: self.store,
+            registry: self.registry,
+            permits: Semaphore::new(self.config.concurrency),
+            config: self.config,
+            events,
+            active: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            shutdown,
+        });
+        let mut background = vec![tokio::spawn(scheduler::heartbeat(inner.clone()))];
+        if inner.config.claim {
+            background.push(tokio::spawn(scheduler::run(inner.clone())));
+        }
+        Mediator { inner, background }
+    }
+}

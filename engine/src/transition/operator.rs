@@ -1,0 +1,93 @@
+//! Operator transitions: abort a running saga, retry a failed or backing-off one. Each moves the
+//! fencing token (so the mediator that held the saga cannot overwrite it) and is refused, with a
+//! reason, when the saga is not in a state it applies to.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{point_at_next_compensation, Change};
+use crate::definition::Definition;
+use crate::event::EventKind;
+use crate::state::{SagaState, SagaStatus, StepStatus};
+use crate::step::StepKind;
+
+/// Why an operator action was refused; the saga is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The saga is already final.
+    #[error("it is already {0}")]
+    Final(SagaStatus),
+    /// The saga is already being compensated.
+    #[error("it is already compensating")]
+    AlreadyCompensating,
+    /// A pivot or retriable step has started: the saga can only go forward.
+    #[error("step `{0}` is past the point of no return; the saga can only go forward")]
+    PastPivot(String),
+    /// Nothing is waiting to be retried.
+    #[error("it is {0} and not waiting for a retry")]
+    NothingToRetry(SagaStatus),
+}
+
+/// An operator moves a running saga to compensation. The step in flight (if any) counts as
+/// possibly done and is compensated too. The fencing token moves, so the mediator that was
+/// running the saga cannot write to it again; the lease is released for the next mediator.
+pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result<Change, Refused> {
+    match state.status {
+        SagaStatus::Running => {}
+        SagaStatus::Compensating => return Err(Refused::AlreadyCompensating),
+        other => return Err(Refused::Final(other)),
+    }
+    let started = |i: &usize| state.steps[*i].status != StepStatus::Pending;
+    if let Some(i) = (0..state.steps.len())
+        .filter(started)
+        .find(|&i| def.steps()[i].kind() != StepKind::Compensatable)
+    {
+        return Err(Refused::PastPivot(state.steps[i].name.clone()));
+    }
+    let mut change = Change::from(state);
+    let i = state.current_step;
+    let in_flight = state.next_attempt_at.is_none();
+    let step = &mut change.state.steps[i];
+    if step.status == StepStatus::Running {
+        step.status = StepStatus::Failed;
+        step.outcome_unknown |= in_flight;
+    }
+    change.state.next_attempt_at = None;
+    change.state.last_error = Some(format!("aborted by an operator: {reason}"));
+    change.state.fencing_token += 1;
+    change.event(
+        EventKind::SagaAborted,
+        None,
+        None,
+        json!({ "reason": reason }),
+    );
+    point_at_next_compensation(&mut change);
+    Ok(change)
+}
+
+/// An operator retries a saga: a `failed` saga resumes where it stopped (its compensation, or
+/// its step after the pivot) with a fresh round of attempts; a saga waiting in a backoff is due
+/// now. Like [`abort`], it moves the fencing token and releases the lease.
+pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> {
+    let mut change = Change::from(state);
+    let i = state.current_step;
+    match (state.status, state.steps.get(i).map(|s| s.status)) {
+        (SagaStatus::Failed, Some(StepStatus::CompensationFailed)) => {
+            change.state.status = SagaStatus::Compensating;
+            change.state.steps[i].compensation_attempts = 0;
+        }
+        (SagaStatus::Failed, Some(StepStatus::Failed)) => change.state.status = SagaStatus::Running,
+        (SagaStatus::Running | SagaStatus::Compensating, _) if state.next_attempt_at.is_some() => {}
+        (status, _) => return Err(Refused::NothingToRetry(status)),
+    }
+    change.state.fencing_token += 1;
+    change.retry_after = Some(Duration::ZERO);
+    change.event(
+        EventKind::SagaRetried,
+        None,
+        None,
+        json!({ "reason": reason }),
+    );
+    Ok(change)
+}

@@ -1,0 +1,151 @@
+//! The `saga` binary, spawned for real against real SQLite files: the harness.
+
+mod act;
+mod read;
+
+use std::process::{Child, Command, Output, Stdio};
+
+use saga::engine::{store, SagaStatus};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::common::until;
+
+pub(super) const SAGA: &str = env!("CARGO_BIN_EXE_saga");
+
+/// A temp database and a way to run `saga` on it.
+pub(super) struct Db {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) url: String,
+}
+
+impl Db {
+    pub(super) fn new() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+        Db { dir, url }
+    }
+
+    pub(super) fn saga(&self, args: &[&str]) -> Output {
+        self.saga_env(args, &[])
+    }
+
+    pub(super) fn saga_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(SAGA);
+        cmd.args(["--database", &self.url])
+            .args(args)
+            .env_remove("SAGA_FAULTS")
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    pub(super) fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.saga(&all);
+        assert!(out.status.success(), "saga {args:?}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Starts `saga worker` in the background; killed when the guard drops.
+    pub(super) fn worker(&self, faults: &str) -> Worker {
+        let child = Command::new(SAGA)
+            .args([
+                "--database",
+                &self.url,
+                "worker",
+                "--poll",
+                "50ms",
+                "--lease",
+                "2s",
+            ])
+            .env("SAGA_FAULTS", faults)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Worker(child)
+    }
+
+    pub(super) async fn status(&self, id: Uuid) -> SagaStatus {
+        let store = store::open(&self.url, store::OpenMode::MustExist)
+            .await
+            .unwrap();
+        store.get(id).await.unwrap().unwrap().status
+    }
+
+    pub(super) async fn until_status(&self, id: Uuid, status: SagaStatus) {
+        until(&format!("saga {id} to be {status}"), || async move {
+            self.status(id).await == status
+        })
+        .await;
+    }
+}
+
+pub(super) struct Worker(pub(super) Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(super) fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub(super) fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+pub(super) fn order(id: &str, amount_cents: i64, country: &str) -> String {
+    json!({
+        "order_id": id,
+        "customer": format!("cust-{id}"),
+        "items": [{ "sku": "widget", "quantity": 1 }],
+        "amount_cents": amount_cents,
+        "address": { "street": "1 Main St", "city": "Springfield", "country": country }
+    })
+    .to_string()
+}
+
+pub(super) fn id_of(v: &Value) -> Uuid {
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
+pub(super) fn history_types(db: &Db, id: Uuid) -> Vec<String> {
+    db.json(&["history", &id.to_string()])["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap(),
+                e["step"].as_str().unwrap_or("")
+            )
+            .trim()
+            .to_string()
+        })
+        .collect()
+}
+
+pub(super) fn run_example(db: &Db) {
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("order_saga");
+    let out = Command::new(example)
+        .args(["--database", &db.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
