@@ -12,9 +12,8 @@
 use std::error::Error;
 
 use clap::Parser;
-use saga::engine::{store, FaultPlan, Mediator, Registry, SagaEvent};
+use saga::engine::{store, FaultPlan, Filter, Mediator, Registry, Subscription};
 use saga::sagas::{order, Address, LineItem, Order, Participants};
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -91,7 +90,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
 
     println!("database: {url}");
     let mediator = Mediator::builder(store, registry).faults(faults).start();
-    let mut events = mediator.subscribe();
+    let mut events = mediator.subscribe(Filter::all());
     for (expect, order) in scenarios {
         println!();
         println!(
@@ -151,34 +150,17 @@ async fn run() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// Prints the saga's events as they are committed until it is final.
-async fn print_until_final(events: &mut broadcast::Receiver<SagaEvent>, id: Uuid) {
-    loop {
-        let e = match events.recv().await {
-            Ok(e) if e.event.saga_id == id => e.event,
-            Ok(_) => continue,
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let step = e.step.clone().unwrap_or_default();
-        let attempt = e
-            .attempt
-            .map(|a| format!("attempt {a}"))
-            .unwrap_or_default();
-        let error = e.detail.get("error").and_then(|v| v.as_str());
-        let retry = e.detail.get("retry_in_ms").and_then(|v| v.as_u64());
-        let note = match (error, retry) {
-            (Some(err), Some(ms)) => format!("{err}; retrying in {ms} ms"),
-            (Some(err), None) => err.to_string(),
-            _ => String::new(),
-        };
-        println!(
-            "  {:<20} {:<18} {:<10} {note}",
+/// Prints the saga's events as they are published until it is final.
+async fn print_until_final(events: &mut Subscription, id: Uuid) {
+    while let Some(e) = events.next().await {
+        if e.saga_id != Some(id) {
+            continue;
+        }
+        println!("  {}", e.describe());
+        if matches!(
             e.kind.as_str(),
-            step,
-            attempt
-        );
-        if e.kind.is_final() {
+            "SagaCompleted" | "SagaCompensated" | "SagaFailed"
+        ) {
             return;
         }
     }

@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bus;
 pub mod cli;
 pub mod definition;
 pub mod error;
@@ -46,9 +47,10 @@ pub mod step;
 pub mod store;
 pub mod transition;
 
+pub use bus::{Envelope, EventBus, Filter, InProcessBus, Subscription};
 pub use definition::{Definition, SagaDefinition};
 pub use error::{DefinitionError, EngineError};
-pub use event::{EventKind, HistoryEvent, SagaEvent};
+pub use event::{EventKind, HistoryEvent};
 pub use fault::{Fault, FaultPlan};
 pub use mediator::{Mediator, MediatorBuilder, MediatorConfig};
 pub use registry::Registry;

@@ -95,9 +95,9 @@ async fn act(
         let change =
             decide(&saga)?.map_err(|reason| OperatorError::Refused { action, id, reason })?;
         match write(store, Some(&saga), change, None, &FaultPlan::default()).await {
-            Ok((next, _)) => {
+            Ok(written) => {
                 tracing::info!(saga_id = %id, action, "operator action recorded");
-                return Ok(next);
+                return Ok(written.state);
             }
             Err(StoreError::LeaseLost(_)) => continue,
             Err(e) => return Err(e.into()),

@@ -148,6 +148,18 @@ impl StepState {
     }
 }
 
+/// The reply a saga waits for: the command it sent, identified by step, phase and attempt. A
+/// reply that does not match it is a duplicate, late or unknown, and changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    /// Index of the step.
+    pub step: usize,
+    /// Its action or its compensation.
+    pub phase: crate::step::Phase,
+    /// The attempt whose command was sent.
+    pub attempt: u32,
+}
+
 /// A saga instance as stored: everything needed to continue it after a crash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaState {
@@ -168,8 +180,11 @@ pub struct SagaState {
     /// The error that made the saga compensate or fail.
     pub last_error: Option<String>,
     /// When the next attempt of the current step is due (database time); `None` when the
-    /// current attempt is running or the saga is final.
+    /// current attempt is running or the saga is final. While a participant's reply is awaited,
+    /// the reply deadline.
     pub next_attempt_at: Option<Millis>,
+    /// The participant reply this saga waits for, if any (durable: no task waits for it).
+    pub awaiting: Option<Awaiting>,
     /// The mediator that holds the lease, if any.
     pub lease_owner: Option<String>,
     /// When the lease expires (database time).

@@ -42,7 +42,8 @@ impl StepKind {
 }
 
 /// Whether a unit of work is a step's action or its compensation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// The step's action.
     Action,

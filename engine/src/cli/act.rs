@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::error::CliError;
 use super::output::{print_json, status_text, Summary};
 use super::read::resolve;
-use crate::event::SagaEvent;
+use crate::bus::{Filter, Subscription};
 use crate::fault::FaultPlan;
 use crate::mediator::{enqueue, Mediator};
 use crate::operator;
@@ -124,7 +123,7 @@ pub(crate) async fn run(
         .faults(faults)
         .claim(false)
         .start();
-    let mut events = mediator.subscribe();
+    let mut events = mediator.subscribe(Filter::all());
     let id = mediator.start_json(&args.definition, data).await?;
     if !args.json {
         println!("saga {id}");
@@ -149,17 +148,16 @@ pub(crate) async fn run(
     })
 }
 
-async fn print_until_final(events: &mut broadcast::Receiver<SagaEvent>, id: Uuid) {
-    loop {
-        match events.recv().await {
-            Ok(e) if e.event.saga_id == id => {
-                println!("  {}", e.event.describe());
-                if e.event.kind.is_final() {
-                    return;
-                }
+async fn print_until_final(events: &mut Subscription, id: Uuid) {
+    while let Some(e) = events.next().await {
+        if e.saga_id == Some(id) {
+            println!("  {}", e.describe());
+            if matches!(
+                e.kind.as_str(),
+                "SagaCompleted" | "SagaCompensated" | "SagaFailed"
+            ) {
+                return;
             }
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

@@ -1,29 +1,38 @@
-//! The one place where transitions are committed and where events leave. [`write`] turns a
-//! computed [`Change`] into a store transition (sequence numbers, event ids, lease) and applies
-//! it; every transition of every saga, a mediator's or an operator's, goes through it.
-//! [`Inner::commit`] is the mediator's use of it, and publishes the events once committed.
+//! The one place where transitions are committed. [`write`] turns a computed [`Change`] into a
+//! store transition (sequence numbers, event ids, lease, outbox) and applies it; every
+//! transition of every saga, a mediator's or an operator's, goes through it. Its events are in
+//! the outbox of the same transaction; [`Inner::commit`] hands them to the dispatcher, the one
+//! place where events leave.
 
 use uuid::Uuid;
 
 use super::Inner;
-use crate::event::{HistoryEvent, SagaEvent};
+use crate::bus::Envelope;
+use crate::event::HistoryEvent;
 use crate::fault::FaultPlan;
 use crate::state::SagaState;
 use crate::store::{Lease, SagaStore, StoreError, Transition};
 use crate::transition::Change;
 
+/// A committed transition: the saga as it now is, its history events, and the envelopes that
+/// were written to the outbox with it.
+pub(crate) struct Written {
+    pub state: SagaState,
+    pub outbox: Vec<Envelope>,
+}
+
 /// Commits `change` to `store` (an insert when `current` is `None`), holding `lease` afterwards
-/// (none once the saga is final), and returns the committed state and its events.
+/// (none once the saga is final).
 pub(crate) async fn write(
     store: &dyn SagaStore,
     current: Option<&SagaState>,
     change: Change,
     lease: Option<Lease<'_>>,
     faults: &FaultPlan,
-) -> Result<(SagaState, Vec<HistoryEvent>), StoreError> {
+) -> Result<Written, StoreError> {
     let mut next = change.state;
     let first_seq = current.map_or(0, |c| c.last_seq) + 1;
-    let mut events: Vec<HistoryEvent> = change
+    let events: Vec<HistoryEvent> = change
         .events
         .into_iter()
         .zip(first_seq..)
@@ -39,6 +48,11 @@ pub(crate) async fn write(
         })
         .collect();
     next.last_seq = first_seq + events.len() as i64 - 1;
+    let mut outbox: Vec<Envelope> = events
+        .iter()
+        .map(|e| Envelope::of(&next.definition, e))
+        .collect();
+    outbox.extend(change.messages);
     let lease = lease.filter(|_| !next.status.is_final());
     let transition = Transition {
         state: &next,
@@ -46,6 +60,7 @@ pub(crate) async fn write(
         retry_after: change.retry_after,
         lease,
         events: &events,
+        outbox: &outbox,
     };
     faults.crash_point("before_commit");
     let committed = store.apply(&transition).await?;
@@ -59,21 +74,25 @@ pub(crate) async fn write(
     next.next_attempt_at = change.retry_after.map(|d| at + d.as_millis() as i64);
     next.lease_owner = lease.map(|l| l.owner.to_string());
     next.lease_expires_at = lease.map(|l| at + l.duration.as_millis() as i64);
-    for event in &mut events {
-        event.at = at;
+    for envelope in &mut outbox {
+        envelope.occurred_at = at;
         tracing::debug!(
-            saga_id = %event.saga_id,
-            event = event.kind.as_str(),
-            step = event.step.as_deref().unwrap_or(""),
-            attempt = event.attempt.unwrap_or(0),
+            saga_id = %next.id,
+            event = envelope.kind.as_str(),
+            step = envelope.step.as_deref().unwrap_or(""),
+            attempt = envelope.attempt.unwrap_or(0),
             "transition committed"
         );
     }
-    Ok((next, events))
+    Ok(Written {
+        state: next,
+        outbox,
+    })
 }
 
 impl Inner {
-    /// Commits a transition of a saga this mediator drives, then publishes its events.
+    /// Commits a transition of a saga this mediator drives, then hands its events to the
+    /// dispatcher.
     pub(crate) async fn commit(
         &self,
         current: Option<&SagaState>,
@@ -83,7 +102,7 @@ impl Inner {
             owner: &self.config.owner,
             duration: self.config.lease,
         };
-        let (next, events) = write(
+        let written = write(
             self.store.as_ref(),
             current,
             change,
@@ -91,13 +110,7 @@ impl Inner {
             &self.config.faults,
         )
         .await?;
-        for event in events {
-            // Nobody listening is fine: the history is the record, this is a notification.
-            let _ = self.events.send(SagaEvent {
-                definition: next.definition.clone(),
-                event,
-            });
-        }
-        Ok(next)
+        self.dispatch(written.outbox);
+        Ok(written.state)
     }
 }

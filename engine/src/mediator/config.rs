@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use uuid::Uuid;
 
-use super::{scheduler, Inner, Mediator};
+use super::{dispatch, scheduler, Inner, Mediator};
+use crate::bus::{EventBus, InProcessBus};
 use crate::fault::FaultPlan;
 use crate::registry::Registry;
 use crate::store::SagaStore;
@@ -37,6 +38,8 @@ pub struct MediatorConfig {
     /// Whether to look for sagas to continue (unfinished ones whose lease expired, ones an
     /// operator released). Off for a process that only runs the sagas it starts (`saga run`).
     pub claim: bool,
+    /// Whether to publish committed events (off: they wait in the outbox).
+    pub dispatch: bool,
 }
 
 impl Default for MediatorConfig {
@@ -55,6 +58,7 @@ impl Default for MediatorConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace: Duration::from_secs(30),
             claim: true,
+            dispatch: true,
         }
     }
 }
@@ -64,6 +68,7 @@ pub struct MediatorBuilder {
     pub(super) store: Arc<dyn SagaStore>,
     pub(super) registry: Registry,
     pub(super) config: MediatorConfig,
+    pub(super) bus: Option<Arc<dyn EventBus>>,
 }
 
 impl MediatorBuilder {
@@ -115,6 +120,19 @@ impl MediatorBuilder {
         self
     }
 
+    /// The bus to publish to and listen on (default: a new [`InProcessBus`]).
+    pub fn bus(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Whether to publish events (default true). Off, they stay in the outbox for another
+    /// mediator to publish: for tools and tests that only record.
+    pub fn dispatch(mut self, dispatch: bool) -> Self {
+        self.config.dispatch = dispatch;
+        self
+    }
+
     /// Whether to continue sagas found in the store (default true); see [`MediatorConfig::claim`].
     pub fn claim(mut self, claim: bool) -> Self {
         self.config.claim = claim;
@@ -124,19 +142,23 @@ impl MediatorBuilder {
     /// Starts the mediator's background tasks: it begins resuming unfinished sagas at once.
     /// Must be called inside a tokio runtime.
     pub fn start(self) -> Mediator {
-        let (events, _) = broadcast::channel(4096);
         let (shutdown, _) = watch::channel(false);
+        let (dispatcher, jobs) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             store: self.store,
             registry: self.registry,
             permits: Semaphore::new(self.config.concurrency),
             config: self.config,
-            events,
+            bus: self.bus.unwrap_or_else(|| Arc::new(InProcessBus::new())),
+            dispatcher,
             active: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown,
         });
-        let mut background = vec![tokio::spawn(scheduler::heartbeat(inner.clone()))];
+        let mut background = vec![
+            tokio::spawn(scheduler::heartbeat(inner.clone())),
+            tokio::spawn(dispatch::run(inner.clone(), jobs)),
+        ];
         if inner.config.claim {
             background.push(tokio::spawn(scheduler::run(inner.clone())));
         }

@@ -4,6 +4,7 @@
 
 pub(crate) mod commit;
 mod config;
+mod dispatch;
 mod driver;
 mod scheduler;
 
@@ -12,14 +13,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinHandle};
 use uuid::Uuid;
 
 pub use config::{MediatorBuilder, MediatorConfig, DEFAULT_MAX_PAYLOAD_BYTES};
 
+use crate::bus::{EventBus, Filter, Subscription};
 use crate::error::EngineError;
-use crate::event::{HistoryEvent, SagaEvent};
+use crate::event::{EventKind, HistoryEvent};
 use crate::fault::FaultPlan;
 use crate::registry::Registry;
 use crate::state::SagaState;
@@ -31,8 +33,10 @@ pub(crate) struct Inner {
     store: Arc<dyn SagaStore>,
     registry: Registry,
     config: MediatorConfig,
-    /// Committed events, for subscribers and for [`Mediator::wait`].
-    events: broadcast::Sender<SagaEvent>,
+    /// Where events are published (and replies and initiating events heard).
+    bus: Arc<dyn EventBus>,
+    /// Hands committed events to the dispatcher task.
+    dispatcher: mpsc::UnboundedSender<dispatch::Dispatch>,
     /// Bounds the step attempts running at once.
     permits: Semaphore,
     /// Sagas driven here: renewed by the heartbeat, aborted when the mediator is dropped.
@@ -100,6 +104,7 @@ impl Mediator {
             store,
             registry,
             config: MediatorConfig::default(),
+            bus: None,
         }
     }
 
@@ -172,19 +177,24 @@ impl Mediator {
     /// Woken by this mediator's events; re-reads the store every poll interval for sagas driven
     /// by other processes.
     pub async fn wait(&self, id: Uuid) -> Result<SagaState, EngineError> {
-        let mut events = self.inner.events.subscribe();
+        let finals = [
+            EventKind::SagaCompleted,
+            EventKind::SagaCompensated,
+            EventKind::SagaFailed,
+        ];
+        let mut events = self
+            .inner
+            .bus
+            .subscribe(Filter::types(finals.map(|k| k.as_str())));
         loop {
             let saga = self.get(id).await?;
             if saga.status.is_final() {
                 return Ok(saga);
             }
             let finished = async {
-                loop {
-                    match events.recv().await {
-                        Ok(e) if e.event.saga_id == id && e.event.kind.is_final() => return,
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(broadcast::error::RecvError::Closed) => return,
+                while let Some(e) = events.next().await {
+                    if e.saga_id == Some(id) {
+                        return;
                     }
                 }
             };
@@ -195,9 +205,14 @@ impl Mediator {
         }
     }
 
-    /// Committed events of every saga this mediator drives, as they happen.
-    pub fn subscribe(&self) -> broadcast::Receiver<SagaEvent> {
-        self.inner.events.subscribe()
+    /// Events on this mediator's bus that match `filter`, as they are published.
+    pub fn subscribe(&self, filter: Filter) -> Subscription {
+        self.inner.bus.subscribe(filter)
+    }
+
+    /// The bus this mediator publishes to and listens on.
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.inner.bus
     }
 
     /// Sagas driven by this mediator right now.
@@ -232,6 +247,8 @@ impl Mediator {
                 .release(&self.inner.config.owner, &ids)
                 .await;
         }
+        // Every event committed so far is published before the mediator goes.
+        self.inner.flush().await;
         // Drop aborts whatever is left.
     }
 }
@@ -283,6 +300,6 @@ pub async fn enqueue(
     data: Value,
 ) -> Result<Uuid, EngineError> {
     let change = prepare(registry, name, data, DEFAULT_MAX_PAYLOAD_BYTES)?;
-    let (saga, _) = commit::write(store, None, change, None, &FaultPlan::default()).await?;
-    Ok(saga.id)
+    let written = commit::write(store, None, change, None, &FaultPlan::default()).await?;
+    Ok(written.state.id)
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 pub use sqlite::SqliteStore;
 
+use crate::bus::Envelope;
 use crate::event::HistoryEvent;
 use crate::state::{Millis, SagaState, SagaStatus};
 
@@ -87,6 +88,10 @@ pub struct Transition<'a> {
     pub lease: Option<Lease<'a>>,
     /// History events to append, with consecutive `seq` following the stored `last_seq`.
     pub events: &'a [HistoryEvent],
+    /// Events to publish once committed (one per history event, and any participant command),
+    /// written to the outbox in the same transaction. Their `occurred_at` is set to the commit
+    /// time.
+    pub outbox: &'a [Envelope],
 }
 
 impl Transition<'_> {
@@ -175,6 +180,17 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// Ids that start with `prefix` (lower-case hyphenated text), in order, at most `limit`.
     async fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Outbox events not yet dispatched, oldest first, written at least `min_age` ago (events
+    /// younger than that are normally being dispatched by the process that wrote them).
+    async fn outbox_pending(
+        &self,
+        min_age: Duration,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError>;
+
+    /// Forgets dispatched outbox events.
+    async fn outbox_remove(&self, event_ids: &[Uuid]) -> Result<(), StoreError>;
 
     /// `(definition, version, count)` of the sagas that are not final.
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError>;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::bus::Envelope;
 use crate::definition::Definition;
 use crate::event::EventKind;
 use crate::state::{SagaState, SagaStatus, StepState, StepStatus};
@@ -32,6 +33,8 @@ pub(crate) struct Change {
     pub state: SagaState,
     pub events: Vec<NewEvent>,
     pub retry_after: Option<Duration>,
+    /// Commands to participants, sent (through the outbox) once the transition commits.
+    pub messages: Vec<Envelope>,
 }
 
 impl Change {
@@ -40,6 +43,7 @@ impl Change {
             state: state.clone(),
             events: Vec::new(),
             retry_after: None,
+            messages: Vec::new(),
         }
     }
 
@@ -119,6 +123,7 @@ pub(crate) fn start(def: &Definition, id: Uuid, data: Value) -> Change {
         steps,
         last_error: None,
         next_attempt_at: None,
+        awaiting: None,
         lease_owner: None,
         lease_expires_at: None,
         fencing_token: 1,

@@ -15,6 +15,7 @@ mod rows;
 use rows::{EventRow, SagaRow};
 
 use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition};
+use crate::bus::Envelope;
 use crate::event::HistoryEvent;
 use crate::state::{SagaState, SagaStatus};
 
@@ -28,12 +29,12 @@ macro_rules! now_ms {
 const INSERT_SAGA: &str = concat!(
     "INSERT INTO saga_instances (id, definition, version, status, current_step, data, steps, ",
     "last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, last_seq, ",
-    "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ",
+    "awaiting, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ",
     "CASE WHEN ?9 IS NULL THEN NULL ELSE ",
     now_ms!(),
     " + ?9 END, ?10, CASE WHEN ?10 IS NULL THEN NULL ELSE ",
     now_ms!(),
-    " + ?11 END, ?12, ?13, ",
+    " + ?11 END, ?12, ?13, ?16, ",
     now_ms!(),
     ", ",
     now_ms!(),
@@ -46,7 +47,7 @@ const UPDATE_SAGA: &str = concat!(
     now_ms!(),
     " + ?9 END, lease_owner = ?10, lease_expires_at = CASE WHEN ?10 IS NULL THEN NULL ELSE ",
     now_ms!(),
-    " + ?11 END, last_seq = ?13, fencing_token = ?14, updated_at = ",
+    " + ?11 END, last_seq = ?13, fencing_token = ?14, awaiting = ?16, updated_at = ",
     now_ms!(),
     " WHERE id = ?1 AND fencing_token = ?12 AND last_seq = ?15 AND definition = ?2 AND version = ?3 ",
     "RETURNING updated_at"
@@ -193,6 +194,14 @@ impl SagaStore for SqliteStore {
             reason: e.to_string(),
         })?;
         let id = s.id.to_string();
+        let awaiting = s
+            .awaiting
+            .map(|a| serde_json::to_string(&a))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
         // A plain (deferred) BEGIN: the first statement writes, so the write lock is taken at
         // once, and sqlx rolls a plain BEGIN back if the caller is cancelled mid-way (a custom
         // `BEGIN IMMEDIATE` can leave the connection inside a transaction when cancelled).
@@ -218,6 +227,7 @@ impl SagaStore for SqliteStore {
             .bind(s.last_seq)
             .bind(s.fencing_token)
             .bind(t.expected_seq())
+            .bind(awaiting)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(at) = at else {
@@ -239,8 +249,56 @@ impl SagaStore for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        for message in t.outbox {
+            let mut message = message.clone();
+            message.occurred_at = at;
+            let envelope = serde_json::to_string(&message).map_err(|e| StoreError::Corrupt {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
+            sqlx::query(
+                "INSERT INTO saga_outbox (event_id, envelope, created_at) VALUES (?1, ?2, ?3)",
+            )
+            .bind(message.event_id.to_string())
+            .bind(envelope)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Committed { at })
+    }
+
+    async fn outbox_pending(
+        &self,
+        min_age: Duration,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(concat!(
+            "SELECT event_id, envelope FROM saga_outbox WHERE created_at <= ",
+            now_ms!(),
+            " - ?1 ORDER BY position LIMIT ?2"
+        ))
+        .bind(millis(min_age))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(id, text)| {
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    id: format!("outbox event {id}"),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_remove(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM saga_outbox WHERE event_id IN (SELECT value FROM json_each(?1))")
+            .bind(json_list(event_ids))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn claim(

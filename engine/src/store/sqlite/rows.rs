@@ -24,6 +24,7 @@ pub(super) struct SagaRow {
     pub(super) lease_expires_at: Option<i64>,
     pub(super) fencing_token: i64,
     pub(super) last_seq: i64,
+    pub(super) awaiting: Option<String>,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
 }
@@ -50,6 +51,12 @@ impl TryFrom<SagaRow> for SagaState {
             lease_expires_at: row.lease_expires_at,
             fencing_token: row.fencing_token,
             last_seq: row.last_seq,
+            awaiting: row
+                .awaiting
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt(format!("awaiting: {e}")))?,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

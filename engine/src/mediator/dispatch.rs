@@ -1,0 +1,115 @@
+//! Where events leave: the dispatcher publishes committed events to the bus, in commit order,
+//! then removes them from the outbox. Events a crash kept from being published (and those an
+//! operator's command wrote from another process) are found in the outbox at start-up and by a
+//! periodic sweep, so every event is delivered at least once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Inner;
+use crate::bus::Envelope;
+
+/// Outbox events older than this are taken to be orphaned (their writer is gone or has no
+/// dispatcher) and are published by whichever mediator sweeps first.
+const ORPHANED_AFTER: Duration = Duration::from_secs(5);
+/// Events published per outbox sweep, at most.
+const SWEEP_BATCH: usize = 512;
+
+/// What the dispatcher is asked to do.
+pub(crate) enum Dispatch {
+    /// Publish these committed events.
+    Events(Vec<Envelope>),
+    /// Answer once everything handed over before has been published.
+    Flush(oneshot::Sender<()>),
+}
+
+impl Inner {
+    /// Hands committed events to the dispatcher (never blocks).
+    pub(crate) fn dispatch(&self, events: Vec<Envelope>) {
+        if self.config.dispatch && !events.is_empty() {
+            // The dispatcher only stops with the mediator; the outbox keeps the events anyway.
+            let _ = self.dispatcher.send(Dispatch::Events(events));
+        }
+    }
+
+    /// Waits until every event handed over so far is published.
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.dispatcher.send(Dispatch::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Runs the dispatcher until the mediator stops.
+pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispatch>) {
+    if inner.config.dispatch {
+        sweep(&inner, Duration::ZERO).await;
+    }
+    let mut every = tokio::time::interval(ORPHANED_AFTER);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            job = rx.recv() => {
+                let Some(job) = job else { return };
+                let mut batch = Vec::new();
+                let mut flushes = Vec::new();
+                for job in std::iter::once(job).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                    match job {
+                        Dispatch::Events(events) => batch.extend(events),
+                        Dispatch::Flush(done) => flushes.push(done),
+                    }
+                }
+                publish(&inner, batch).await;
+                for done in flushes {
+                    let _ = done.send(());
+                }
+            }
+            _ = every.tick(), if inner.config.dispatch => sweep(&inner, ORPHANED_AFTER).await,
+        }
+    }
+}
+
+/// Publishes outbox events at least `min_age` old.
+async fn sweep(inner: &Inner, min_age: Duration) {
+    loop {
+        match inner.store.outbox_pending(min_age, SWEEP_BATCH).await {
+            Ok(events) if events.is_empty() => return,
+            Ok(events) => {
+                let full = events.len() == SWEEP_BATCH;
+                tracing::info!(count = events.len(), "publishing events left in the outbox");
+                publish(inner, events).await;
+                if !full {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the outbox failed; will try again");
+                return;
+            }
+        }
+    }
+}
+
+async fn publish(inner: &Inner, events: Vec<Envelope>) {
+    if events.is_empty() {
+        return;
+    }
+    inner.config.faults.crash_point("before_dispatch");
+    let mut published = Vec::with_capacity(events.len());
+    for event in events {
+        let id = event.event_id;
+        match inner.bus.publish(event).await {
+            Ok(()) => published.push(id),
+            Err(error) => {
+                tracing::warn!(%error, event_id = %id, "publishing failed; the outbox keeps it")
+            }
+        }
+    }
+    if let Err(error) = inner.store.outbox_remove(&published).await {
+        // They will be published again by a sweep: at least once.
+        tracing::warn!(%error, "clearing published events from the outbox failed");
+    }
+}
