@@ -46,6 +46,7 @@ pub mod state;
 pub mod step;
 pub mod store;
 pub mod transition;
+pub mod trigger;
 
 pub use bus::{Envelope, EventBus, Filter, InProcessBus, Subscription};
 pub use definition::{Definition, SagaDefinition};
@@ -58,3 +59,4 @@ pub use retry::RetryPolicy;
 pub use state::{Millis, SagaState, SagaStatus, StepState, StepStatus};
 pub use step::{FailureKind, Phase, SagaData, Step, StepContext, StepError, StepKind};
 pub use store::{OpenMode, SagaStore, SqliteStore, StoreError};
+pub use trigger::Trigger;

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use crate::definition::Definition;
 use crate::error::DefinitionError;
+use crate::trigger::Trigger;
 
 /// The saga definitions a mediator can start and resume, by name and version.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     sagas: HashMap<String, BTreeMap<u32, Arc<Definition>>>,
+    triggers: Vec<Trigger>,
 }
 
 impl Registry {
@@ -29,6 +31,17 @@ impl Registry {
         }
         versions.insert(definition.version(), Arc::new(definition));
         Ok(self)
+    }
+
+    /// Adds an initiating event: events of the trigger's type start its saga.
+    pub fn trigger(&mut self, trigger: Trigger) -> &mut Self {
+        self.triggers.push(trigger);
+        self
+    }
+
+    /// The registered triggers.
+    pub fn triggers(&self) -> &[Trigger] {
+        &self.triggers
     }
 
     /// The newest version of the named saga: what new instances start with.

@@ -193,3 +193,56 @@ async fn a_slow_subscriber_and_a_panicking_one_do_not_stop_sagas() {
     let distinct: HashSet<Uuid> = ids.into_iter().collect();
     assert_eq!(distinct.len(), 20);
 }
+
+#[tokio::test]
+async fn an_initiating_event_starts_a_saga_once_however_often_it_is_delivered() {
+    let env = Env::new().await;
+    let m = env.mediator(FaultPlan::new());
+    let placed = Envelope::new(
+        order::ORDER_PLACED,
+        serde_json::to_value(good_order("placed-1")).unwrap(),
+    );
+    let mut done = m.subscribe(Filter::types(["SagaCompleted"]));
+    m.bus().publish(placed.clone()).await.unwrap();
+    m.bus().publish(placed.clone()).await.unwrap();
+    let finished = tokio::time::timeout(BOUND, done.next())
+        .await
+        .unwrap()
+        .unwrap();
+    // The saga's id is the initiating event's id.
+    assert_eq!(finished.saga_id, Some(placed.event_id));
+    // The duplicate, delivered again after the saga finished, changes nothing either.
+    m.bus().publish(placed.clone()).await.unwrap();
+    m.shutdown().await;
+    let all = env.store.list(&Default::default()).await.unwrap();
+    assert_eq!(all.len(), 1, "one saga, not two");
+    assert_eq!(all[0].id, placed.event_id);
+    assert_eq!(all[0].status, SagaStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_malformed_initiating_event_starts_nothing() {
+    let env = Env::new().await;
+    let m = env.mediator(FaultPlan::new());
+    m.bus()
+        .publish(Envelope::new(
+            order::ORDER_PLACED,
+            serde_json::json!({ "order_id": 7 }),
+        ))
+        .await
+        .unwrap();
+    let err = m
+        .bus()
+        .publish_json("{\"type\": \"OrderPlaced\", oops")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("malformed event"), "{err}");
+    // A good one after them still works: the listener survived.
+    let good = Envelope::new(
+        order::ORDER_PLACED,
+        serde_json::to_value(good_order("placed-2")).unwrap(),
+    );
+    m.bus().publish(good.clone()).await.unwrap();
+    assert_eq!(wait(&m, good.event_id).await.status, SagaStatus::Completed);
+    assert_eq!(env.store.list(&Default::default()).await.unwrap().len(), 1);
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use uuid::Uuid;
 
-use super::{dispatch, scheduler, Inner, Mediator};
+use super::{dispatch, listen, scheduler, Inner, Mediator};
 use crate::bus::{EventBus, InProcessBus};
 use crate::fault::FaultPlan;
 use crate::registry::Registry;
@@ -159,6 +159,9 @@ impl MediatorBuilder {
             tokio::spawn(scheduler::heartbeat(inner.clone())),
             tokio::spawn(dispatch::run(inner.clone(), jobs)),
         ];
+        if let Some(events) = listen::subscribe(&inner) {
+            background.push(tokio::spawn(listen::triggers(inner.clone(), events)));
+        }
         if inner.config.claim {
             background.push(tokio::spawn(scheduler::run(inner.clone())));
         }

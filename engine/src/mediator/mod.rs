@@ -6,6 +6,7 @@ pub(crate) mod commit;
 mod config;
 mod dispatch;
 mod driver;
+mod listen;
 mod scheduler;
 
 use std::collections::HashMap;
@@ -51,6 +52,28 @@ impl Inner {
     fn active(&self) -> MutexGuard<'_, HashMap<Uuid, AbortHandle>> {
         // A poisoned map is still a valid map: drivers never panic while holding it.
         self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates saga `name` with id `id` (its first step started, leased here) and drives it.
+    async fn start(
+        self: &Arc<Self>,
+        name: &str,
+        id: Uuid,
+        data: Value,
+    ) -> Result<Uuid, EngineError> {
+        if *self.shutdown.borrow() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let change = prepare(
+            &self.registry,
+            name,
+            id,
+            data,
+            self.config.max_payload_bytes,
+        )?;
+        let saga = self.commit(None, change).await?;
+        self.spawn_driver(saga, false);
+        Ok(id)
     }
 
     fn in_flight(&self) -> usize {
@@ -140,19 +163,7 @@ impl Mediator {
 
     /// Like [`Mediator::start`], with the data already as JSON.
     pub async fn start_json(&self, name: &str, data: Value) -> Result<Uuid, EngineError> {
-        if *self.inner.shutdown.borrow() {
-            return Err(EngineError::ShuttingDown);
-        }
-        let change = prepare(
-            &self.inner.registry,
-            name,
-            data,
-            self.inner.config.max_payload_bytes,
-        )?;
-        let saga = self.inner.commit(None, change).await?;
-        let id = saga.id;
-        self.inner.spawn_driver(saga, false);
-        Ok(id)
+        self.inner.start(name, Uuid::now_v7(), data).await
     }
 
     /// The saga's current state.
@@ -269,6 +280,7 @@ impl Drop for Mediator {
 fn prepare(
     registry: &Registry,
     name: &str,
+    id: Uuid,
     data: Value,
     limit: usize,
 ) -> Result<transition::Change, EngineError> {
@@ -288,7 +300,7 @@ fn prepare(
             limit,
         });
     }
-    Ok(transition::start(def, Uuid::now_v7(), data))
+    Ok(transition::start(def, id, data))
 }
 
 /// Records a new saga (its first step started) without running it here: no lease is taken, so
@@ -299,7 +311,13 @@ pub async fn enqueue(
     name: &str,
     data: Value,
 ) -> Result<Uuid, EngineError> {
-    let change = prepare(registry, name, data, DEFAULT_MAX_PAYLOAD_BYTES)?;
+    let change = prepare(
+        registry,
+        name,
+        Uuid::now_v7(),
+        data,
+        DEFAULT_MAX_PAYLOAD_BYTES,
+    )?;
     let written = commit::write(store, None, change, None, &FaultPlan::default()).await?;
     Ok(written.state.id)
 }

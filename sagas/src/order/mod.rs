@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use saga_engine::{
     Definition, DefinitionError, Registry, RetryPolicy, SagaDefinition, Step, StepContext,
-    StepError,
+    StepError, Trigger,
 };
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,8 @@ use crate::participants::Participants;
 pub const NAME: &str = "OrderSaga";
 /// The current version of OrderSaga.
 pub const VERSION: u32 = 1;
+/// The initiating event that starts an OrderSaga; its payload is the [`Order`].
+pub const ORDER_PLACED: &str = "OrderPlaced";
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,5 +276,7 @@ pub fn register_all_with(
     options: &Options,
 ) -> Result<(), DefinitionError> {
     registry.register(definition_with(participants, options)?)?;
+    // Publishing `OrderPlaced` (payload: the order) starts an OrderSaga.
+    registry.trigger(Trigger::with_payload(ORDER_PLACED, NAME));
     Ok(())
 }
