@@ -40,6 +40,7 @@ pub mod event;
 pub mod fault;
 pub mod mediator;
 pub mod operator;
+pub mod participant;
 pub mod registry;
 pub mod retry;
 pub mod state;

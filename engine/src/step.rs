@@ -234,13 +234,24 @@ where
     )
 }
 
+/// How an action or compensation is carried out.
+#[derive(Clone)]
+pub(crate) enum Work {
+    /// An async function run in-process by the mediator.
+    Local(StepFn),
+    /// A command event of this type sent to a participant, whose reply the saga awaits.
+    Command(String),
+}
+
 /// A step with its data type erased: what a [`crate::Definition`] holds.
 #[derive(Clone)]
 pub struct StepSpec {
     pub(crate) name: String,
     pub(crate) kind: StepKind,
-    pub(crate) action: StepFn,
-    pub(crate) compensation: Option<StepFn>,
+    pub(crate) action: Work,
+    pub(crate) compensation: Option<Work>,
+    /// For a participant step: folds the reply's output into the saga data.
+    pub(crate) apply: Option<crate::participant::ApplyFn>,
     pub(crate) retry: RetryPolicy,
     pub(crate) compensation_retry: RetryPolicy,
     pub(crate) timeout: Duration,
@@ -275,6 +286,18 @@ impl StepSpec {
     /// How long one attempt may run.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The command type sent to a participant for `phase`, if that phase is a participant's.
+    pub fn command(&self, phase: Phase) -> Option<&str> {
+        let work = match phase {
+            Phase::Action => Some(&self.action),
+            Phase::Compensation => self.compensation.as_ref(),
+        };
+        match work {
+            Some(Work::Command(kind)) => Some(kind),
+            _ => None,
+        }
     }
 
     pub(crate) fn policy(&self, phase: Phase) -> &RetryPolicy {
@@ -331,8 +354,9 @@ impl<D: SagaData> Step<D> {
             spec: StepSpec {
                 name: name.into(),
                 kind: StepKind::Compensatable,
-                action: erase(action),
+                action: Work::Local(erase(action)),
                 compensation: None,
+                apply: None,
                 retry: RetryPolicy::default(),
                 compensation_retry: RetryPolicy::attempts(5),
                 timeout: DEFAULT_STEP_TIMEOUT,
@@ -348,7 +372,7 @@ impl<D: SagaData> Step<D> {
         F: Fn(StepContext<D>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<D, StepError>> + Send + 'static,
     {
-        self.spec.compensation = Some(erase(compensation));
+        self.spec.compensation = Some(Work::Local(erase(compensation)));
         self
     }
 

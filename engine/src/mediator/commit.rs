@@ -53,7 +53,9 @@ pub(crate) async fn write(
         .map(|e| Envelope::of(&next.definition, e))
         .collect();
     outbox.extend(change.messages);
-    let lease = lease.filter(|_| !next.status.is_final());
+    // A final saga needs no owner; one awaiting a reply has none until the reply or its
+    // deadline comes.
+    let lease = lease.filter(|_| !next.status.is_final() && next.awaiting.is_none());
     let transition = Transition {
         state: &next,
         expected_token: current.map(|c| c.fencing_token),

@@ -159,6 +159,8 @@ impl MediatorBuilder {
             tokio::spawn(scheduler::heartbeat(inner.clone())),
             tokio::spawn(dispatch::run(inner.clone(), jobs)),
         ];
+        let replies = listen::subscribe_replies(&inner);
+        background.push(tokio::spawn(listen::replies(inner.clone(), replies)));
         if let Some(events) = listen::subscribe(&inner) {
             background.push(tokio::spawn(listen::triggers(inner.clone(), events)));
         }

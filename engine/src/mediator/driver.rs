@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::Inner;
 use crate::definition::Definition;
 use crate::state::SagaState;
-use crate::step::{idempotency_key, Phase, StepContext, StepError};
+use crate::step::{idempotency_key, Phase, StepContext, StepError, Work};
 use crate::store::StoreError;
 use crate::transition::{self, Change, Next};
 
@@ -55,7 +55,12 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
         return;
     };
     let mut shutdown = inner.shutdown.subscribe();
-    let mut due: Option<Instant> = None;
+    // A saga handed over just after a commit that scheduled a retry (a participant's failed
+    // reply) waits out the stored backoff, measured from that commit.
+    let mut due: Option<Instant> = saga
+        .next_attempt_at
+        .filter(|_| !resumed)
+        .map(|at| Instant::now() + Duration::from_millis((at - saga.updated_at).max(0) as u64));
     let first = transition::mismatch(&def, &saga).or_else(|| {
         if resumed {
             transition::resume(&def, &saga)
@@ -75,7 +80,9 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
             return;
         }
         let change = match transition::next(&saga) {
-            Next::Done => return,
+            // Nothing waits for a reply: the listener continues the saga when it comes, the
+            // scheduler when its deadline passes.
+            Next::Done | Next::Await => return,
             Next::Begin => {
                 if let Some(at) = due.take() {
                     tokio::select! {
@@ -83,7 +90,7 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
                         _ = shutdown.changed() => continue,
                     }
                 }
-                transition::begin(&saga)
+                transition::begin(&def, &saga)
             }
             Next::Run {
                 step,
@@ -93,7 +100,7 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
                 let outcome = run_attempt(inner, &def, &saga, step, phase, attempt).await;
                 inner.config.faults.crash_point("after_step");
                 match outcome {
-                    Ok(data) => transition::succeeded(&saga, phase, data),
+                    Ok(data) => transition::succeeded(&def, &saga, phase, data),
                     Err(error) => transition::failed(&def, &saga, phase, &error),
                 }
             }
@@ -149,12 +156,14 @@ async fn run_attempt(
     let Some(spec) = def.step(step) else {
         return Err(StepError::poison(format!("step {step} does not exist")));
     };
-    let f = match phase {
-        Phase::Action => spec.action.clone(),
-        Phase::Compensation => match &spec.compensation {
-            Some(f) => f.clone(),
-            None => return Ok(saga.data.clone()),
-        },
+    let work = match phase {
+        Phase::Action => Some(&spec.action),
+        Phase::Compensation => spec.compensation.as_ref(),
+    };
+    let f = match work {
+        Some(Work::Local(f)) => f.clone(),
+        // Commands are sent by the transition that starts the attempt; nothing runs here.
+        Some(Work::Command(_)) | None => return Ok(saga.data.clone()),
     };
     let ctx = StepContext {
         saga_id: saga.id,

@@ -10,8 +10,9 @@ use uuid::Uuid;
 use crate::bus::Envelope;
 use crate::definition::Definition;
 use crate::event::EventKind;
-use crate::state::{SagaState, SagaStatus, StepState, StepStatus};
-use crate::step::{Phase, StepError, StepKind};
+use crate::participant::Command;
+use crate::state::{Awaiting, SagaState, SagaStatus, StepState, StepStatus};
+use crate::step::{idempotency_key, Phase, StepError, StepKind};
 
 mod operator;
 
@@ -69,6 +70,8 @@ impl Change {
 pub(crate) enum Next {
     /// The saga is final.
     Done,
+    /// A participant's reply is awaited: nothing to do until it comes or its deadline passes.
+    Await,
     /// Record the start of the next attempt of the current unit (after its due time).
     Begin,
     /// Run this attempt, already recorded as started.
@@ -85,6 +88,9 @@ pub(crate) fn next(state: &SagaState) -> Next {
     let Some(step) = state.steps.get(state.current_step) else {
         return Next::Done;
     };
+    if state.awaiting.is_some() && !state.status.is_final() {
+        return Next::Await;
+    }
     let scheduled = state.next_attempt_at.is_some();
     match state.status {
         SagaStatus::Running if step.status == StepStatus::Running && !scheduled => Next::Run {
@@ -104,15 +110,54 @@ pub(crate) fn next(state: &SagaState) -> Next {
     }
 }
 
+/// Starts a new attempt of step `i`'s action or compensation: the one place an attempt begins.
+/// For a participant's work it also sends the command (through the outbox, with this very
+/// transition) and records the reply awaited, due by the step's timeout.
+fn start_attempt(def: &Definition, change: &mut Change, i: usize, phase: Phase, detail: Value) {
+    change.state.current_step = i;
+    change.state.next_attempt_at = None;
+    let step = &mut change.state.steps[i];
+    let (kind, attempt) = match phase {
+        Phase::Action => {
+            step.status = StepStatus::Running;
+            step.attempts += 1;
+            (EventKind::StepStarted, step.attempts)
+        }
+        Phase::Compensation => {
+            step.status = StepStatus::Compensating;
+            step.compensation_attempts += 1;
+            (EventKind::CompensationStarted, step.compensation_attempts)
+        }
+    };
+    change.event(kind, Some(i), Some(attempt), detail);
+    let spec = &def.steps()[i];
+    if let Some(command) = spec.command(phase) {
+        let command = Command {
+            kind: command.to_string(),
+            saga_id: change.state.id,
+            step: spec.name().to_string(),
+            attempt,
+            phase,
+            idempotency_key: idempotency_key(change.state.id, spec.name(), phase),
+            data: change.state.data.clone(),
+        };
+        change.messages.push(command.envelope(def.name()));
+        change.state.awaiting = Some(Awaiting {
+            step: i,
+            phase,
+            attempt,
+        });
+        change.retry_after = Some(spec.timeout());
+    }
+}
+
 /// A new instance: created, leased and its first step started, in one transition.
 pub(crate) fn start(def: &Definition, id: Uuid, data: Value) -> Change {
-    let mut steps: Vec<StepState> = def
+    let steps: Vec<StepState> = def
         .steps()
         .iter()
         .map(|s| StepState::pending(s.name(), s.has_compensation()))
         .collect();
-    steps[0].status = StepStatus::Running;
-    steps[0].attempts = 1;
     let state = SagaState {
         id,
         definition: def.name().to_string(),
@@ -138,38 +183,37 @@ pub(crate) fn start(def: &Definition, id: Uuid, data: Value) -> Change {
         None,
         json!({ "version": def.version() }),
     );
-    change.event(EventKind::StepStarted, Some(0), Some(1), json!({}));
+    start_attempt(def, &mut change, 0, Phase::Action, json!({}));
     change
 }
 
 /// Starts the next attempt of the current unit: a retry that came due, or the first attempt of
 /// a compensation whose start was not yet recorded.
-pub(crate) fn begin(state: &SagaState) -> Change {
-    begin_with(state, json!({}))
+pub(crate) fn begin(def: &Definition, state: &SagaState) -> Change {
+    begin_with(def, state, json!({}))
 }
 
-fn begin_with(state: &SagaState, detail: Value) -> Change {
+fn begin_with(def: &Definition, state: &SagaState, detail: Value) -> Change {
     let mut change = Change::from(state);
-    change.state.next_attempt_at = None;
-    let i = state.current_step;
-    match state.status {
-        SagaStatus::Compensating => begin_compensation(&mut change, i, detail),
-        _ => {
-            let step = &mut change.state.steps[i];
-            step.status = StepStatus::Running;
-            step.attempts += 1;
-            let attempt = step.attempts;
-            change.event(EventKind::StepStarted, Some(i), Some(attempt), detail);
-        }
-    }
+    let phase = match state.status {
+        SagaStatus::Compensating => Phase::Compensation,
+        _ => Phase::Action,
+    };
+    start_attempt(def, &mut change, state.current_step, phase, detail);
     change
 }
 
 /// A mediator took over a saga whose attempt was in flight when its previous owner stopped (a
 /// crash, a lost lease). The attempt may have had its effect, so it runs again with the same
 /// idempotency key, as a new attempt so that a step that kills its process every time is not
-/// retried forever: once the retry policy is spent, it fails with an unknown outcome.
+/// retried forever: once the retry policy is spent, it fails with an unknown outcome. A saga
+/// whose participant did not reply by the deadline fails that attempt as timed out.
 pub(crate) fn resume(def: &Definition, state: &SagaState) -> Option<Change> {
+    if let Some(awaiting) = state.awaiting {
+        let timeout = def.steps()[awaiting.step].timeout();
+        let error = StepError::timeout(timeout);
+        return Some(failed(def, state, awaiting.phase, &error));
+    }
     let Next::Run {
         step,
         phase,
@@ -181,7 +225,7 @@ pub(crate) fn resume(def: &Definition, state: &SagaState) -> Option<Change> {
     let spec = &def.steps()[step];
     let forever = phase == Phase::Action && spec.kind() == StepKind::Retriable;
     Some(if forever || spec.policy(phase).allows_another(attempt) {
-        begin_with(state, json!({ "resumed": true }))
+        begin_with(def, state, json!({ "resumed": true }))
     } else {
         failed(def, state, phase, &StepError::interrupted(attempt))
     })
@@ -197,6 +241,7 @@ pub(crate) fn mismatch(def: &Definition, state: &SagaState) -> Option<Change> {
     }
     let mut change = Change::from(state);
     change.state.next_attempt_at = None;
+    change.state.awaiting = None;
     let reason = format!(
         "the saga's stored steps {stored:?} do not match `{}` version {} {defined:?}; register the version it started with",
         def.name(),
@@ -207,28 +252,19 @@ pub(crate) fn mismatch(def: &Definition, state: &SagaState) -> Option<Change> {
 }
 
 /// The attempt succeeded with `data`.
-pub(crate) fn succeeded(state: &SagaState, phase: Phase, data: Value) -> Change {
+pub(crate) fn succeeded(def: &Definition, state: &SagaState, phase: Phase, data: Value) -> Change {
     let mut change = Change::from(state);
     let i = state.current_step;
     change.state.data = data;
     change.state.next_attempt_at = None;
+    change.state.awaiting = None;
     match phase {
         Phase::Action => {
             let attempt = state.steps[i].attempts;
             change.state.steps[i].status = StepStatus::Completed;
             change.event(EventKind::StepCompleted, Some(i), Some(attempt), json!({}));
             if i + 1 < state.steps.len() {
-                change.state.current_step = i + 1;
-                let next = &mut change.state.steps[i + 1];
-                next.status = StepStatus::Running;
-                next.attempts += 1;
-                let attempt = next.attempts;
-                change.event(
-                    EventKind::StepStarted,
-                    Some(i + 1),
-                    Some(attempt),
-                    json!({}),
-                );
+                start_attempt(def, &mut change, i + 1, Phase::Action, json!({}));
             } else {
                 change.state.status = SagaStatus::Completed;
                 change.event(EventKind::SagaCompleted, None, None, json!({}));
@@ -243,7 +279,7 @@ pub(crate) fn succeeded(state: &SagaState, phase: Phase, data: Value) -> Change 
                 Some(attempt),
                 json!({}),
             );
-            compensate_next_or_finish(&mut change);
+            compensate_next_or_finish(def, &mut change);
         }
     }
     change
@@ -257,6 +293,7 @@ pub(crate) fn failed(
     error: &StepError,
 ) -> Change {
     let mut change = Change::from(state);
+    change.state.awaiting = None;
     let i = state.current_step;
     let spec = &def.steps()[i];
     let step = &mut change.state.steps[i];
@@ -309,7 +346,7 @@ pub(crate) fn failed(
         (Phase::Action, _) => {
             change.state.steps[i].status = StepStatus::Failed;
             change.state.last_error = Some(format!("`{name}` failed: {error}"));
-            compensate_next_or_finish(&mut change);
+            compensate_next_or_finish(def, &mut change);
         }
     }
     change
@@ -328,9 +365,9 @@ fn fail_saga(change: &mut Change, reason: String) {
 
 /// Moves to the compensation of the last step that still needs one and starts it, or finishes
 /// compensated.
-fn compensate_next_or_finish(change: &mut Change) {
+fn compensate_next_or_finish(def: &Definition, change: &mut Change) {
     if let Some(j) = point_at_next_compensation(change) {
-        begin_compensation(change, j, json!({}));
+        start_attempt(def, change, j, Phase::Compensation, json!({}));
     }
 }
 
@@ -352,17 +389,4 @@ pub(crate) fn point_at_next_compensation(change: &mut Change) -> Option<usize> {
             None
         }
     }
-}
-
-fn begin_compensation(change: &mut Change, j: usize, detail: Value) {
-    let step = &mut change.state.steps[j];
-    step.status = StepStatus::Compensating;
-    step.compensation_attempts += 1;
-    let attempt = step.compensation_attempts;
-    change.event(
-        EventKind::CompensationStarted,
-        Some(j),
-        Some(attempt),
-        detail,
-    );
 }

@@ -47,13 +47,15 @@ pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result
     }
     let mut change = Change::from(state);
     let i = state.current_step;
-    let in_flight = state.next_attempt_at.is_none();
+    // An attempt running here, or a command whose reply is awaited, may have taken effect.
+    let in_flight = state.next_attempt_at.is_none() || state.awaiting.is_some();
     let step = &mut change.state.steps[i];
     if step.status == StepStatus::Running {
         step.status = StepStatus::Failed;
         step.outcome_unknown |= in_flight;
     }
     change.state.next_attempt_at = None;
+    change.state.awaiting = None;
     change.state.last_error = Some(format!("aborted by an operator: {reason}"));
     change.state.fencing_token += 1;
     change.event(

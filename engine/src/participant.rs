@@ -1,0 +1,198 @@
+//! Participant steps: instead of running a function, the mediator sends a command event to a
+//! participant service and waits (durably, with no task per saga) for its reply event.
+//!
+//! A command is an [`Envelope`] of the step's command type, correlated by saga id, step and
+//! attempt, whose payload is `{"phase", "idempotency_key", "data"}`. The participant answers with
+//! an envelope of type [`REPLY`] carrying the same correlation and a payload
+//! `{"phase", "outcome": "success"|"failure", "output", "reason", "retryable"}`; [`Command`]
+//! parses the one and builds the other.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::bus::Envelope;
+use crate::step::{Phase, SagaData, Step, StepContext, StepError, Work};
+
+/// The event type of every participant's reply.
+pub const REPLY: &str = "ParticipantReply";
+
+/// Folds a successful reply's output into the saga data (type-erased).
+pub(crate) type ApplyFn = Arc<dyn Fn(Value, Value) -> Result<Value, StepError> + Send + Sync>;
+
+impl<D: SagaData> Step<D> {
+    /// A participant step: its action sends a `command` event and the saga waits for the reply,
+    /// whose `output` (of type `O`) `apply` folds into the data. The step's timeout is the reply
+    /// deadline; no reply by then counts as a failure with an unknown outcome.
+    pub fn participant<O, F>(name: impl Into<String>, command: impl Into<String>, apply: F) -> Self
+    where
+        O: DeserializeOwned,
+        F: Fn(D, O) -> D + Send + Sync + 'static,
+    {
+        let noop = |ctx: StepContext<D>| std::future::ready(Ok(ctx.data));
+        let mut step = Step::new(name, noop);
+        step.spec.action = Work::Command(command.into());
+        step.spec.apply = Some(Arc::new(move |data: Value, output: Value| {
+            let data: D = serde_json::from_value(data)
+                .map_err(|e| StepError::poison(format!("saga data cannot be read: {e}")))?;
+            let output: O = serde_json::from_value(output).map_err(|e| {
+                StepError::invalid_output(format!(
+                    "the participant's reply output does not fit: {e}"
+                ))
+            })?;
+            serde_json::to_value(apply(data, output))
+                .map_err(|e| StepError::invalid_output(format!("saga data cannot be written: {e}")))
+        }));
+        step
+    }
+
+    /// Compensates the step by sending a `command` event to a participant and waiting for its
+    /// reply (the compensation's retry policy applies to failures and timeouts).
+    pub fn compensate_with_command(mut self, command: impl Into<String>) -> Self {
+        self.spec.compensation = Some(Work::Command(command.into()));
+        self
+    }
+}
+
+/// A command as a participant receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// The command type (e.g. `ReserveInventory`).
+    pub kind: String,
+    /// The saga: the correlation id.
+    pub saga_id: Uuid,
+    /// The step.
+    pub step: String,
+    /// The attempt; the reply must carry it.
+    pub attempt: u32,
+    /// The step's action or its compensation.
+    pub phase: Phase,
+    /// Apply the effect at most once per key (the same on every attempt).
+    pub idempotency_key: String,
+    /// The saga data as the previous step left it.
+    pub data: Value,
+}
+
+#[derive(Deserialize)]
+struct CommandPayload {
+    phase: Phase,
+    idempotency_key: String,
+    data: Value,
+}
+
+impl Command {
+    /// The envelope that sends this command.
+    pub(crate) fn envelope(&self, definition: &str) -> Envelope {
+        let mut e = Envelope::new(
+            self.kind.clone(),
+            json!({ "phase": self.phase, "idempotency_key": self.idempotency_key, "data": self.data }),
+        );
+        e.saga_id = Some(self.saga_id);
+        e.definition = Some(definition.to_string());
+        e.step = Some(self.step.clone());
+        e.attempt = Some(self.attempt);
+        e
+    }
+
+    /// Reads a command from its envelope, or says what is missing.
+    pub fn parse(e: &Envelope) -> Result<Self, String> {
+        let payload: CommandPayload = serde_json::from_value(e.payload.clone())
+            .map_err(|err| format!("bad command payload: {err}"))?;
+        Ok(Self {
+            kind: e.kind.clone(),
+            saga_id: e.saga_id.ok_or("command without saga_id")?,
+            step: e.step.clone().ok_or("command without step")?,
+            attempt: e.attempt.ok_or("command without attempt")?,
+            phase: payload.phase,
+            idempotency_key: payload.idempotency_key,
+            data: payload.data,
+        })
+    }
+
+    /// The saga data as `T`.
+    pub fn data<T: DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_value(self.data.clone())
+            .map_err(|e| format!("command data does not fit: {e}"))
+    }
+
+    fn reply(&self, payload: Value) -> Envelope {
+        let mut e = Envelope::new(REPLY, payload);
+        e.saga_id = Some(self.saga_id);
+        e.step = Some(self.step.clone());
+        e.attempt = Some(self.attempt);
+        e
+    }
+
+    /// The reply saying the work is done, with its `output`.
+    pub fn success<T: Serialize>(&self, output: &T) -> Envelope {
+        let output = serde_json::to_value(output).unwrap_or(Value::Null);
+        self.reply(json!({ "phase": self.phase, "outcome": "success", "output": output }))
+    }
+
+    /// The reply saying the work failed, and whether trying again may help.
+    pub fn failure(&self, reason: impl Into<String>, retryable: bool) -> Envelope {
+        self.reply(json!({
+            "phase": self.phase, "outcome": "failure", "reason": reason.into(), "retryable": retryable
+        }))
+    }
+}
+
+/// A reply as the mediator reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reply {
+    pub saga_id: Uuid,
+    pub step: String,
+    pub attempt: u32,
+    pub phase: Phase,
+    pub outcome: Result<Value, StepError>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    Success,
+    Failure,
+}
+
+#[derive(Deserialize)]
+struct ReplyPayload {
+    phase: Phase,
+    outcome: Outcome,
+    #[serde(default)]
+    output: Value,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    retryable: bool,
+}
+
+impl Reply {
+    /// Reads a reply, or says why it is malformed.
+    pub(crate) fn parse(e: &Envelope) -> Result<Self, String> {
+        let p: ReplyPayload = serde_json::from_value(e.payload.clone())
+            .map_err(|err| format!("bad reply payload: {err}"))?;
+        let outcome = match p.outcome {
+            Outcome::Success => Ok(p.output),
+            Outcome::Failure => {
+                let reason = p
+                    .reason
+                    .unwrap_or_else(|| "the participant reported a failure".into());
+                Err(if p.retryable {
+                    StepError::retryable(reason)
+                } else {
+                    StepError::terminal(reason)
+                })
+            }
+        };
+        Ok(Self {
+            saga_id: e.saga_id.ok_or("reply without saga_id")?,
+            step: e.step.clone().ok_or("reply without step")?,
+            attempt: e.attempt.ok_or("reply without attempt")?,
+            phase: p.phase,
+            outcome,
+        })
+    }
+}
