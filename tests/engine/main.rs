@@ -10,6 +10,7 @@ mod cli;
 mod example;
 mod failures;
 mod many;
+mod over_events;
 mod probe;
 mod restart;
 mod retries;

@@ -1,16 +1,21 @@
 //! OrderSaga: validate_order -> reserve_inventory (compensate: release_inventory) ->
 //! charge_payment (compensate: refund_payment) -> create_shipment (the pivot) -> confirm_order
 //! (retriable: retried until the customer is told, never compensated).
+//!
+//! Two ways to run it: [`local`] calls the participant services in-process from each step;
+//! [`events`] sends them commands on the event bus and waits for their replies, the services
+//! ([`services`]) seeing nothing but events.
+
+pub mod events;
+pub mod local;
+pub mod services;
+
+pub use local::{definition, definition_with, register_all, register_all_with};
 
 use std::time::Duration;
 
-use saga_engine::{
-    Definition, DefinitionError, Registry, RetryPolicy, SagaDefinition, Step, StepContext,
-    StepError, Trigger,
-};
+use saga_engine::{RetryPolicy, StepContext, StepError};
 use serde::{Deserialize, Serialize};
-
-use crate::participants::Participants;
 
 /// The name OrderSaga is registered under.
 pub const NAME: &str = "OrderSaga";
@@ -141,142 +146,10 @@ impl Default for Options {
     }
 }
 
-/// OrderSaga over the given participants, with the default options.
-pub fn definition(participants: &Participants) -> Result<Definition, DefinitionError> {
-    definition_with(participants, &Options::default())
-}
-
-/// OrderSaga over the given participants, with the given timeouts and retry policies.
-pub fn definition_with(
-    participants: &Participants,
-    options: &Options,
-) -> Result<Definition, DefinitionError> {
-    let p = participants.clone();
-    let (reserve, release) = (p.inventory.clone(), p.inventory.clone());
-    let (charge, refund) = (p.payments.clone(), p.payments.clone());
-    let (shipping, notify) = (p.shipping, p.notifications);
-    let timeout = options.step_timeout;
-    let (retry, undo_retry) = (options.retry.clone(), options.compensation_retry.clone());
-    SagaDefinition::<Order>::new(NAME, VERSION)
-        .step(
-            Step::new("validate_order", |ctx: StepContext<Order>| async move {
-                match ctx.data.problem() {
-                    Some(problem) => Err(StepError::terminal(problem)),
-                    None => Ok(ctx.data),
-                }
-            })
-            .retry(retry.clone())
-            .timeout(timeout),
-        )
-        .step(
-            Step::new("reserve_inventory", move |mut ctx: StepContext<Order>| {
-                let inventory = reserve.clone();
-                async move {
-                    let o = &ctx.data;
-                    let id = inventory
-                        .reserve(&ctx.idempotency_key, &o.order_id, &o.items)
-                        .await?;
-                    ctx.data.reservation = Some(id);
-                    Ok(ctx.data)
-                }
-            })
-            .compensate(move |mut ctx: StepContext<Order>| {
-                let inventory = release.clone();
-                async move {
-                    inventory
-                        .release(&ctx.action_key(), &ctx.data.order_id)
-                        .await?;
-                    ctx.data.reservation = None;
-                    Ok(ctx.data)
-                }
-            })
-            .retry(retry.clone())
-            .compensation_retry(undo_retry.clone())
-            .timeout(timeout),
-        )
-        .step(
-            Step::new("charge_payment", move |mut ctx: StepContext<Order>| {
-                let payments = charge.clone();
-                async move {
-                    let o = &ctx.data;
-                    let id = payments
-                        .charge(
-                            &ctx.idempotency_key,
-                            &o.order_id,
-                            &o.customer,
-                            o.amount_cents,
-                        )
-                        .await?;
-                    ctx.data.payment = Some(id);
-                    Ok(ctx.data)
-                }
-            })
-            .compensate(move |mut ctx: StepContext<Order>| {
-                let payments = refund.clone();
-                async move {
-                    payments
-                        .refund(&ctx.action_key(), &ctx.data.order_id)
-                        .await?;
-                    ctx.data.payment = None;
-                    Ok(ctx.data)
-                }
-            })
-            .retry(retry.clone())
-            .compensation_retry(undo_retry)
-            .timeout(timeout),
-        )
-        .step(
-            Step::new("create_shipment", move |mut ctx: StepContext<Order>| {
-                let shipping = shipping.clone();
-                async move {
-                    let o = &ctx.data;
-                    let tracking = shipping
-                        .create(&ctx.idempotency_key, &o.order_id, &o.address)
-                        .await?;
-                    ctx.data.tracking = Some(tracking);
-                    Ok(ctx.data)
-                }
-            })
-            .pivot()
-            .retry(retry)
-            .timeout(timeout),
-        )
-        .step(
-            Step::new("confirm_order", move |mut ctx: StepContext<Order>| {
-                let notifications = notify.clone();
-                async move {
-                    let o = &ctx.data;
-                    let tracking = o.tracking.clone().unwrap_or_default();
-                    notifications
-                        .confirm(&ctx.idempotency_key, &o.order_id, &o.customer, &tracking)
-                        .await?;
-                    ctx.data.confirmed = true;
-                    Ok(ctx.data)
-                }
-            })
-            .retriable()
-            .retry(options.confirm_retry.clone())
-            .timeout(timeout),
-        )
-        .build()
-}
-
-/// Registers every saga of this crate (OrderSaga) over the given participants.
-pub fn register_all(
-    registry: &mut Registry,
-    participants: &Participants,
-) -> Result<(), DefinitionError> {
-    register_all_with(registry, participants, &Options::default())
-}
-
-/// Like [`register_all`], with OrderSaga's timeouts and retry policies given.
-pub fn register_all_with(
-    registry: &mut Registry,
-    participants: &Participants,
-    options: &Options,
-) -> Result<(), DefinitionError> {
-    registry.register(definition_with(participants, options)?)?;
-    // Publishing `OrderPlaced` (payload: the order) starts an OrderSaga.
-    registry.trigger(Trigger::with_payload(ORDER_PLACED, NAME));
-    Ok(())
+/// validate_order: refuses an order that cannot be fulfilled as given. Shared by both modes.
+pub(crate) async fn validate(ctx: StepContext<Order>) -> Result<Order, StepError> {
+    match ctx.data.problem() {
+        Some(problem) => Err(StepError::terminal(problem)),
+        None => Ok(ctx.data),
+    }
 }

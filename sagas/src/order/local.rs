@@ -1,0 +1,143 @@
+//! OrderSaga with local steps: each step calls its participant service in-process.
+
+use saga_engine::{
+    Definition, DefinitionError, Registry, SagaDefinition, Step, StepContext, Trigger,
+};
+
+use super::{validate, Options, Order, NAME, ORDER_PLACED, VERSION};
+use crate::participants::Participants;
+
+/// OrderSaga over the given participants, with the default options.
+pub fn definition(participants: &Participants) -> Result<Definition, DefinitionError> {
+    definition_with(participants, &Options::default())
+}
+
+/// OrderSaga over the given participants, with the given timeouts and retry policies.
+pub fn definition_with(
+    participants: &Participants,
+    options: &Options,
+) -> Result<Definition, DefinitionError> {
+    let p = participants.clone();
+    let (reserve, release) = (p.inventory.clone(), p.inventory.clone());
+    let (charge, refund) = (p.payments.clone(), p.payments.clone());
+    let (shipping, notify) = (p.shipping, p.notifications);
+    let timeout = options.step_timeout;
+    let (retry, undo_retry) = (options.retry.clone(), options.compensation_retry.clone());
+    SagaDefinition::<Order>::new(NAME, VERSION)
+        .step(
+            Step::new("validate_order", validate)
+                .retry(retry.clone())
+                .timeout(timeout),
+        )
+        .step(
+            Step::new("reserve_inventory", move |mut ctx: StepContext<Order>| {
+                let inventory = reserve.clone();
+                async move {
+                    let o = &ctx.data;
+                    let id = inventory
+                        .reserve(&ctx.idempotency_key, &o.order_id, &o.items)
+                        .await?;
+                    ctx.data.reservation = Some(id);
+                    Ok(ctx.data)
+                }
+            })
+            .compensate(move |mut ctx: StepContext<Order>| {
+                let inventory = release.clone();
+                async move {
+                    inventory
+                        .release(&ctx.action_key(), &ctx.data.order_id)
+                        .await?;
+                    ctx.data.reservation = None;
+                    Ok(ctx.data)
+                }
+            })
+            .retry(retry.clone())
+            .compensation_retry(undo_retry.clone())
+            .timeout(timeout),
+        )
+        .step(
+            Step::new("charge_payment", move |mut ctx: StepContext<Order>| {
+                let payments = charge.clone();
+                async move {
+                    let o = &ctx.data;
+                    let id = payments
+                        .charge(
+                            &ctx.idempotency_key,
+                            &o.order_id,
+                            &o.customer,
+                            o.amount_cents,
+                        )
+                        .await?;
+                    ctx.data.payment = Some(id);
+                    Ok(ctx.data)
+                }
+            })
+            .compensate(move |mut ctx: StepContext<Order>| {
+                let payments = refund.clone();
+                async move {
+                    payments
+                        .refund(&ctx.action_key(), &ctx.data.order_id)
+                        .await?;
+                    ctx.data.payment = None;
+                    Ok(ctx.data)
+                }
+            })
+            .retry(retry.clone())
+            .compensation_retry(undo_retry)
+            .timeout(timeout),
+        )
+        .step(
+            Step::new("create_shipment", move |mut ctx: StepContext<Order>| {
+                let shipping = shipping.clone();
+                async move {
+                    let o = &ctx.data;
+                    let tracking = shipping
+                        .create(&ctx.idempotency_key, &o.order_id, &o.address)
+                        .await?;
+                    ctx.data.tracking = Some(tracking);
+                    Ok(ctx.data)
+                }
+            })
+            .pivot()
+            .retry(retry)
+            .timeout(timeout),
+        )
+        .step(
+            Step::new("confirm_order", move |mut ctx: StepContext<Order>| {
+                let notifications = notify.clone();
+                async move {
+                    let o = &ctx.data;
+                    let tracking = o.tracking.clone().unwrap_or_default();
+                    notifications
+                        .confirm(&ctx.idempotency_key, &o.order_id, &o.customer, &tracking)
+                        .await?;
+                    ctx.data.confirmed = true;
+                    Ok(ctx.data)
+                }
+            })
+            .retriable()
+            .retry(options.confirm_retry.clone())
+            .timeout(timeout),
+        )
+        .build()
+}
+
+/// Registers every saga of this crate (OrderSaga) over the given participants.
+pub fn register_all(
+    registry: &mut Registry,
+    participants: &Participants,
+) -> Result<(), DefinitionError> {
+    register_all_with(registry, participants, &Options::default())
+}
+
+/// Like [`register_all`], with OrderSaga's timeouts and retry policies given.
+pub fn register_all_with(
+    registry: &mut Registry,
+    participants: &Participants,
+    options: &Options,
+) -> Result<(), DefinitionError> {
+    registry.register(definition_with(participants, options)?)?;
+    // Publishing `OrderPlaced` (payload: the order) starts an OrderSaga.
+    registry.trigger(Trigger::with_payload(ORDER_PLACED, NAME));
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! OrderSaga over events: the participants see only commands on the bus and answer with replies.
+
+use std::sync::Arc;
+
+use saga::engine::{Envelope, EventBus, Filter, InProcessBus, Mediator, SagaStatus, Subscription};
+use saga::sagas::order::events::{self, commands::*};
+use saga::sagas::order::services::{self, Service};
+use saga::sagas::Order;
+use uuid::Uuid;
+
+use crate::common::*;
+
+/// A mediator running the event-driven OrderSaga with all its services on one bus.
+async fn running(env: &Env) -> (Mediator, Arc<dyn EventBus>) {
+    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
+    let mut registry = saga::engine::Registry::new();
+    events::register(&mut registry, &fast_options()).unwrap();
+    services::spawn(bus.clone(), &env.participants, &Service::ALL);
+    (
+        fast(Mediator::builder(env.store.clone(), registry).bus(bus.clone())),
+        bus,
+    )
+}
+
+/// Every event of saga `id` (transitions, commands, replies) until it is final.
+async fn flow(events: &mut Subscription, id: Uuid) -> Vec<String> {
+    let mut seen = Vec::new();
+    let run = async {
+        while let Some(e) = events.next().await {
+            if e.saga_id != Some(id) {
+                continue;
+            }
+            let outcome = e.payload.get("outcome").and_then(|o| o.as_str());
+            seen.push(match (outcome, &e.step) {
+                (Some(outcome), Some(step)) => format!("{} {step} {outcome}", e.kind),
+                (None, Some(step)) => format!("{} {step}", e.kind),
+                _ => e.kind.clone(),
+            });
+            if matches!(
+                e.kind.as_str(),
+                "SagaCompleted" | "SagaCompensated" | "SagaFailed"
+            ) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(BOUND, run)
+        .await
+        .expect("saga finished");
+    seen
+}
+
+async fn place(m: &Mediator, bus: &Arc<dyn EventBus>, order: &Order) -> (Uuid, Vec<String>) {
+    let mut events = bus.subscribe(Filter::all());
+    let placed = Envelope::new(
+        saga::sagas::order::ORDER_PLACED,
+        serde_json::to_value(order).unwrap(),
+    );
+    bus.publish(placed.clone()).await.unwrap();
+    let seen = flow(&mut events, placed.event_id).await;
+    assert_eq!(wait(m, placed.event_id).await.id, placed.event_id);
+    (placed.event_id, seen)
+}
+
+#[tokio::test]
+async fn an_order_completes_over_events() {
+    let env = Env::new().await;
+    let (m, bus) = running(&env).await;
+    let o = good_order("evt-ok");
+    let (id, seen) = place(&m, &bus, &o).await;
+    assert_eq!(
+        seen,
+        [
+            "SagaStarted",
+            "StepStarted validate_order",
+            "StepCompleted validate_order",
+            "StepStarted reserve_inventory",
+            "ReserveInventory reserve_inventory",
+            "ParticipantReply reserve_inventory success",
+            "StepCompleted reserve_inventory",
+            "StepStarted charge_payment",
+            "ChargePayment charge_payment",
+            "ParticipantReply charge_payment success",
+            "StepCompleted charge_payment",
+            "StepStarted create_shipment",
+            "CreateShipment create_shipment",
+            "ParticipantReply create_shipment success",
+            "StepCompleted create_shipment",
+            "StepStarted confirm_order",
+            "ConfirmOrder confirm_order",
+            "ParticipantReply confirm_order success",
+            "StepCompleted confirm_order",
+            "SagaCompleted"
+        ]
+    );
+    let saga = m.get(id).await.unwrap();
+    assert_eq!(saga.status, SagaStatus::Completed);
+    let data: Order = serde_json::from_value(saga.data).unwrap();
+    assert!(data.confirmed && data.tracking.is_some() && data.payment.is_some());
+    let after = effects(&env.participants, &o).await;
+    assert_eq!(
+        (
+            after.widget_stock,
+            after.charged,
+            after.shipments,
+            after.confirmations
+        ),
+        (998, 4_000, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_declined_payment_is_compensated_over_events() {
+    let env = Env::new().await;
+    let (m, bus) = running(&env).await;
+    let o = order("evt-declined", "vera", "widget", 1, 500_000, "US");
+    let (id, seen) = place(&m, &bus, &o).await;
+    let failed = seen
+        .iter()
+        .position(|l| l == "StepFailed charge_payment")
+        .unwrap();
+    assert_eq!(seen[failed - 1], "ParticipantReply charge_payment failure");
+    assert_eq!(
+        seen[failed..],
+        [
+            "StepFailed charge_payment",
+            "CompensationStarted reserve_inventory",
+            "ReleaseInventory reserve_inventory",
+            "ParticipantReply reserve_inventory success",
+            "StepCompensated reserve_inventory",
+            "SagaCompensated"
+        ]
+    );
+    assert_eq!(m.get(id).await.unwrap().status, SagaStatus::Compensated);
+    let after = effects(&env.participants, &o).await;
+    assert_eq!((after.widget_stock, after.charged), (1000, 0));
+    assert_eq!(after.reservations, vec!["released".to_string()]);
+}
+
+#[tokio::test]
+async fn a_failed_shipment_is_compensated_over_events() {
+    let env = Env::new().await;
+    let (m, bus) = running(&env).await;
+    let o = order("evt-aq", "walt", "widget", 3, 6_000, "AQ");
+    let (id, seen) = place(&m, &bus, &o).await;
+    let failed = seen
+        .iter()
+        .position(|l| l == "StepFailed create_shipment")
+        .unwrap();
+    assert_eq!(
+        seen[failed..],
+        [
+            "StepFailed create_shipment",
+            "CompensationStarted charge_payment",
+            "RefundPayment charge_payment",
+            "ParticipantReply charge_payment success",
+            "StepCompensated charge_payment",
+            "CompensationStarted reserve_inventory",
+            "ReleaseInventory reserve_inventory",
+            "ParticipantReply reserve_inventory success",
+            "StepCompensated reserve_inventory",
+            "SagaCompensated"
+        ]
+    );
+    assert_eq!(m.get(id).await.unwrap().status, SagaStatus::Compensated);
+    let after = effects(&env.participants, &o).await;
+    assert_eq!(
+        (after.widget_stock, after.charged, after.shipments),
+        (1000, 0, 0)
+    );
+    assert_eq!(after.charges, vec!["refunded".to_string()]);
+}
