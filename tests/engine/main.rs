@@ -12,6 +12,7 @@ mod failures;
 mod many;
 mod over_events;
 mod probe;
+mod replies;
 mod restart;
 mod retries;
 mod store;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use saga::engine::{Envelope, EventBus, Filter, InProcessBus, Mediator, SagaStatus, Subscription};
-use saga::sagas::order::events::{self, commands::*};
+use saga::sagas::order::events;
 use saga::sagas::order::services::{self, Service};
 use saga::sagas::Order;
 use uuid::Uuid;
