@@ -4,6 +4,8 @@
 //! cargo run --example order_saga                               # three orders, three outcomes
 //! cargo run --example order_saga -- --fail-at create_shipment   # force a failure at a step
 //! SAGA_FAULTS=charge_payment=fail:2 cargo run --example order_saga   # flaky payment, retried
+//! cargo run --example order_saga -- --events    # the same over events: participants see only
+//!                                               # commands on the bus and answer with replies
 //! ```
 //!
 //! The database is `--database URL`, else `SAGA_DATABASE_URL`, else `sqlite://sagas.db` (created
@@ -12,7 +14,13 @@
 use std::error::Error;
 
 use clap::Parser;
-use saga::engine::{store, FaultPlan, Filter, Mediator, Registry, Subscription};
+use std::sync::Arc;
+
+use saga::engine::{
+    store, Envelope, EventBus, FaultPlan, Filter, InProcessBus, Mediator, Registry, Subscription,
+};
+use saga::sagas::order::services::{self, Service};
+use saga::sagas::order::Options;
 use saga::sagas::{order, Address, LineItem, Order, Participants};
 use uuid::Uuid;
 
@@ -25,6 +33,11 @@ struct Args {
     /// Make this step fail for good (for one otherwise good order) and watch compensation.
     #[arg(long, value_name = "STEP")]
     fail_at: Option<String>,
+    /// Run OrderSaga over events: orders start with an `OrderPlaced` event, inventory, payments,
+    /// shipping and notifications are participant services that see only events, and every
+    /// event (transitions, commands, replies) is printed as it is published.
+    #[arg(long)]
+    events: bool,
 }
 
 #[tokio::main]
@@ -50,7 +63,13 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let participants = Participants::open(&url).await?;
 
     let mut registry = Registry::new();
-    order::register_all(&mut registry, &participants)?;
+    let name = if args.events {
+        order::events::register(&mut registry, &Options::default())?;
+        order::events::NAME
+    } else {
+        order::register_all(&mut registry, &participants)?;
+        order::NAME
+    };
     let mut faults = FaultPlan::from_env()?;
     let unknown = faults.unknown_steps(&registry);
     if !unknown.is_empty() {
@@ -64,7 +83,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let scenarios: Vec<(&str, Order)> = match &args.fail_at {
         Some(step) => {
             let known = registry
-                .latest(order::NAME)
+                .latest(name)
                 .is_some_and(|d| d.steps().iter().any(|s| s.name() == step));
             if !known {
                 return Err(format!("--fail-at: OrderSaga has no step named `{step}`").into());
@@ -89,7 +108,16 @@ async fn run() -> Result<(), Box<dyn Error>> {
     };
 
     println!("database: {url}");
-    let mediator = Mediator::builder(store, registry).faults(faults).start();
+    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
+    if args.events {
+        // The participants: separate tasks that only see the bus.
+        services::spawn_with_faults(bus.clone(), &participants, &Service::ALL, &faults);
+        println!("mode: over events (every published event is printed)");
+    }
+    let mediator = Mediator::builder(store, registry)
+        .faults(faults)
+        .bus(bus.clone())
+        .start();
     let mut events = mediator.subscribe(Filter::all());
     for (expect, order) in scenarios {
         println!();
@@ -101,7 +129,13 @@ async fn run() -> Result<(), Box<dyn Error>> {
             dollars(order.amount_cents),
             order.address.country
         );
-        let id = mediator.start(order::NAME, &order).await?;
+        let id = if args.events {
+            let placed = Envelope::new(order::ORDER_PLACED, serde_json::to_value(&order)?);
+            bus.publish(placed.clone()).await?;
+            placed.event_id
+        } else {
+            mediator.start(name, &order).await?
+        };
         println!("  saga {id}");
         print_until_final(&mut events, id).await;
         let saga = mediator.wait(id).await?;

@@ -143,8 +143,9 @@ impl FaultPlan {
         }
     }
 
-    /// The fault to inject into this attempt, if any.
-    pub(crate) fn for_attempt(&self, step: &str, phase: Phase, attempt: u32) -> Option<Fault> {
+    /// The fault to inject into this attempt, if any. Participants use it to fail the commands
+    /// they receive, so that `--fail-at` works for steps that run elsewhere.
+    pub fn for_attempt(&self, step: &str, phase: Phase, attempt: u32) -> Option<Fault> {
         if self.rules.is_empty() {
             return None;
         }

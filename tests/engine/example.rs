@@ -74,3 +74,30 @@ async fn fail_at_forces_a_failure_at_the_named_step() {
         "error: --fail-at: OrderSaga has no step named `no_such_step`"
     );
 }
+
+#[tokio::test]
+async fn the_example_over_events_shows_the_same_outcomes_and_the_event_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let out = run(&url, &["--events"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("  => completed").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("  => compensated").count(), 2, "{stdout}");
+    for flow in [
+        "ReserveInventory",
+        "ChargePayment",
+        "RefundPayment",
+        "ReleaseInventory",
+        "ParticipantReply",
+    ] {
+        assert!(stdout.contains(flow), "{flow} missing from {stdout}");
+    }
+    assert!(stdout.contains("failure: card declined"), "{stdout}");
+    assert_eq!(count(&url, "completed").await, 1);
+    assert_eq!(count(&url, "compensated").await, 2);
+}

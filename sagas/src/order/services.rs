@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use saga_engine::participant::Command;
 use saga_engine::step::idempotency_key;
-use saga_engine::{Envelope, EventBus, Filter, Phase};
+use saga_engine::{Envelope, EventBus, Fault, FaultPlan, Filter, Phase};
 use tokio::task::JoinHandle;
 
 use super::events::{commands::*, Receipt};
@@ -51,17 +51,29 @@ pub fn spawn(
     participants: &Participants,
     services: &[Service],
 ) -> Vec<JoinHandle<()>> {
+    spawn_with_faults(bus, participants, services, &FaultPlan::new())
+}
+
+/// Like [`spawn`], with failures injected into the commands `faults` names (by step, phase and
+/// attempt), as the services' own failures would be.
+pub fn spawn_with_faults(
+    bus: Arc<dyn EventBus>,
+    participants: &Participants,
+    services: &[Service],
+    faults: &FaultPlan,
+) -> Vec<JoinHandle<()>> {
     services
         .iter()
         .map(|&service| {
             let mut commands = bus.subscribe(Filter::types(service.commands().iter().copied()));
-            let (bus, participants) = (bus.clone(), participants.clone());
+            let (bus, participants, faults) = (bus.clone(), participants.clone(), faults.clone());
             tokio::spawn(async move {
                 while let Some(event) = commands.next().await {
                     // Each command in its own task: a slow one does not hold up the others.
-                    let (bus, participants) = (bus.clone(), participants.clone());
+                    let (bus, participants, faults) =
+                        (bus.clone(), participants.clone(), faults.clone());
                     tokio::spawn(async move {
-                        if let Some(reply) = handle(&participants, &event).await {
+                        if let Some(reply) = handle(&participants, &faults, &event).await {
                             if let Err(error) = bus.publish(reply).await {
                                 tracing::warn!(%error, "publishing a reply failed");
                             }
@@ -74,7 +86,7 @@ pub fn spawn(
 }
 
 /// Applies one command and returns its reply (`None` for a malformed command, which is logged).
-async fn handle(p: &Participants, event: &Envelope) -> Option<Envelope> {
+async fn handle(p: &Participants, faults: &FaultPlan, event: &Envelope) -> Option<Envelope> {
     let command = match Command::parse(event) {
         Ok(c) => c,
         Err(reason) => {
@@ -82,6 +94,14 @@ async fn handle(p: &Participants, event: &Envelope) -> Option<Envelope> {
             return None;
         }
     };
+    if let Some(fault) = faults.for_attempt(&command.step, command.phase, command.attempt) {
+        let retryable = !matches!(fault, Fault::Fail);
+        let reason = format!(
+            "injected failure at {} (attempt {})",
+            command.step, command.attempt
+        );
+        return Some(command.failure(reason, retryable));
+    }
     let order: Order = match command.data() {
         Ok(o) => o,
         Err(reason) => return Some(command.failure(reason, false)),
