@@ -13,7 +13,7 @@ use super::output::{
 use super::read::load;
 use crate::event::{EventKind, HistoryEvent};
 use crate::registry::Registry;
-use crate::state::{Millis, SagaState, SagaStatus};
+use crate::state::{Awaiting, Millis, SagaState, SagaStatus};
 use crate::step::StepKind;
 use crate::store::SagaStore;
 
@@ -78,6 +78,7 @@ struct SagaView {
     data: Value,
     lease: Option<Lease>,
     fencing_token: i64,
+    awaiting: Option<Awaiting>,
     compensations_left: Vec<String>,
     steps: Vec<StepView>,
 }
@@ -129,6 +130,7 @@ pub(crate) async fn show(
             expires_at: saga.lease_expires_at.map(rfc3339),
         }),
         fencing_token: saga.fencing_token,
+        awaiting: saga.awaiting,
         compensations_left: saga
             .compensations_left()
             .iter()
@@ -158,11 +160,25 @@ fn print_saga(saga: &SagaState, view: &SagaView) {
     if let Some(error) = &saga.last_error {
         println!("last error  {error}");
     }
-    if let Some(due) = saga.next_attempt_at {
+    if let (Some(awaiting), Some(deadline)) = (saga.awaiting, saga.next_attempt_at) {
+        let step = saga
+            .steps
+            .get(awaiting.step)
+            .map_or("?", |s| s.name.as_str());
+        println!(
+            "waiting     for the reply to {step}'s {} command (attempt {}), deadline {}",
+            awaiting.phase.as_str(),
+            awaiting.attempt,
+            when(deadline)
+        );
+    } else if let Some(due) = saga.next_attempt_at {
         println!("next try    {}", when(due));
     }
     match (&saga.lease_owner, saga.lease_expires_at) {
         (Some(owner), Some(until)) => println!("lease       {owner} until {}", when(until)),
+        _ if saga.awaiting.is_some() => {
+            println!("lease       none (nothing runs here until the reply or the deadline)")
+        }
         _ if !saga.status.is_final() => {
             println!("lease       none (the next worker to look will pick it up)")
         }
