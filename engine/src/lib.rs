@@ -37,6 +37,7 @@ pub mod cli;
 pub mod definition;
 pub mod error;
 pub mod event;
+pub mod failure;
 pub mod fault;
 pub mod mediator;
 pub mod operator;
