@@ -91,16 +91,21 @@ async fn a_step_that_retries_out_is_compensated_like_any_failure() {
     );
 }
 
-#[tokio::test]
-async fn a_step_that_hangs_past_its_timeout_fails_and_is_itself_compensated() {
-    let env = Env::new().await;
+/// A mediator on which `step` hangs past a 200 ms timeout, with no retry.
+fn hanging_at(env: &Env, step: &str) -> Mediator {
     let registry = env.registry_with(&Options {
         step_timeout: Duration::from_millis(200),
         retry: saga::engine::RetryPolicy::no_retry(),
         ..fast_options()
     });
-    let faults = FaultPlan::new().inject("charge_payment", Phase::Action, Fault::Hang);
-    let m = fast(Mediator::builder(env.store.clone(), registry).faults(faults));
+    let faults = FaultPlan::new().inject(step, Phase::Action, Fault::Hang);
+    fast(Mediator::builder(env.store.clone(), registry).faults(faults))
+}
+
+#[tokio::test]
+async fn a_step_that_hangs_past_its_timeout_fails_and_is_itself_compensated() {
+    let env = Env::new().await;
+    let m = hanging_at(&env, "charge_payment");
     let o = good_order("hangs");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -284,13 +289,7 @@ async fn output_rejected_after_the_effect_is_compensated_with_its_step() {
 #[tokio::test]
 async fn a_pivot_with_an_unknown_outcome_stops_for_an_operator_instead_of_compensating() {
     let env = Env::new().await;
-    let registry = env.registry_with(&Options {
-        step_timeout: Duration::from_millis(200),
-        retry: saga::engine::RetryPolicy::no_retry(),
-        ..fast_options()
-    });
-    let faults = FaultPlan::new().inject("create_shipment", Phase::Action, Fault::Hang);
-    let m = fast(Mediator::builder(env.store.clone(), registry).faults(faults));
+    let m = hanging_at(&env, "create_shipment");
     let o = good_order("pivot-unknown");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;

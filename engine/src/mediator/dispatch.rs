@@ -3,10 +3,12 @@
 //! operator's command wrote from another process) are found in the outbox at start-up and by a
 //! periodic sweep, so every event is delivered at least once.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::Inner;
 use crate::bus::Envelope;
@@ -43,10 +45,37 @@ impl Inner {
     }
 }
 
+/// The ids this dispatcher published lately. An event can reach it twice, from its own commit
+/// and from an outbox sweep that read the row before the commit's hand-over was processed; it is
+/// published once. (Across processes, consumers still drop duplicates by id.)
+#[derive(Default)]
+struct Recent {
+    ids: HashSet<Uuid>,
+    order: VecDeque<Uuid>,
+}
+
+impl Recent {
+    const CAPACITY: usize = 65_536;
+
+    /// Records a published `id`, forgetting the oldest beyond the capacity.
+    fn insert(&mut self, id: Uuid) {
+        if !self.ids.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
 /// Runs the dispatcher until the mediator stops.
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispatch>) {
+    let mut recent = Recent::default();
     if inner.config.dispatch {
-        sweep(&inner, Duration::ZERO).await;
+        sweep(&inner, &mut recent, Duration::ZERO).await;
     }
     let mut every = tokio::time::interval(ORPHANED_AFTER);
     every.tick().await;
@@ -62,25 +91,25 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispa
                         Dispatch::Flush(done) => flushes.push(done),
                     }
                 }
-                publish(&inner, batch).await;
+                publish(&inner, &mut recent, batch).await;
                 for done in flushes {
                     let _ = done.send(());
                 }
             }
-            _ = every.tick(), if inner.config.dispatch => sweep(&inner, ORPHANED_AFTER).await,
+            _ = every.tick(), if inner.config.dispatch => sweep(&inner, &mut recent, ORPHANED_AFTER).await,
         }
     }
 }
 
 /// Publishes outbox events at least `min_age` old.
-async fn sweep(inner: &Inner, min_age: Duration) {
+async fn sweep(inner: &Inner, recent: &mut Recent, min_age: Duration) {
     loop {
         match inner.store.outbox_pending(min_age, SWEEP_BATCH).await {
             Ok(events) if events.is_empty() => return,
             Ok(events) => {
                 let full = events.len() == SWEEP_BATCH;
                 tracing::info!(count = events.len(), "publishing events left in the outbox");
-                publish(inner, events).await;
+                publish(inner, recent, events).await;
                 if !full {
                     return;
                 }
@@ -93,7 +122,7 @@ async fn sweep(inner: &Inner, min_age: Duration) {
     }
 }
 
-async fn publish(inner: &Inner, events: Vec<Envelope>) {
+async fn publish(inner: &Inner, recent: &mut Recent, events: Vec<Envelope>) {
     if events.is_empty() {
         return;
     }
@@ -101,8 +130,15 @@ async fn publish(inner: &Inner, events: Vec<Envelope>) {
     let mut published = Vec::with_capacity(events.len());
     for event in events {
         let id = event.event_id;
+        if recent.ids.contains(&id) {
+            published.push(id);
+            continue;
+        }
         match inner.bus.publish(event).await {
-            Ok(()) => published.push(id),
+            Ok(()) => {
+                recent.insert(id);
+                published.push(id);
+            }
             Err(error) => {
                 tracing::warn!(%error, event_id = %id, "publishing failed; the outbox keeps it")
             }
