@@ -82,6 +82,14 @@ pub enum DefinitionError {
         /// What is wrong.
         problem: String,
     },
+    /// An event type can start one saga only.
+    #[error("event `{event_type}` already starts saga `{saga}`; one event type starts one saga")]
+    DuplicateTrigger {
+        /// The event type.
+        event_type: String,
+        /// The saga it already starts.
+        saga: String,
+    },
     /// The registry already holds this name and version.
     #[error("saga `{name}` version {version} is already registered")]
     AlreadyRegistered {

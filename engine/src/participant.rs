@@ -64,6 +64,8 @@ pub struct Command {
     pub kind: String,
     /// The saga: the correlation id.
     pub saga_id: Uuid,
+    /// The saga's definition (copied onto the reply so subscribers can filter by it).
+    pub definition: Option<String>,
     /// The step.
     pub step: String,
     /// The attempt; the reply must carry it.
@@ -104,6 +106,7 @@ impl Command {
         Ok(Self {
             kind: e.kind.clone(),
             saga_id: e.saga_id.ok_or("command without saga_id")?,
+            definition: e.definition.clone(),
             step: e.step.clone().ok_or("command without step")?,
             attempt: e.attempt.ok_or("command without attempt")?,
             phase: payload.phase,
@@ -121,6 +124,7 @@ impl Command {
     fn reply(&self, payload: Value) -> Envelope {
         let mut e = Envelope::new(REPLY, payload);
         e.saga_id = Some(self.saga_id);
+        e.definition = self.definition.clone();
         e.step = Some(self.step.clone());
         e.attempt = Some(self.attempt);
         e

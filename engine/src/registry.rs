@@ -33,10 +33,21 @@ impl Registry {
         Ok(self)
     }
 
-    /// Adds an initiating event: events of the trigger's type start its saga.
-    pub fn trigger(&mut self, trigger: Trigger) -> &mut Self {
+    /// Adds an initiating event: events of the trigger's type start its saga. One trigger per
+    /// event type: the saga's id is the event's id, so one event can start one saga.
+    pub fn trigger(&mut self, trigger: Trigger) -> Result<&mut Self, DefinitionError> {
+        if let Some(existing) = self
+            .triggers
+            .iter()
+            .find(|t| t.event_type == trigger.event_type)
+        {
+            return Err(DefinitionError::DuplicateTrigger {
+                event_type: trigger.event_type,
+                saga: existing.saga.clone(),
+            });
+        }
         self.triggers.push(trigger);
-        self
+        Ok(self)
     }
 
     /// The registered triggers.

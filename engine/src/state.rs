@@ -120,10 +120,14 @@ pub struct StepState {
     pub has_compensation: bool,
     /// Attempts of the action started so far.
     pub attempts: u32,
-    /// Attempts of the compensation started in the current round (an operator retry starts a
-    /// new round).
+    /// Attempts of the compensation started so far.
     #[serde(default)]
     pub compensation_attempts: u32,
+    /// Compensation attempts made before the current round (an operator retry starts a new
+    /// round): the retry policy counts only the attempts since, while attempt numbers keep
+    /// growing so a reply to an old attempt never matches a new one.
+    #[serde(default)]
+    pub compensation_round_start: u32,
     /// Set when an attempt timed out or panicked: its effect may have happened, so the step is
     /// compensated even though it did not complete.
     #[serde(default)]
@@ -142,6 +146,7 @@ impl StepState {
             has_compensation,
             attempts: 0,
             compensation_attempts: 0,
+            compensation_round_start: 0,
             outcome_unknown: false,
             last_error: None,
         }

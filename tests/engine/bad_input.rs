@@ -139,3 +139,19 @@ async fn opening_a_missing_database_for_reading_names_the_path() {
         .unwrap();
     assert!(matches!(err, StoreError::UnsupportedUrl(_)));
 }
+
+#[test]
+fn a_second_trigger_for_the_same_event_type_is_rejected() {
+    let mut registry = Registry::new();
+    registry
+        .trigger(saga::engine::Trigger::with_payload("OrderPlaced", "A"))
+        .unwrap();
+    let err = registry
+        .trigger(saga::engine::Trigger::with_payload("OrderPlaced", "B"))
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "event `OrderPlaced` already starts saga `A`; one event type starts one saga"
+    );
+}

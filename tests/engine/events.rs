@@ -251,3 +251,25 @@ async fn a_malformed_initiating_event_starts_nothing() {
     assert_eq!(finished.saga_id, Some(good.event_id));
     assert_eq!(env.store.list(&Default::default()).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn each_transition_event_carries_its_history_position() {
+    let env = Env::new().await;
+    let m = env.mediator(FaultPlan::new().fail_at("create_shipment"));
+    let mut events = m.subscribe(Filter::all());
+    let id = m.start(order::NAME, &good_order("ev-seq")).await.unwrap();
+    let mut seqs = Vec::new();
+    let collect = async {
+        while let Some(e) = events.next().await {
+            if e.saga_id == Some(id) {
+                seqs.push(e.seq.unwrap());
+                if e.kind == "SagaCompensated" {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(BOUND, collect).await.unwrap();
+    let n = m.history(id).await.unwrap().len() as i64;
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
+}

@@ -91,6 +91,7 @@ async fn a_stale_owner_write_is_refused_after_another_mediator_claims() {
             duration: Duration::from_secs(60),
         }),
         events: std::slice::from_ref(&event),
+        before_deadline: false,
         outbox: &[],
     };
     let refused = env.store.apply(&write).await.unwrap_err();

@@ -29,6 +29,10 @@ pub struct Envelope {
     /// The attempt concerned.
     #[serde(default)]
     pub attempt: Option<u32>,
+    /// For a transition: its position in the saga's history (1, 2, 3... without gaps), so a
+    /// consumer can order one saga's events however they arrive.
+    #[serde(default)]
+    pub seq: Option<i64>,
     /// When it happened, milliseconds since the Unix epoch (the database clock for the engine's
     /// own events).
     pub occurred_at: Millis,
@@ -47,6 +51,7 @@ impl Envelope {
             definition: None,
             step: None,
             attempt: None,
+            seq: None,
             occurred_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as Millis)
@@ -64,6 +69,7 @@ impl Envelope {
             definition: Some(definition.to_string()),
             step: event.step.clone(),
             attempt: event.attempt,
+            seq: Some(event.seq),
             occurred_at: event.at,
             payload: event.detail.clone(),
         }
@@ -104,6 +110,7 @@ mod tests {
         e.definition = Some("OrderSaga".into());
         e.step = Some("reserve_inventory".into());
         e.attempt = Some(2);
+        e.seq = Some(7);
         let text = serde_json::to_string(&e).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         for field in [
@@ -113,6 +120,7 @@ mod tests {
             "definition",
             "step",
             "attempt",
+            "seq",
             "occurred_at",
             "payload",
         ] {

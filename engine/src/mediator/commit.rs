@@ -30,6 +30,18 @@ pub(crate) async fn write(
     lease: Option<Lease<'_>>,
     faults: &FaultPlan,
 ) -> Result<Written, StoreError> {
+    write_checked(store, current, change, lease, faults, false).await
+}
+
+/// [`write`], applied only if the saga's reply deadline has not passed (`before_deadline`).
+pub(crate) async fn write_checked(
+    store: &dyn SagaStore,
+    current: Option<&SagaState>,
+    change: Change,
+    lease: Option<Lease<'_>>,
+    faults: &FaultPlan,
+    before_deadline: bool,
+) -> Result<Written, StoreError> {
     let mut next = change.state;
     let first_seq = current.map_or(0, |c| c.last_seq) + 1;
     let events: Vec<HistoryEvent> = change
@@ -62,6 +74,7 @@ pub(crate) async fn write(
         retry_after: change.retry_after,
         lease,
         events: &events,
+        before_deadline,
         outbox: &outbox,
     };
     faults.crash_point("before_commit");
@@ -100,16 +113,27 @@ impl Inner {
         current: Option<&SagaState>,
         change: Change,
     ) -> Result<SagaState, StoreError> {
+        self.commit_checked(current, change, false).await
+    }
+
+    /// [`Inner::commit`] for a participant's reply: refused once the reply's deadline passed.
+    pub(crate) async fn commit_checked(
+        &self,
+        current: Option<&SagaState>,
+        change: Change,
+        before_deadline: bool,
+    ) -> Result<SagaState, StoreError> {
         let lease = Lease {
             owner: &self.config.owner,
             duration: self.config.lease,
         };
-        let written = write(
+        let written = write_checked(
             self.store.as_ref(),
             current,
             change,
             Some(lease),
             &self.config.faults,
+            before_deadline,
         )
         .await?;
         self.dispatch(written.outbox);

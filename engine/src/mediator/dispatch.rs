@@ -18,11 +18,16 @@ use crate::bus::Envelope;
 const ORPHANED_AFTER: Duration = Duration::from_secs(5);
 /// Events published per outbox sweep, at most.
 const SWEEP_BATCH: usize = 512;
+/// Batches per sweep, at most.
+const SWEEP_ROUNDS: usize = 20;
 
-/// What the dispatcher is asked to do.
+/// What the dispatcher is asked to do, in order.
 pub(crate) enum Dispatch {
     /// Publish these committed events.
     Events(Vec<Envelope>),
+    /// Publish whatever the outbox holds (before driving sagas just claimed, whose earlier
+    /// events an operator or another process may have left there).
+    Sweep,
     /// Answer once everything handed over before has been published.
     Flush(oneshot::Sender<()>),
 }
@@ -33,6 +38,13 @@ impl Inner {
         if self.config.dispatch && !events.is_empty() {
             // The dispatcher only stops with the mediator; the outbox keeps the events anyway.
             let _ = self.dispatcher.send(Dispatch::Events(events));
+        }
+    }
+
+    /// Asks the dispatcher to publish what the outbox holds before anything handed over later.
+    pub(crate) fn sweep_outbox(&self) {
+        if self.config.dispatch {
+            let _ = self.dispatcher.send(Dispatch::Sweep);
         }
     }
 
@@ -83,18 +95,22 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispa
         tokio::select! {
             job = rx.recv() => {
                 let Some(job) = job else { return };
+                // Jobs in order; consecutive event hand-overs are published as one batch.
                 let mut batch = Vec::new();
-                let mut flushes = Vec::new();
                 for job in std::iter::once(job).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                     match job {
                         Dispatch::Events(events) => batch.extend(events),
-                        Dispatch::Flush(done) => flushes.push(done),
+                        Dispatch::Sweep => {
+                            publish(&inner, &mut recent, std::mem::take(&mut batch)).await;
+                            sweep(&inner, &mut recent, Duration::ZERO).await;
+                        }
+                        Dispatch::Flush(done) => {
+                            publish(&inner, &mut recent, std::mem::take(&mut batch)).await;
+                            let _ = done.send(());
+                        }
                     }
                 }
                 publish(&inner, &mut recent, batch).await;
-                for done in flushes {
-                    let _ = done.send(());
-                }
             }
             _ = every.tick(), if inner.config.dispatch => sweep(&inner, &mut recent, ORPHANED_AFTER).await,
         }
@@ -103,7 +119,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispa
 
 /// Publishes outbox events at least `min_age` old.
 async fn sweep(inner: &Inner, recent: &mut Recent, min_age: Duration) {
-    loop {
+    // Bounded, so a backlog cannot keep the dispatcher from live events for long.
+    for _ in 0..SWEEP_ROUNDS {
         match inner.store.outbox_pending(min_age, SWEEP_BATCH).await {
             Ok(events) if events.is_empty() => return,
             Ok(events) => {

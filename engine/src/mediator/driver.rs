@@ -69,10 +69,15 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
         }
     });
     if let Some(change) = first {
+        let retry_after = change
+            .retry_after
+            .filter(|_| change.state.awaiting.is_none());
         match commit_with_retry(inner, &saga, change).await {
             Some(next) => saga = next,
             None => return,
         }
+        // A timed-out reply that schedules a retry waits out its backoff like any other.
+        due = retry_after.map(|d| Instant::now() + d).or(due);
     }
     loop {
         if *shutdown.borrow() {

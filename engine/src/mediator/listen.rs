@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::Inner;
-use crate::bus::{Filter, Subscription};
+use crate::bus::{Envelope, Filter, Subscription};
 use crate::error::EngineError;
 use crate::participant::{Reply, REPLY};
 use crate::state::Awaiting;
@@ -34,19 +34,42 @@ pub(crate) async fn triggers(inner: Arc<Inner>, mut events: Subscription) {
                     continue;
                 }
             };
-            match inner.start(&trigger.saga, event.event_id, data).await {
-                Ok(id) => {
-                    tracing::info!(saga_id = %id, event = %event.kind, "saga started by an event")
-                }
-                Err(EngineError::Store(StoreError::Duplicate(id))) => {
-                    tracing::info!(saga_id = %id, event_id = %event.event_id, "duplicate initiating event; the saga already exists")
-                }
-                Err(error) => {
-                    tracing::warn!(event_id = %event.event_id, event = %event.kind, %error, "initiating event ignored")
-                }
+            start_from_event(&inner, &trigger.saga, &event, data).await;
+        }
+    }
+}
+
+/// Starts `saga` from an initiating event, retrying while the store is unavailable; a saga that
+/// already exists for this event means the event was a duplicate.
+async fn start_from_event(
+    inner: &Arc<Inner>,
+    saga: &str,
+    event: &Envelope,
+    data: serde_json::Value,
+) {
+    let mut delay = std::time::Duration::from_millis(50);
+    for _ in 0..8 {
+        match inner.start(saga, event.event_id, data.clone()).await {
+            Ok(id) => {
+                tracing::info!(saga_id = %id, event = %event.kind, "saga started by an event");
+                return;
+            }
+            Err(EngineError::Store(StoreError::Duplicate(id))) => {
+                tracing::info!(saga_id = %id, event_id = %event.event_id, "duplicate initiating event; the saga already exists");
+                return;
+            }
+            Err(EngineError::Store(error)) => {
+                tracing::warn!(event_id = %event.event_id, %error, "starting a saga from an event failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(error) => {
+                tracing::warn!(event_id = %event.event_id, event = %event.kind, %error, "initiating event ignored");
+                return;
             }
         }
     }
+    tracing::error!(event_id = %event.event_id, "initiating event dropped: the store stayed unavailable");
 }
 
 /// Subscribes to participants' replies. Done when the mediator starts, like [`subscribe`].
@@ -117,14 +140,24 @@ async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<(), StoreError
         };
         // Taking the saga over, as a claim would: a driver left from before cannot write.
         change.state.fencing_token += 1;
-        match inner.commit(Some(&saga), change).await {
+        match inner.commit_checked(Some(&saga), change, true).await {
             Ok(next) => {
                 if matches!(transition::next(&next), Next::Begin | Next::Run { .. }) {
                     inner.spawn_driver(next, false);
                 }
                 return Ok(());
             }
-            Err(StoreError::LeaseLost(_)) => continue,
+            // Refused: the saga moved on (go round and see), or nothing changed and the reply
+            // came after its deadline.
+            Err(StoreError::LeaseLost(_)) => {
+                let now = inner.store.get(reply.saga_id).await?;
+                if now.as_ref().is_some_and(|n| {
+                    n.last_seq == saga.last_seq && n.fencing_token == saga.fencing_token
+                }) {
+                    tracing::warn!(saga_id = %saga.id, step = %reply.step, attempt = reply.attempt, "reply came after its deadline; ignored");
+                    return Ok(());
+                }
+            }
             Err(error) => return Err(error),
         }
     }

@@ -31,6 +31,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             {
                 Ok(claimed) => {
                     full = claimed.len() == limit;
+                    if !claimed.is_empty() {
+                        // Their earlier events (an operator's, a crashed owner's) go out first.
+                        inner.sweep_outbox();
+                    }
                     for saga in claimed {
                         tracing::info!(saga_id = %saga.id, status = %saga.status, "resuming saga");
                         inner.spawn_driver(saga, true);

@@ -88,6 +88,9 @@ pub struct Transition<'a> {
     pub lease: Option<Lease<'a>>,
     /// History events to append, with consecutive `seq` following the stored `last_seq`.
     pub events: &'a [HistoryEvent],
+    /// Apply only while the stored due time (a participant's reply deadline) is still in the
+    /// future by the database clock: a reply that comes after its deadline is late.
+    pub before_deadline: bool,
     /// Events to publish once committed (one per history event, and any participant command),
     /// written to the outbox in the same transaction. Their `occurred_at` is set to the commit
     /// time.

@@ -135,6 +135,7 @@ fn start_attempt(def: &Definition, change: &mut Change, i: usize, phase: Phase, 
         let command = Command {
             kind: command.to_string(),
             saga_id: change.state.id,
+            definition: Some(def.name().to_string()),
             step: spec.name().to_string(),
             attempt,
             phase,
@@ -224,11 +225,32 @@ pub(crate) fn resume(def: &Definition, state: &SagaState) -> Option<Change> {
     };
     let spec = &def.steps()[step];
     let forever = phase == Phase::Action && spec.kind() == StepKind::Retriable;
-    Some(if forever || spec.policy(phase).allows_another(attempt) {
-        begin_with(def, state, json!({ "resumed": true }))
-    } else {
-        failed(def, state, phase, &StepError::interrupted(attempt))
-    })
+    Some(
+        if forever
+            || spec
+                .policy(phase)
+                .allows_another(attempts_this_round(state, step, phase))
+        {
+            begin_with(def, state, json!({ "resumed": true }))
+        } else {
+            failed(def, state, phase, &StepError::interrupted(attempt))
+        },
+    )
+}
+
+/// Attempts that count against the retry policy: all of the action's; the compensation's since
+/// the last operator retry.
+fn attempts_this_round(state: &SagaState, i: usize, phase: Phase) -> u32 {
+    let step = &state.steps[i];
+    match phase {
+        Phase::Action => step.attempts,
+        Phase::Compensation => {
+            step.compensation_attempts
+                - step
+                    .compensation_round_start
+                    .min(step.compensation_attempts)
+        }
+    }
 }
 
 /// Checks that a stored saga was started by this definition's shape; a mismatch (a definition
@@ -304,7 +326,8 @@ pub(crate) fn failed(
         Phase::Compensation => step.compensation_attempts,
     };
     let forever = phase == Phase::Action && spec.kind() == StepKind::Retriable;
-    let retry = error.retryable && (forever || spec.policy(phase).allows_another(attempt));
+    let this_round = attempts_this_round(state, i, phase);
+    let retry = error.retryable && (forever || spec.policy(phase).allows_another(this_round));
     let retry_after = retry.then(|| spec.policy(phase).delay_after(attempt));
     let detail = json!({
         "error": error.message,

@@ -24,6 +24,11 @@ pub enum Refused {
     /// A pivot or retriable step has started: the saga can only go forward.
     #[error("step `{0}` is past the point of no return; the saga can only go forward")]
     PastPivot(String),
+    /// A participant's reply is awaited; its deadline decides.
+    #[error(
+        "it is waiting for a participant's reply; it is retried if none comes by the deadline"
+    )]
+    AwaitingReply,
     /// Nothing is waiting to be retried.
     #[error("it is {0} and not waiting for a retry")]
     NothingToRetry(SagaStatus),
@@ -77,9 +82,13 @@ pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> 
     match (state.status, state.steps.get(i).map(|s| s.status)) {
         (SagaStatus::Failed, Some(StepStatus::CompensationFailed)) => {
             change.state.status = SagaStatus::Compensating;
-            change.state.steps[i].compensation_attempts = 0;
+            let step = &mut change.state.steps[i];
+            step.compensation_round_start = step.compensation_attempts;
         }
         (SagaStatus::Failed, Some(StepStatus::Failed)) => change.state.status = SagaStatus::Running,
+        // A participant's reply is awaited: retrying now would abandon a command that may
+        // still be answered.
+        _ if state.awaiting.is_some() => return Err(Refused::AwaitingReply),
         (SagaStatus::Running | SagaStatus::Compensating, _) if state.next_attempt_at.is_some() => {}
         (status, _) => return Err(Refused::NothingToRetry(status)),
     }

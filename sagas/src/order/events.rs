@@ -107,6 +107,6 @@ pub fn definition(options: &Options) -> Result<Definition, DefinitionError> {
 /// Registers the event-driven OrderSaga, started by `OrderPlaced` events.
 pub fn register(registry: &mut Registry, options: &Options) -> Result<(), DefinitionError> {
     registry.register(definition(options)?)?;
-    registry.trigger(Trigger::with_payload(ORDER_PLACED, NAME));
+    registry.trigger(Trigger::with_payload(ORDER_PLACED, NAME))?;
     Ok(())
 }

@@ -138,6 +138,6 @@ pub fn register_all_with(
 ) -> Result<(), DefinitionError> {
     registry.register(definition_with(participants, options)?)?;
     // Publishing `OrderPlaced` (payload: the order) starts an OrderSaga.
-    registry.trigger(Trigger::with_payload(ORDER_PLACED, NAME));
+    registry.trigger(Trigger::with_payload(ORDER_PLACED, NAME))?;
     Ok(())
 }

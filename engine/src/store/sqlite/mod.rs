@@ -171,6 +171,7 @@ impl SagaStore for SqliteStore {
             .bind(s.fencing_token)
             .bind(t.expected_seq())
             .bind(awaiting)
+            .bind(t.before_deadline)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(at) = at else {
@@ -226,14 +227,27 @@ impl SagaStore for SqliteStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter()
-            .map(|(id, text)| {
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    id: format!("outbox event {id}"),
-                    reason: e.to_string(),
-                })
-            })
-            .collect()
+        let mut events = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
+        for (id, text) in rows {
+            match serde_json::from_str(&text) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    // It can never be published; keeping it would block every sweep behind it.
+                    tracing::error!(event_id = %id, %error, "unreadable outbox event dropped");
+                    unreadable.push(id);
+                }
+            }
+        }
+        if !unreadable.is_empty() {
+            sqlx::query(
+                "DELETE FROM saga_outbox WHERE event_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(json_list(&unreadable))
+            .execute(&self.writer)
+            .await?;
+        }
+        Ok(events)
     }
 
     async fn outbox_remove(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {

@@ -31,6 +31,9 @@ pub(super) const UPDATE_SAGA: &str = concat!(
     " + ?11 END, last_seq = ?13, fencing_token = ?14, awaiting = ?16, updated_at = ",
     now_ms!(),
     " WHERE id = ?1 AND fencing_token = ?12 AND last_seq = ?15 AND definition = ?2 AND version = ?3 ",
+    "AND (?17 = 0 OR next_attempt_at > ",
+    now_ms!(),
+    ") ",
     "RETURNING updated_at"
 );
 
