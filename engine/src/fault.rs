@@ -10,6 +10,24 @@ use crate::step::{Phase, StepError};
 
 /// The environment variable read by [`FaultPlan::from_env`].
 pub const FAULTS_ENV: &str = "SAGA_FAULTS";
+/// Arms a crash point: `POINT` or `POINT:N` (the N-th time it is reached, from 1).
+pub const CRASH_AT_ENV: &str = "SAGA_CRASH_AT";
+/// Names a file to which every crash point reached is appended, one per line: how a harness
+/// discovers the points a run passes through.
+pub const CRASH_TRACE_ENV: &str = "SAGA_CRASH_TRACE";
+
+/// The crash points, in the order a transition meets them:
+/// - `before_commit`, `after_commit`: around every transition's commit (the latter is also an
+///   ambiguous commit: durable, but the process never learns it);
+/// - `after_action`, `after_compensation`: the work's effect is applied, not yet recorded;
+/// - `before_dispatch`: committed and in the outbox, not yet published.
+pub const CRASH_POINTS: [&str; 5] = [
+    "before_commit",
+    "after_commit",
+    "after_action",
+    "after_compensation",
+    "before_dispatch",
+];
 
 /// What to do to a step's action or compensation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +67,8 @@ struct ArmedCrash {
 pub struct FaultPlan {
     rules: HashMap<(String, Phase), Fault>,
     crash: Option<Arc<ArmedCrash>>,
+    /// Where reached crash points are recorded (discovery runs).
+    trace: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 }
 
 impl FaultPlan {
@@ -80,7 +100,7 @@ impl FaultPlan {
 
     /// Whether no fault is planned.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.crash.is_none()
+        self.rules.is_empty() && self.crash.is_none() && self.trace.is_none()
     }
 
     /// Parses `STEP[/compensate]=FAULT` entries separated by commas, e.g.
@@ -135,12 +155,42 @@ impl FaultPlan {
         unknown
     }
 
-    /// The plan in `SAGA_FAULTS`, or an empty plan when it is unset.
+    /// The plan in `SAGA_FAULTS`, with the crash point armed by `SAGA_CRASH_AT` and the trace
+    /// file of `SAGA_CRASH_TRACE`; an empty plan when none is set.
     pub fn from_env() -> Result<Self, FaultParseError> {
-        match std::env::var(FAULTS_ENV) {
-            Ok(spec) => Self::parse(&spec),
-            Err(_) => Ok(Self::new()),
+        let mut plan = match std::env::var(FAULTS_ENV) {
+            Ok(spec) => Self::parse(&spec)?,
+            Err(_) => Self::new(),
+        };
+        if let Ok(spec) = std::env::var(CRASH_AT_ENV) {
+            let err = |reason: &str| FaultParseError {
+                spec: spec.clone(),
+                reason: reason.to_string(),
+            };
+            let (point, nth) = match spec.split_once(':') {
+                Some((point, n)) => (
+                    point,
+                    n.parse::<u32>().map_err(|_| err("N must be a number"))?,
+                ),
+                None => (spec.as_str(), 1),
+            };
+            if !CRASH_POINTS.contains(&point) {
+                return Err(err("unknown crash point"));
+            }
+            plan = plan.crash_at(point, nth);
         }
+        if let Ok(path) = std::env::var(CRASH_TRACE_ENV) {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| FaultParseError {
+                    spec: path.clone(),
+                    reason: format!("cannot open the crash trace: {e}"),
+                })?;
+            plan.trace = Some(Arc::new(std::sync::Mutex::new(file)));
+        }
+        Ok(plan)
     }
 
     /// The fault to inject into this attempt, if any. Participants use it to fail the commands
@@ -158,6 +208,11 @@ impl FaultPlan {
 
     /// Marks a named crash point. Unarmed, this is one branch on an `Option`.
     pub(crate) fn crash_point(&self, point: &str) {
+        if let Some(trace) = &self.trace {
+            use std::io::Write;
+            let mut file = trace.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(file, "{point}");
+        }
         if let Some(armed) = &self.crash {
             if armed.point == point && armed.seen.fetch_add(1, Ordering::SeqCst) + 1 == armed.nth {
                 tracing::error!(point, "crash point reached: aborting the process");

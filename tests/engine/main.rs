@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod crash;
 mod events;
 
 mod bad_input;

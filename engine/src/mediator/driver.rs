@@ -103,7 +103,11 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
                 attempt,
             } => {
                 let outcome = run_attempt(inner, &def, &saga, step, phase, attempt).await;
-                inner.config.faults.crash_point("after_step");
+                // The work is done (its effect applied) but not yet recorded.
+                inner.config.faults.crash_point(match phase {
+                    Phase::Action => "after_action",
+                    Phase::Compensation => "after_compensation",
+                });
                 match outcome {
                     Ok(data) => transition::succeeded(&def, &saga, phase, data),
                     Err(error) => transition::failed(&def, &saga, phase, &error),

@@ -1,0 +1,168 @@
+//! A child process for the crash-point matrix (`tests/engine/crash.rs`): it runs one OrderSaga,
+//! or recovers whatever a crashed run left, against a SQLite file, honouring `SAGA_CRASH_AT`,
+//! `SAGA_CRASH_TRACE` and `SAGA_FAULTS`. Every event it publishes is first recorded in the
+//! table `crash_deliveries` (one row per event id, with a delivery count), so the harness can
+//! check that every transition's event was published at least once.
+//!
+//! ```text
+//! crash_child --database sqlite://x.db start --order-id o1 [--fail-at STEP]
+//! crash_child --database sqlite://x.db recover [--fail-at STEP]
+//! ```
+
+use std::error::Error;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clap::{Parser, Subcommand};
+use saga::engine::bus::BusError;
+use saga::engine::{
+    store, Envelope, EventBus, FaultPlan, Filter, InProcessBus, Mediator, Registry, RetryPolicy,
+    Subscription,
+};
+use saga::sagas::order::{self, Options};
+use saga::sagas::{Address, LineItem, Order, Participants};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::SqlitePool;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    database: String,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Start one OrderSaga and wait for its outcome.
+    Start {
+        #[arg(long)]
+        order_id: String,
+        #[arg(long)]
+        fail_at: Option<String>,
+    },
+    /// Continue every unfinished saga until none is left.
+    Recover {
+        #[arg(long)]
+        fail_at: Option<String>,
+    },
+}
+
+/// A bus that records each delivery in the database before delivering it.
+struct RecordingBus {
+    inner: InProcessBus,
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl EventBus for RecordingBus {
+    async fn publish(&self, event: Envelope) -> Result<(), BusError> {
+        sqlx::query(
+            "INSERT INTO crash_deliveries (event_id, kind, deliveries) VALUES (?1, ?2, 1) \
+             ON CONFLICT (event_id) DO UPDATE SET deliveries = deliveries + 1",
+        )
+        .bind(event.event_id.to_string())
+        .bind(&event.kind)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        self.inner.publish(event).await
+    }
+
+    fn subscribe(&self, filter: Filter) -> Subscription {
+        self.inner.subscribe(filter)
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let url = args.database;
+    let store = store::open(&url, store::OpenMode::CreateIfMissing).await?;
+    let participants = Participants::open(&url).await?;
+    let pool = SqlitePool::connect_with(
+        SqliteConnectOptions::from_str(&url)?.busy_timeout(Duration::from_secs(30)),
+    )
+    .await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS crash_deliveries (event_id TEXT PRIMARY KEY, kind TEXT NOT NULL, deliveries INTEGER NOT NULL)")
+        .execute(&pool)
+        .await?;
+    let quick = |p: RetryPolicy| p.backoff(Duration::from_millis(5), Duration::from_millis(20));
+    let options = Options {
+        step_timeout: Duration::from_secs(5),
+        retry: quick(RetryPolicy::attempts(3)),
+        compensation_retry: quick(RetryPolicy::attempts(5)),
+        confirm_retry: quick(RetryPolicy::forever()),
+    };
+    let mut registry = Registry::new();
+    order::register_all_with(&mut registry, &participants, &options)?;
+    let fail_at = match &args.mode {
+        Mode::Start { fail_at, .. } | Mode::Recover { fail_at } => fail_at.clone(),
+    };
+    let mut faults = FaultPlan::from_env()?;
+    if let Some(step) = fail_at {
+        faults = faults.fail_at(step);
+    }
+    let bus = Arc::new(RecordingBus {
+        inner: InProcessBus::new(),
+        pool,
+    });
+    let mediator = Mediator::builder(store.clone(), registry)
+        .faults(faults)
+        .bus(bus)
+        .lease(Duration::from_millis(300))
+        .poll_interval(Duration::from_millis(20))
+        .start();
+    match args.mode {
+        Mode::Start { order_id, .. } => {
+            let o = Order::new(
+                &order_id,
+                &format!("cust-{order_id}"),
+                vec![LineItem {
+                    sku: "widget".into(),
+                    quantity: 2,
+                }],
+                4_000,
+                Address {
+                    street: "1 Main St".into(),
+                    city: "Springfield".into(),
+                    country: "US".into(),
+                },
+            );
+            let id = mediator.start(order::NAME, &o).await?;
+            mediator.wait(id).await?;
+        }
+        Mode::Recover { .. } => {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let left: u64 = store
+                    .unfinished_definitions()
+                    .await?
+                    .iter()
+                    .map(|(_, _, n)| n)
+                    .sum();
+                if left == 0 {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("{left} saga(s) still unfinished after 60 s").into());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    // Publishes whatever is still to go (a crashed run's leftovers included) before exiting.
+    mediator.shutdown().await;
+    Ok(())
+}
