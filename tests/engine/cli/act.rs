@@ -195,3 +195,89 @@ async fn a_worker_runs_sagas_started_for_it_and_stops_gracefully_on_sigterm() {
     .expect("the worker stops on SIGTERM");
     assert!(exited.success());
 }
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_nothing_and_the_next_worker_finishes() {
+    let db = Db::new();
+    let ids: Vec<Uuid> = (0..30)
+        .map(|i| {
+            id_of(&db.json(&[
+                "run",
+                "OrderSaga",
+                "--data",
+                &order(&format!("k{i}"), 1_000, "FR"),
+            ]))
+        })
+        .collect();
+    // Slow confirmations keep the batch busy long enough to be killed mid-run.
+    let mut first = Command::new(SAGA)
+        .args([
+            "--database",
+            &db.url,
+            "worker",
+            "--poll",
+            "20ms",
+            "--lease",
+            "1s",
+        ])
+        .env("SAGA_FAULTS", "confirm_order=fail:3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until("some sagas to complete", || async {
+        let list = db.json(&["list", "--status", "completed", "--limit", "100"]);
+        list["sagas"].as_array().unwrap().len() >= 3
+    })
+    .await;
+    let killed = Command::new("kill")
+        .args(["-9", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = first.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let unfinished = db.json(&[
+        "list",
+        "--status",
+        "running",
+        "--status",
+        "compensating",
+        "--limit",
+        "100",
+    ]);
+    assert!(
+        !unfinished["sagas"].as_array().unwrap().is_empty(),
+        "the kill came mid-batch"
+    );
+
+    let _second = db.worker("");
+    for id in &ids {
+        db.until_status(*id, SagaStatus::Completed).await;
+    }
+    let all = db.json(&["list", "--limit", "100"]);
+    assert!(all["sagas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["status"] == "completed"));
+    // Each order charged and shipped exactly once, whatever ran twice.
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    let (charges, shipments, confirmations): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM payments_charges WHERE status = 'charged'), \
+         (SELECT COUNT(*) FROM shipments), (SELECT COUNT(*) FROM order_confirmations)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((charges, shipments, confirmations), (30, 30, 30));
+    let stock: i64 =
+        sqlx::query_scalar("SELECT available FROM inventory_stock WHERE sku = 'widget'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stock, 1_000 - 30);
+}
