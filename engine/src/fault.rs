@@ -69,6 +69,8 @@ pub struct FaultPlan {
     crash: Option<Arc<ArmedCrash>>,
     /// Where reached crash points are recorded (discovery runs).
     trace: Option<Arc<std::sync::Mutex<std::fs::File>>>,
+    /// Commits (by number, from 1) that succeed but are reported as failed.
+    ambiguous: Option<Arc<(u32, AtomicU32)>>,
 }
 
 impl FaultPlan {
@@ -98,9 +100,26 @@ impl FaultPlan {
         self
     }
 
+    /// Makes the `nth` commit (from 1) of this process succeed in the database but be reported
+    /// as failed, as when the connection drops during COMMIT.
+    pub fn ambiguous_commit(mut self, nth: u32) -> Self {
+        self.ambiguous = Some(Arc::new((nth.max(1), AtomicU32::new(0))));
+        self
+    }
+
+    /// Whether this commit, just made, is to be reported as failed.
+    pub(crate) fn commit_unconfirmed(&self) -> bool {
+        self.ambiguous
+            .as_ref()
+            .is_some_and(|a| a.1.fetch_add(1, Ordering::SeqCst) + 1 == a.0)
+    }
+
     /// Whether no fault is planned.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.crash.is_none() && self.trace.is_none()
+        self.rules.is_empty()
+            && self.crash.is_none()
+            && self.trace.is_none()
+            && self.ambiguous.is_none()
     }
 
     /// Parses `STEP[/compensate]=FAULT` entries separated by commas, e.g.

@@ -293,3 +293,50 @@ async fn a_step_that_kills_its_process_every_time_is_not_retried_forever() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_ambiguous_commit_is_recovered_without_doing_anything_twice() {
+    // Every commit from the 3rd to the 6th, in turn, goes through but is reported as failed.
+    for nth in 3..=6 {
+        let env = Env::new().await;
+        let m = fast(
+            Mediator::builder(env.store.clone(), env.registry())
+                .faults(FaultPlan::new().ambiguous_commit(nth)),
+        );
+        let mut events = m.subscribe(saga::engine::Filter::all());
+        let o = good_order(&format!("ambiguous-{nth}"));
+        let id = m.start(saga::sagas::order::NAME, &o).await.unwrap();
+        let saga = wait(&m, id).await;
+        assert_eq!(saga.status, SagaStatus::Completed, "commit {nth}");
+        let history = m.history(id).await.unwrap();
+        assert_gapless(&history);
+        let completed = lines(&history)
+            .into_iter()
+            .filter(|l| l.starts_with("StepCompleted"))
+            .count();
+        assert_eq!(completed, 5, "commit {nth}: no step completed twice");
+        // Every event was published, the unconfirmed commit's included, in history order.
+        let mut published = Vec::new();
+        until("every event to be published", || {
+            while let Some(e) = events.try_next() {
+                if e.saga_id == Some(id) {
+                    published.push(e.seq.unwrap());
+                }
+            }
+            let done = published.len() >= history.len();
+            async move { done }
+        })
+        .await;
+        assert_eq!(
+            published,
+            (1..=history.len() as i64).collect::<Vec<_>>(),
+            "commit {nth}"
+        );
+        let after = effects(&env.participants, &o).await;
+        assert_eq!(
+            (after.charged, after.shipments, after.confirmations),
+            (4_000, 1, 1),
+            "commit {nth}"
+        );
+    }
+}

@@ -80,6 +80,9 @@ pub(crate) async fn write_checked(
     faults.crash_point("before_commit");
     let committed = store.apply(&transition).await?;
     faults.crash_point("after_commit");
+    if faults.commit_unconfirmed() {
+        return Err(StoreError::Unconfirmed(next.id));
+    }
 
     let at = committed.at;
     if current.is_none() {

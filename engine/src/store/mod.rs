@@ -58,6 +58,9 @@ pub enum StoreError {
     /// owns it now, or an operator acted on it. The write was refused.
     #[error("saga {0} was changed by another mediator or an operator; this write was refused")]
     LeaseLost(Uuid),
+    /// The database did not confirm the commit: it may or may not have happened.
+    #[error("the commit of saga {0} was not confirmed; it may or may not have happened")]
+    Unconfirmed(Uuid),
     /// An insert found the id taken.
     #[error("saga {0} already exists")]
     Duplicate(Uuid),
