@@ -60,6 +60,48 @@ struct ArmedCrash {
     point: String,
     nth: u32,
     seen: AtomicU32,
+    mode: CrashMode,
+}
+
+/// What reaching an armed crash point does.
+#[derive(Debug)]
+enum CrashMode {
+    /// Stop the process at once, as SIGKILL would (`std::process::abort`).
+    Abort,
+    /// Stop the task that reached it for good (the in-process tier drops the mediator next).
+    Halt(Arc<Stopped>),
+    /// Stop the task until released, and stop renewing leases meanwhile: a frozen process.
+    Freeze(Arc<Stopped>),
+}
+
+/// Where a halted or frozen mediator stopped, for the test that armed it.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    reached: tokio::sync::Notify,
+    stopped: std::sync::atomic::AtomicBool,
+    release: tokio::sync::Notify,
+}
+
+impl Stopped {
+    /// Waits until the armed point was reached.
+    pub async fn reached(&self) {
+        let notified = self.reached.notified();
+        if self.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Lets a frozen mediator go on (a halted one never does).
+    pub fn release(&self) {
+        self.stopped.store(false, Ordering::SeqCst);
+        self.release.notify_waiters();
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.reached.notify_waiters();
+    }
 }
 
 /// Which faults to inject where. Cheap to clone; empty by default.
@@ -91,13 +133,43 @@ impl FaultPlan {
     }
 
     /// Arms a crash point: the process aborts the `nth` time (from 1) it reaches `point`.
-    pub fn crash_at(mut self, point: impl Into<String>, nth: u32) -> Self {
+    pub fn crash_at(self, point: impl Into<String>, nth: u32) -> Self {
+        self.arm(point.into(), nth, CrashMode::Abort)
+    }
+
+    /// Arms a crash point for the in-process tier: the task that reaches it stops for good
+    /// (nothing after the point happens), and the returned handle says when.
+    pub fn halt_at(self, point: impl Into<String>, nth: u32) -> (Self, Arc<Stopped>) {
+        let stopped = Arc::new(Stopped::default());
+        (
+            self.arm(point.into(), nth, CrashMode::Halt(stopped.clone())),
+            stopped,
+        )
+    }
+
+    /// Arms a crash point that freezes the mediator there (its leases are no longer renewed)
+    /// until the returned handle releases it: a zombie, once another mediator took over.
+    pub fn freeze_at(self, point: impl Into<String>, nth: u32) -> (Self, Arc<Stopped>) {
+        let stopped = Arc::new(Stopped::default());
+        (
+            self.arm(point.into(), nth, CrashMode::Freeze(stopped.clone())),
+            stopped,
+        )
+    }
+
+    fn arm(mut self, point: String, nth: u32, mode: CrashMode) -> Self {
         self.crash = Some(Arc::new(ArmedCrash {
-            point: point.into(),
+            point,
             nth: nth.max(1),
             seen: AtomicU32::new(0),
+            mode,
         }));
         self
+    }
+
+    /// Whether a frozen mediator's tasks should stand still (no lease renewals).
+    pub(crate) fn frozen(&self) -> bool {
+        matches!(&self.crash, Some(a) if matches!(&a.mode, CrashMode::Freeze(s) if s.stopped.load(Ordering::SeqCst)))
     }
 
     /// Makes the `nth` commit (from 1) of this process succeed in the database but be reported
@@ -225,8 +297,9 @@ impl FaultPlan {
         }
     }
 
-    /// Marks a named crash point. Unarmed, this is one branch on an `Option`.
-    pub(crate) fn crash_point(&self, point: &str) {
+    /// Marks a named crash point. Unarmed, this is one branch on an `Option` (and one more for
+    /// the trace).
+    pub(crate) async fn crash_point(&self, point: &str) {
         if let Some(trace) = &self.trace {
             use std::io::Write;
             let mut file = trace.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,8 +307,21 @@ impl FaultPlan {
         }
         if let Some(armed) = &self.crash {
             if armed.point == point && armed.seen.fetch_add(1, Ordering::SeqCst) + 1 == armed.nth {
-                tracing::error!(point, "crash point reached: aborting the process");
-                std::process::abort();
+                match &armed.mode {
+                    CrashMode::Abort => {
+                        tracing::error!(point, "crash point reached: aborting the process");
+                        std::process::abort();
+                    }
+                    CrashMode::Halt(stopped) => {
+                        stopped.stop();
+                        std::future::pending::<()>().await;
+                    }
+                    CrashMode::Freeze(stopped) => {
+                        let released = stopped.release.notified();
+                        stopped.stop();
+                        released.await;
+                    }
+                }
             }
         }
     }

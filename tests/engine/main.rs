@@ -4,6 +4,7 @@
 
 mod common;
 mod crash;
+mod crash_fast;
 mod events;
 
 mod bad_input;

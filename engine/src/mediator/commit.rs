@@ -77,9 +77,9 @@ pub(crate) async fn write_checked(
         before_deadline,
         outbox: &outbox,
     };
-    faults.crash_point("before_commit");
+    faults.crash_point("before_commit").await;
     let committed = store.apply(&transition).await?;
-    faults.crash_point("after_commit");
+    faults.crash_point("after_commit").await;
     if faults.commit_unconfirmed() {
         return Err(StoreError::Unconfirmed(next.id));
     }

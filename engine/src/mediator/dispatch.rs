@@ -152,7 +152,7 @@ async fn publish(inner: &Inner, recent: &mut Recent, events: Vec<Envelope>) {
         }
         // Committed and in the outbox, not yet published (once per event, so a run's crash
         // points do not depend on how events happen to be batched).
-        inner.config.faults.crash_point("before_dispatch");
+        inner.config.faults.crash_point("before_dispatch").await;
         match inner.bus.publish(event).await {
             Ok(()) => {
                 recent.insert(id);

@@ -104,10 +104,14 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
             } => {
                 let outcome = run_attempt(inner, &def, &saga, step, phase, attempt).await;
                 // The work is done (its effect applied) but not yet recorded.
-                inner.config.faults.crash_point(match phase {
-                    Phase::Action => "after_action",
-                    Phase::Compensation => "after_compensation",
-                });
+                inner
+                    .config
+                    .faults
+                    .crash_point(match phase {
+                        Phase::Action => "after_action",
+                        Phase::Compensation => "after_compensation",
+                    })
+                    .await;
                 match outcome {
                     Ok(data) => transition::succeeded(&def, &saga, phase, data),
                     Err(error) => transition::failed(&def, &saga, phase, &error),

@@ -62,7 +62,7 @@ pub(crate) async fn heartbeat(inner: Arc<Inner>) {
     loop {
         tokio::time::sleep(every).await;
         let ids = inner.in_flight_ids();
-        if ids.is_empty() {
+        if ids.is_empty() || inner.config.faults.frozen() {
             continue;
         }
         if let Err(error) = inner
