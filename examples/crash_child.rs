@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! crash_child --database sqlite://x.db start --order-id o1 [--fail-at STEP]
+//! crash_child --database sqlite://x.db batch --count 40
 //! crash_child --database sqlite://x.db recover [--fail-at STEP]
 //! ```
 
@@ -42,6 +43,12 @@ enum Mode {
         order_id: String,
         #[arg(long)]
         fail_at: Option<String>,
+    },
+    /// Start `count` OrderSagas at once (one in four declined, one in four unshippable),
+    /// printing `started ID` as each becomes durable, and wait for them all.
+    Batch {
+        #[arg(long)]
+        count: usize,
     },
     /// Continue every unfinished saga until none is left.
     Recover {
@@ -109,6 +116,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     order::register_all_with(&mut registry, &participants, &options)?;
     let fail_at = match &args.mode {
         Mode::Start { fail_at, .. } | Mode::Recover { fail_at } => fail_at.clone(),
+        Mode::Batch { .. } => None,
     };
     let mut faults = FaultPlan::from_env()?;
     if let Some(step) = fail_at {
@@ -142,6 +150,39 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             );
             let id = mediator.start(order::NAME, &o).await?;
             mediator.wait(id).await?;
+        }
+        Mode::Batch { count } => {
+            let starts = (0..count).map(|i| {
+                let mediator = &mediator;
+                async move {
+                    let (amount, country) = match i % 4 {
+                        0 => (500_000, "US"),
+                        1 => (1_000, "AQ"),
+                        _ => (1_000, "FR"),
+                    };
+                    let o = Order::new(
+                        &format!("b{i}"),
+                        &format!("cust-b{i}"),
+                        vec![LineItem {
+                            sku: "widget".into(),
+                            quantity: 1,
+                        }],
+                        amount,
+                        Address {
+                            street: "1 Main St".into(),
+                            city: "Springfield".into(),
+                            country: country.into(),
+                        },
+                    );
+                    let id = mediator.start(order::NAME, &o).await?;
+                    println!("started {id}");
+                    mediator.wait(id).await?;
+                    Ok::<_, Box<dyn Error>>(())
+                }
+            });
+            for result in futures::future::join_all(starts).await {
+                result?;
+            }
         }
         Mode::Recover { .. } => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -128,6 +128,13 @@ pub struct StepState {
     /// growing so a reply to an old attempt never matches a new one.
     #[serde(default)]
     pub compensation_round_start: u32,
+    /// Attempts of the action cut off by a crash or a lost lease (not failures: they count
+    /// against the mediator's `max_interruptions`, not the retry policy).
+    #[serde(default)]
+    pub interruptions: u32,
+    /// The same, for the compensation.
+    #[serde(default)]
+    pub compensation_interruptions: u32,
     /// Set when an attempt timed out or panicked: its effect may have happened, so the step is
     /// compensated even though it did not complete.
     #[serde(default)]
@@ -147,6 +154,8 @@ impl StepState {
             attempts: 0,
             compensation_attempts: 0,
             compensation_round_start: 0,
+            interruptions: 0,
+            compensation_interruptions: 0,
             outcome_unknown: false,
             last_error: None,
         }

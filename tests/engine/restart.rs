@@ -254,13 +254,13 @@ async fn a_step_that_kills_its_process_every_time_is_not_retried_forever() {
     let env = Env::new().await;
     let probe = Probe::open(&env.url).await;
     let held = || Plan::holding("b", Phase::Action);
-    // b's policy allows 3 attempts; each one "crashes" the mediator running it.
+    // Each attempt of b "crashes" the mediator running it; two interruptions are tolerated.
     let mut id = None;
     for crash in 1..=3 {
-        let m = fast(Mediator::builder(
-            env.reopen().await,
-            probe::registry(&probe, &held()),
-        ));
+        let m = fast(
+            Mediator::builder(env.reopen().await, probe::registry(&probe, &held()))
+                .max_interruptions(2),
+        );
         let saga = match id {
             None => m.start(probe::NAME, &ProbeData::default()).await.unwrap(),
             Some(id) => id,
@@ -272,10 +272,10 @@ async fn a_step_that_kills_its_process_every_time_is_not_retried_forever() {
         drop(m);
     }
     let id = id.unwrap();
-    let last = fast(Mediator::builder(
-        env.reopen().await,
-        probe::registry(&probe, &held()),
-    ));
+    let last = fast(
+        Mediator::builder(env.reopen().await, probe::registry(&probe, &held()))
+            .max_interruptions(2),
+    );
     let saga = wait(&last, id).await;
     assert_eq!(saga.status, SagaStatus::Compensated);
     assert_eq!(saga.steps[1].attempts, 3);

@@ -40,6 +40,9 @@ pub struct MediatorConfig {
     pub claim: bool,
     /// Whether to publish committed events (off: they wait in the outbox).
     pub dispatch: bool,
+    /// How many times an attempt may be cut off by a crash or a lost lease before the step
+    /// fails with an unknown outcome: bounds a step that kills its process every time.
+    pub max_interruptions: u32,
 }
 
 impl Default for MediatorConfig {
@@ -59,6 +62,7 @@ impl Default for MediatorConfig {
             shutdown_grace: Duration::from_secs(30),
             claim: true,
             dispatch: true,
+            max_interruptions: 10,
         }
     }
 }
@@ -130,6 +134,12 @@ impl MediatorBuilder {
     /// mediator to publish: for tools and tests that only record.
     pub fn dispatch(mut self, dispatch: bool) -> Self {
         self.config.dispatch = dispatch;
+        self
+    }
+
+    /// How many interruptions (crashes, lost leases) an attempt survives (default 10).
+    pub fn max_interruptions(mut self, n: u32) -> Self {
+        self.config.max_interruptions = n;
         self
     }
 

@@ -63,7 +63,7 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
         .map(|at| Instant::now() + Duration::from_millis((at - saga.updated_at).max(0) as u64));
     let first = transition::mismatch(&def, &saga).or_else(|| {
         if resumed {
-            transition::resume(&def, &saga)
+            transition::resume(&def, &saga, inner.config.max_interruptions)
         } else {
             None
         }

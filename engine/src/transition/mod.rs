@@ -206,10 +206,15 @@ fn begin_with(def: &Definition, state: &SagaState, detail: Value) -> Change {
 
 /// A mediator took over a saga whose attempt was in flight when its previous owner stopped (a
 /// crash, a lost lease). The attempt may have had its effect, so it runs again with the same
-/// idempotency key, as a new attempt so that a step that kills its process every time is not
-/// retried forever: once the retry policy is spent, it fails with an unknown outcome. A saga
-/// whose participant did not reply by the deadline fails that attempt as timed out.
-pub(crate) fn resume(def: &Definition, state: &SagaState) -> Option<Change> {
+/// idempotency key, as a new attempt. Interruptions do not count against the step's retry
+/// policy (the step did not fail) but against `max_interruptions`, so a step that kills its
+/// process every time is not retried forever: past that, it fails with an unknown outcome. A
+/// saga whose participant did not reply by the deadline fails that attempt as timed out.
+pub(crate) fn resume(
+    def: &Definition,
+    state: &SagaState,
+    max_interruptions: u32,
+) -> Option<Change> {
     if let Some(awaiting) = state.awaiting {
         let timeout = def.steps()[awaiting.step].timeout();
         let error = StepError::timeout(timeout);
@@ -223,19 +228,20 @@ pub(crate) fn resume(def: &Definition, state: &SagaState) -> Option<Change> {
     else {
         return None;
     };
-    let spec = &def.steps()[step];
-    let forever = phase == Phase::Action && spec.kind() == StepKind::Retriable;
-    Some(
-        if forever
-            || spec
-                .policy(phase)
-                .allows_another(attempts_this_round(state, step, phase))
-        {
-            begin_with(def, state, json!({ "resumed": true }))
-        } else {
-            failed(def, state, phase, &StepError::interrupted(attempt))
-        },
-    )
+    let interrupted = match phase {
+        Phase::Action => state.steps[step].interruptions,
+        Phase::Compensation => state.steps[step].compensation_interruptions,
+    };
+    if interrupted >= max_interruptions {
+        return Some(failed(def, state, phase, &StepError::interrupted(attempt)));
+    }
+    let mut change = begin_with(def, state, json!({ "resumed": true }));
+    let counter = &mut change.state.steps[step];
+    match phase {
+        Phase::Action => counter.interruptions += 1,
+        Phase::Compensation => counter.compensation_interruptions += 1,
+    }
+    Some(change)
 }
 
 /// Attempts that count against the retry policy: all of the action's; the compensation's since
@@ -243,13 +249,11 @@ pub(crate) fn resume(def: &Definition, state: &SagaState) -> Option<Change> {
 fn attempts_this_round(state: &SagaState, i: usize, phase: Phase) -> u32 {
     let step = &state.steps[i];
     match phase {
-        Phase::Action => step.attempts,
-        Phase::Compensation => {
-            step.compensation_attempts
-                - step
-                    .compensation_round_start
-                    .min(step.compensation_attempts)
-        }
+        Phase::Action => step.attempts.saturating_sub(step.interruptions),
+        Phase::Compensation => step
+            .compensation_attempts
+            .saturating_sub(step.compensation_round_start)
+            .saturating_sub(step.compensation_interruptions),
     }
 }
 
