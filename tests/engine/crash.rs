@@ -273,11 +273,35 @@ async fn random_sigkills_of_busy_processes_lose_nothing() {
     println!("randomized crashes: SAGA_CRASH_SEED={seed} SAGA_CRASH_SECONDS={seconds}");
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("random.db").display());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut round = 0;
+    // At least one round; more while time is left.
+    while round == 0 || std::time::Instant::now() < deadline {
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("random{round}.db")).display()
+        );
+        let (kills, started) = kill_round(&url, &mut rng, deadline).await;
+        let checked = check_round(&url, &started).await;
+        println!(
+            "round {round}: {kills} SIGKILLs, {} sagas reported started, {checked} checked",
+            started.len()
+        );
+        round += 1;
+    }
+}
+
+/// Starts a batch of sagas, then SIGKILLs it and the recovery processes after it at seeded
+/// random moments (fewer kills than an attempt's interruption budget, 10), and recovers for
+/// good. Returns the kills and the ids the processes reported as started.
+async fn kill_round(
+    url: &str,
+    rng: &mut fastrand::Rng,
+    deadline: std::time::Instant,
+) -> (u32, Vec<String>) {
     let spawn = |args: &[&str]| {
         Command::new(child())
-            .args(["--database", &url])
+            .args(["--database", url])
             .args(args)
             .env_remove("SAGA_FAULTS")
             .env_remove("SAGA_CRASH_AT")
@@ -305,25 +329,24 @@ async fn random_sigkills_of_busy_processes_lose_nothing() {
                 .map(str::to_string),
         );
         assert!(finished || status.signal() == Some(9), "{status:?}");
-        // Fewer kills than an attempt's interruption budget (10), so every step can still run.
         if std::time::Instant::now() > deadline || kills >= 8 {
             break;
         }
         proc = spawn(&["recover"]);
     }
-    let last = run_child(&url, &["recover"], &[]);
+    let last = run_child(url, &["recover"], &[]);
     assert!(
         last.status.success(),
         "final recovery: {}",
         String::from_utf8_lossy(&last.stderr)
     );
-    println!(
-        "randomized crashes: {kills} SIGKILLs, {} sagas reported started",
-        started.len()
-    );
+    (kills, started)
+}
 
-    let store = store::open(&url, store::OpenMode::MustExist).await.unwrap();
-    let pool = SqlitePool::connect(&url).await.unwrap();
+/// Every saga final as its order dictates, none reported started lost, every effect once.
+async fn check_round(url: &str, started: &[String]) -> usize {
+    let store = store::open(url, store::OpenMode::MustExist).await.unwrap();
+    let pool = SqlitePool::connect(url).await.unwrap();
     let sagas = store
         .list(&saga::engine::store::ListQuery {
             limit: 1000,
@@ -385,4 +408,5 @@ async fn random_sigkills_of_busy_processes_lose_nothing() {
         1_000 - completed,
         "every released reservation released once"
     );
+    sagas.len()
 }
