@@ -329,7 +329,8 @@ async fn kill_round(
                 .map(str::to_string),
         );
         assert!(finished || status.signal() == Some(9), "{status:?}");
-        if std::time::Instant::now() > deadline || kills >= 8 {
+        // A process that finished by itself left nothing unfinished: the round is over.
+        if finished || std::time::Instant::now() > deadline || kills >= 8 {
             break;
         }
         proc = spawn(&["recover"]);
