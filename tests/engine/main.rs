@@ -5,6 +5,7 @@
 mod common;
 mod crash;
 mod crash_fast;
+mod crash_random;
 mod events;
 
 mod bad_input;

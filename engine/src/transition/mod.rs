@@ -15,9 +15,11 @@ use crate::state::{Awaiting, SagaState, SagaStatus, StepState, StepStatus};
 use crate::step::{idempotency_key, Phase, StepError, StepKind};
 
 mod operator;
+mod recovery;
 
 pub use operator::Refused;
 pub(crate) use operator::{abort, retry};
+pub(crate) use recovery::{mismatch, resume};
 
 /// A history event before the commit gives it a sequence number, an id and a time.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,7 +196,7 @@ pub(crate) fn begin(def: &Definition, state: &SagaState) -> Change {
     begin_with(def, state, json!({}))
 }
 
-fn begin_with(def: &Definition, state: &SagaState, detail: Value) -> Change {
+pub(super) fn begin_with(def: &Definition, state: &SagaState, detail: Value) -> Change {
     let mut change = Change::from(state);
     let phase = match state.status {
         SagaStatus::Compensating => Phase::Compensation,
@@ -202,46 +204,6 @@ fn begin_with(def: &Definition, state: &SagaState, detail: Value) -> Change {
     };
     start_attempt(def, &mut change, state.current_step, phase, detail);
     change
-}
-
-/// A mediator took over a saga whose attempt was in flight when its previous owner stopped (a
-/// crash, a lost lease). The attempt may have had its effect, so it runs again with the same
-/// idempotency key, as a new attempt. Interruptions do not count against the step's retry
-/// policy (the step did not fail) but against `max_interruptions`, so a step that kills its
-/// process every time is not retried forever: past that, it fails with an unknown outcome. A
-/// saga whose participant did not reply by the deadline fails that attempt as timed out.
-pub(crate) fn resume(
-    def: &Definition,
-    state: &SagaState,
-    max_interruptions: u32,
-) -> Option<Change> {
-    if let Some(awaiting) = state.awaiting {
-        let timeout = def.steps()[awaiting.step].timeout();
-        let error = StepError::timeout(timeout);
-        return Some(failed(def, state, awaiting.phase, &error));
-    }
-    let Next::Run {
-        step,
-        phase,
-        attempt,
-    } = next(state)
-    else {
-        return None;
-    };
-    let interrupted = match phase {
-        Phase::Action => state.steps[step].interruptions,
-        Phase::Compensation => state.steps[step].compensation_interruptions,
-    };
-    if interrupted >= max_interruptions {
-        return Some(failed(def, state, phase, &StepError::interrupted(attempt)));
-    }
-    let mut change = begin_with(def, state, json!({ "resumed": true }));
-    let counter = &mut change.state.steps[step];
-    match phase {
-        Phase::Action => counter.interruptions += 1,
-        Phase::Compensation => counter.compensation_interruptions += 1,
-    }
-    Some(change)
 }
 
 /// Attempts that count against the retry policy: all of the action's; the compensation's since
@@ -255,26 +217,6 @@ fn attempts_this_round(state: &SagaState, i: usize, phase: Phase) -> u32 {
             .saturating_sub(step.compensation_round_start)
             .saturating_sub(step.compensation_interruptions),
     }
-}
-
-/// Checks that a stored saga was started by this definition's shape; a mismatch (a definition
-/// changed without a new version) would run the wrong steps, so the saga is failed instead.
-pub(crate) fn mismatch(def: &Definition, state: &SagaState) -> Option<Change> {
-    let stored: Vec<&str> = state.steps.iter().map(|s| s.name.as_str()).collect();
-    let defined: Vec<&str> = def.steps().iter().map(|s| s.name()).collect();
-    if stored == defined && state.current_step < stored.len() {
-        return None;
-    }
-    let mut change = Change::from(state);
-    change.state.next_attempt_at = None;
-    change.state.awaiting = None;
-    let reason = format!(
-        "the saga's stored steps {stored:?} do not match `{}` version {} {defined:?}; register the version it started with",
-        def.name(),
-        def.version()
-    );
-    fail_saga(&mut change, reason);
-    Some(change)
 }
 
 /// The attempt succeeded with `data`.
@@ -379,7 +321,7 @@ pub(crate) fn failed(
     change
 }
 
-fn fail_saga(change: &mut Change, reason: String) {
+pub(super) fn fail_saga(change: &mut Change, reason: String) {
     change.state.status = SagaStatus::Failed;
     change.state.last_error = Some(reason.clone());
     change.event(
