@@ -157,7 +157,13 @@ impl FaultPlan {
         )
     }
 
+    /// # Panics
+    /// On a point that is not one of [`CRASH_POINTS`]: a misspelt point would never fire.
     fn arm(mut self, point: String, nth: u32, mode: CrashMode) -> Self {
+        assert!(
+            CRASH_POINTS.contains(&point.as_str()),
+            "unknown crash point `{point}`; use one of {CRASH_POINTS:?}"
+        );
         self.crash = Some(Arc::new(ArmedCrash {
             point,
             nth: nth.max(1),

@@ -70,12 +70,14 @@ async fn kill_round(
     let mut proc = spawn(&["batch", "--count", "100"]);
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(rng.u64(20..600))).await;
-        let finished = proc.try_wait().unwrap().is_some();
+        let mut finished = proc.try_wait().unwrap().is_some();
         if !finished {
             proc.kill().unwrap(); // SIGKILL
             kills += 1;
         }
         let status = proc.wait().unwrap();
+        // It may have finished on its own just before the kill.
+        finished |= status.code().is_some();
         let mut out = String::new();
         std::io::Read::read_to_string(proc.stdout.as_mut().unwrap(), &mut out).unwrap();
         started.extend(
@@ -83,7 +85,10 @@ async fn kill_round(
                 .filter_map(|l| l.strip_prefix("started "))
                 .map(str::to_string),
         );
-        assert!(finished || status.signal() == Some(9), "{status:?}");
+        assert!(
+            status.success() || status.signal() == Some(9),
+            "a child failed: {status:?}"
+        );
         // A process that finished by itself left nothing unfinished: the round is over.
         if finished || std::time::Instant::now() > deadline || kills >= 8 {
             break;

@@ -164,6 +164,7 @@ impl MediatorBuilder {
             active: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown,
+            refused: std::sync::atomic::AtomicU64::new(0),
         });
         let mut background = vec![
             tokio::spawn(scheduler::heartbeat(inner.clone())),

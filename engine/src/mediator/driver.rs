@@ -133,14 +133,30 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
 /// saga is claimed again from its last committed state.
 async fn commit_with_retry(inner: &Inner, saga: &SagaState, change: Change) -> Option<SagaState> {
     let mut delay = Duration::from_millis(50);
+    let landed_seq = saga.last_seq + change.events.len() as i64;
     for attempt in 1..=8 {
         match inner.commit(Some(saga), change.clone()).await {
             Ok(next) => return Some(next),
             Err(StoreError::LeaseLost(_)) => {
+                inner
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!("lease lost to another mediator; stopping work on this saga");
                 return None;
             }
             Err(error) => {
+                // The commit may have landed all the same (a connection lost during COMMIT):
+                // then the stored saga is exactly what it would have written.
+                if let Ok(Some(stored)) = inner.store.get(saga.id).await {
+                    if stored.last_seq == landed_seq
+                        && stored.fencing_token == change.state.fencing_token
+                    {
+                        tracing::warn!(%error, "commit was not confirmed but had landed; going on");
+                        // Its events are in the outbox; publish them before what follows.
+                        inner.sweep_outbox();
+                        return Some(stored);
+                    }
+                }
                 tracing::error!(%error, attempt, "committing a transition failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     wake: Notify,
     /// Set to `true` once to stop.
     shutdown: watch::Sender<bool>,
+    /// Writes refused because another mediator or an operator had taken the saga over.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -224,6 +226,14 @@ impl Mediator {
     /// The bus this mediator publishes to and listens on.
     pub fn bus(&self) -> &Arc<dyn EventBus> {
         &self.inner.bus
+    }
+
+    /// Writes this mediator made that were refused because another mediator or an operator had
+    /// taken the saga over (each one ends this mediator's work on that saga).
+    pub fn refused_writes(&self) -> u64 {
+        self.inner
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sagas driven by this mediator right now.

@@ -20,7 +20,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if *shutdown.borrow() {
             return;
         }
-        let room = inner.config.max_in_flight.saturating_sub(inner.in_flight());
+        // A frozen mediator (a test's zombie) stands still, as a frozen process would.
+        let room = match inner.config.faults.frozen() {
+            true => 0,
+            false => inner.config.max_in_flight.saturating_sub(inner.in_flight()),
+        };
         let mut full = false;
         if room > 0 {
             let limit = room.min(CLAIM_BATCH);

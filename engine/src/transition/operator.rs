@@ -84,8 +84,12 @@ pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> 
             change.state.status = SagaStatus::Compensating;
             let step = &mut change.state.steps[i];
             step.compensation_round_start = step.compensation_attempts;
+            step.compensation_interruptions = 0;
         }
-        (SagaStatus::Failed, Some(StepStatus::Failed)) => change.state.status = SagaStatus::Running,
+        (SagaStatus::Failed, Some(StepStatus::Failed)) => {
+            change.state.status = SagaStatus::Running;
+            change.state.steps[i].interruptions = 0;
+        }
         // A participant's reply is awaited: retrying now would abandon a command that may
         // still be answered.
         _ if state.awaiting.is_some() => return Err(Refused::AwaitingReply),
