@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     saga_engine::cli::main(|url| {
-        let participants = sagas::Participants::lazy(url)?;
+        let participants = sagas::Participants::for_saga_database(url)?;
         let mut registry = saga_engine::Registry::new();
         sagas::register_all(&mut registry, &participants)?;
         Ok(registry)

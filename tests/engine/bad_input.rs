@@ -6,25 +6,17 @@ use saga::engine::{
 };
 use saga::sagas::order;
 use serde_json::json;
-use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use crate::common::*;
 
 async fn saga_rows(env: &Env) -> (i64, i64) {
-    let pool = SqlitePool::connect(&env.url).await.unwrap();
-    let sagas = sqlx::query_scalar("SELECT COUNT(*) FROM saga_instances")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let events = sqlx::query_scalar("SELECT COUNT(*) FROM saga_history")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    (sagas, events)
+    (
+        env.number("SELECT COUNT(*) FROM saga_instances").await,
+        env.number("SELECT COUNT(*) FROM saga_history").await,
+    )
 }
 
-#[tokio::test]
 async fn an_unknown_saga_name_is_refused() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -34,7 +26,6 @@ async fn an_unknown_saga_name_is_refused() {
     assert_eq!(saga_rows(&env).await, (0, 0));
 }
 
-#[tokio::test]
 async fn data_that_does_not_fit_the_saga_is_refused() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -55,7 +46,6 @@ async fn data_that_does_not_fit_the_saga_is_refused() {
     assert_eq!(saga_rows(&env).await, (0, 0));
 }
 
-#[tokio::test]
 async fn data_over_the_size_limit_is_refused() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -75,7 +65,6 @@ async fn data_over_the_size_limit_is_refused() {
     assert_eq!(saga_rows(&env).await, (0, 0));
 }
 
-#[tokio::test]
 async fn an_unknown_saga_id_is_not_found() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -155,3 +144,10 @@ fn a_second_trigger_for_the_same_event_type_is_rejected() {
         "event `OrderPlaced` already starts saga `A`; one event type starts one saga"
     );
 }
+
+on_both!(
+    an_unknown_saga_name_is_refused,
+    data_that_does_not_fit_the_saga_is_refused,
+    data_over_the_size_limit_is_refused,
+    an_unknown_saga_id_is_not_found,
+);

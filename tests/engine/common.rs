@@ -1,5 +1,6 @@
-//! Shared harness: each test gets its own SQLite file in a temp dir, the real participants on
-//! it, and mediators tuned for fast tests (short backoffs, short leases).
+//! Shared harness: each test gets its own store (a SQLite file in a temp dir, or a PostgreSQL
+//! schema of its own, see [`crate::backend`]), the real participants on a SQLite file beside it,
+//! and mediators tuned for fast tests (short backoffs, short leases).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use saga::engine::{
 use saga::sagas::order::{self, Options};
 use saga::sagas::{Address, LineItem, Order, Participants};
 use tempfile::TempDir;
+
+pub use crate::backend::{Backend, Schema};
 use uuid::Uuid;
 
 /// Upper bound for any wait in a test.
@@ -18,24 +21,77 @@ pub const BOUND: Duration = Duration::from_secs(60);
 /// A test's own database, store and participants.
 pub struct Env {
     _dir: TempDir,
+    /// The saga store's URL.
     pub url: String,
+    /// The SQLite file of the participants and probes (the store's own file on SQLite).
+    pub local: String,
+    pub backend: Backend,
     pub store: Arc<dyn SagaStore>,
     pub participants: Participants,
+    _schema: Option<Schema>,
 }
 
 impl Env {
+    /// A new store on the running test's backend.
     pub async fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("sagas.db").display());
+        let local = format!("sqlite://{}", dir.path().join("sagas.db").display());
+        let backend = crate::backend::current();
+        let schema = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Schema::create().await),
+        };
+        let url = schema.as_ref().map_or(local.clone(), |s| s.url.clone());
         let store = store::open(&url, store::OpenMode::CreateIfMissing)
             .await
             .unwrap();
-        let participants = Participants::open(&url).await.unwrap();
+        let participants = Participants::open(&local).await.unwrap();
         Env {
             _dir: dir,
             url,
+            local,
+            backend,
             store,
             participants,
+            _schema: schema,
+        }
+    }
+
+    /// One number from the store's database (`sql` takes no parameters).
+    pub async fn number(&self, sql: &str) -> i64 {
+        self.scalar(sql).await
+    }
+
+    /// One value from the store's database (`sql` takes no parameters).
+    pub async fn scalar<T>(&self, sql: &str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+        T: Send + Unpin,
+    {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+            }
+        }
+    }
+
+    /// Runs a statement on the store's database, as an operator's hand edit would.
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
         }
     }
 

@@ -35,7 +35,6 @@ async fn types_until_final(events: &mut Subscription, id: Uuid) -> Vec<String> {
     seen
 }
 
-#[tokio::test]
 async fn every_transition_is_published_in_order_with_its_envelope() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -52,7 +51,6 @@ async fn every_transition_is_published_in_order_with_its_envelope() {
     assert_eq!(seen.len(), 12);
 }
 
-#[tokio::test]
 async fn the_event_sequence_for_a_failure_at_each_step() {
     let cases: [(&str, &[&str]); 5] = [
         (
@@ -118,7 +116,6 @@ async fn the_event_sequence_for_a_failure_at_each_step() {
     }
 }
 
-#[tokio::test]
 async fn events_committed_but_not_published_before_a_crash_are_delivered_after_restart() {
     let env = Env::new().await;
     // This mediator commits but never publishes, as if it died between commit and dispatch.
@@ -158,13 +155,12 @@ async fn events_committed_but_not_published_before_a_crash_are_delivered_after_r
     second.shutdown().await;
     assert!(env
         .store
-        .outbox_pending(Duration::ZERO, 10)
+        .outbox_claim(Duration::ZERO, 10, true)
         .await
         .unwrap()
         .is_empty());
 }
 
-#[tokio::test]
 async fn a_slow_subscriber_and_a_panicking_one_do_not_stop_sagas() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -194,7 +190,6 @@ async fn a_slow_subscriber_and_a_panicking_one_do_not_stop_sagas() {
     assert_eq!(distinct.len(), 20);
 }
 
-#[tokio::test]
 async fn an_initiating_event_starts_a_saga_once_however_often_it_is_delivered() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -220,7 +215,6 @@ async fn an_initiating_event_starts_a_saga_once_however_often_it_is_delivered() 
     assert_eq!(all[0].status, SagaStatus::Completed);
 }
 
-#[tokio::test]
 async fn a_malformed_initiating_event_starts_nothing() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -252,7 +246,6 @@ async fn a_malformed_initiating_event_starts_nothing() {
     assert_eq!(env.store.list(&Default::default()).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
 async fn each_transition_event_carries_its_history_position() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new().fail_at("create_shipment"));
@@ -273,3 +266,13 @@ async fn each_transition_event_carries_its_history_position() {
     let n = m.history(id).await.unwrap().len() as i64;
     assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
 }
+
+on_both!(
+    every_transition_is_published_in_order_with_its_envelope,
+    the_event_sequence_for_a_failure_at_each_step,
+    events_committed_but_not_published_before_a_crash_are_delivered_after_restart,
+    a_slow_subscriber_and_a_panicking_one_do_not_stop_sagas,
+    an_initiating_event_starts_a_saga_once_however_often_it_is_delivered,
+    a_malformed_initiating_event_starts_nothing,
+    each_transition_event_carries_its_history_position,
+);

@@ -91,19 +91,16 @@ async fn assert_compensated(o: Order, faults: FaultPlan, failed_step: &str, undo
     );
 }
 
-#[tokio::test]
 async fn invalid_order_fails_validation_with_nothing_to_undo() {
     let o = order("bad-qty", "dave", "widget", 0, 4_000, "US");
     assert_compensated(o, FaultPlan::new(), "validate_order", &[]).await;
 }
 
-#[tokio::test]
 async fn not_enough_stock_fails_reservation_with_nothing_to_undo() {
     let o = order("too-many", "erin", "widget", 5_000, 4_000, "US");
     assert_compensated(o, FaultPlan::new(), "reserve_inventory", &[]).await;
 }
 
-#[tokio::test]
 async fn declined_card_releases_the_inventory() {
     let o = order("declined", "frank", "widget", 1, 250_000, "US");
     assert_compensated(
@@ -115,7 +112,6 @@ async fn declined_card_releases_the_inventory() {
     .await;
 }
 
-#[tokio::test]
 async fn no_carrier_refunds_then_releases() {
     let o = order("antarctica", "grace", "widget", 3, 6_000, "AQ");
     assert_compensated(
@@ -127,7 +123,6 @@ async fn no_carrier_refunds_then_releases() {
     .await;
 }
 
-#[tokio::test]
 async fn injected_failure_at_each_step_up_to_the_pivot() {
     let cases: [(&str, &[&str]); 4] = [
         ("validate_order", &[]),
@@ -140,3 +135,11 @@ async fn injected_failure_at_each_step_up_to_the_pivot() {
         assert_compensated(o, FaultPlan::new().fail_at(step), step, undone).await;
     }
 }
+
+on_both!(
+    invalid_order_fails_validation_with_nothing_to_undo,
+    not_enough_stock_fails_reservation_with_nothing_to_undo,
+    declined_card_releases_the_inventory,
+    no_carrier_refunds_then_releases,
+    injected_failure_at_each_step_up_to_the_pivot,
+);

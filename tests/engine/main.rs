@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
+mod backend;
 mod common;
 mod crash;
 mod crash_fast;

@@ -8,7 +8,6 @@ use saga::sagas::{order, Order};
 
 use crate::common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_sagas_with_mixed_outcomes_all_end_final() {
     let env = Env::new().await;
     env.participants
@@ -111,3 +110,5 @@ async fn five_hundred_concurrent_sagas_with_mixed_outcomes_all_end_final() {
         "every compensated reservation was released"
     );
 }
+
+on_both!(multi: five_hundred_concurrent_sagas_with_mixed_outcomes_all_end_final);

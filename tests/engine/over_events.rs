@@ -62,7 +62,6 @@ async fn place(m: &Mediator, bus: &Arc<dyn EventBus>, order: &Order) -> (Uuid, V
     (placed.event_id, seen)
 }
 
-#[tokio::test]
 async fn an_order_completes_over_events() {
     let env = Env::new().await;
     let (m, bus) = running(&env).await;
@@ -109,7 +108,6 @@ async fn an_order_completes_over_events() {
     );
 }
 
-#[tokio::test]
 async fn a_declined_payment_is_compensated_over_events() {
     let env = Env::new().await;
     let (m, bus) = running(&env).await;
@@ -137,7 +135,6 @@ async fn a_declined_payment_is_compensated_over_events() {
     assert_eq!(after.reservations, vec!["released".to_string()]);
 }
 
-#[tokio::test]
 async fn a_failed_shipment_is_compensated_over_events() {
     let env = Env::new().await;
     let (m, bus) = running(&env).await;
@@ -170,3 +167,9 @@ async fn a_failed_shipment_is_compensated_over_events() {
     );
     assert_eq!(after.charges, vec!["refunded".to_string()]);
 }
+
+on_both!(
+    an_order_completes_over_events,
+    a_declined_payment_is_compensated_over_events,
+    a_failed_shipment_is_compensated_over_events,
+);

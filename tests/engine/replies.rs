@@ -133,7 +133,6 @@ async fn settle(s: &Setup) {
     responder.abort();
 }
 
-#[tokio::test]
 async fn a_duplicate_reply_while_the_saga_still_waits_changes_nothing() {
     let mut s = setup_with(
         registry(Duration::from_secs(30), 3, true),
@@ -177,7 +176,6 @@ async fn a_duplicate_reply_while_the_saga_still_waits_changes_nothing() {
     assert_eq!(wait(&s.m, id).await.status, SagaStatus::Completed);
 }
 
-#[tokio::test]
 async fn a_late_reply_for_a_timed_out_attempt_changes_nothing() {
     let mut s = setup(Duration::from_millis(300), 3).await;
     let id = s.m.start(NAME, &Data::default()).await.unwrap();
@@ -230,7 +228,6 @@ async fn a_late_reply_for_a_timed_out_attempt_changes_nothing() {
     );
 }
 
-#[tokio::test]
 async fn a_reply_after_its_deadline_is_late_even_before_anyone_noticed() {
     // A slow poll: nobody claims the saga soon after its deadline passes.
     let mut s = setup_with(
@@ -262,7 +259,6 @@ async fn a_reply_after_its_deadline_is_late_even_before_anyone_noticed() {
     );
 }
 
-#[tokio::test]
 async fn unknown_and_malformed_replies_change_nothing() {
     let mut s = setup(Duration::from_secs(30), 3).await;
     let id = s.m.start(NAME, &Data::default()).await.unwrap();
@@ -312,7 +308,6 @@ async fn unknown_and_malformed_replies_change_nothing() {
     assert_eq!(wait(&s.m, id).await.status, SagaStatus::Completed);
 }
 
-#[tokio::test]
 async fn a_participant_that_never_answers_is_timed_out_and_compensated() {
     let s = setup(Duration::from_millis(200), 2).await;
     // DoB is never answered; every UndoB is.
@@ -345,7 +340,6 @@ async fn a_participant_that_never_answers_is_timed_out_and_compensated() {
     );
 }
 
-#[tokio::test]
 async fn a_reply_wait_survives_a_restart() {
     let mut s = setup(Duration::from_secs(30), 3).await;
     let id = s.m.start(NAME, &Data::default()).await.unwrap();
@@ -374,3 +368,12 @@ async fn a_reply_wait_survives_a_restart() {
     assert_eq!(saga.status, SagaStatus::Completed);
     assert_eq!(saga.data["b"], "after restart");
 }
+
+on_both!(
+    a_duplicate_reply_while_the_saga_still_waits_changes_nothing,
+    a_late_reply_for_a_timed_out_attempt_changes_nothing,
+    a_reply_after_its_deadline_is_late_even_before_anyone_noticed,
+    unknown_and_malformed_replies_change_nothing,
+    a_participant_that_never_answers_is_timed_out_and_compensated,
+    a_reply_wait_survives_a_restart,
+);

@@ -9,10 +9,9 @@ use saga::engine::{Fault, FaultPlan, Mediator, Phase, RetryPolicy, SagaStatus};
 use crate::common::*;
 use crate::probe::{self, Plan, Probe, ProbeData};
 
-#[tokio::test]
 async fn a_saga_interrupted_mid_step_is_finished_by_the_next_mediator() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let first = fast(Mediator::builder(
         env.store.clone(),
         probe::registry(&probe, &Plan::holding("b", Phase::Action)),
@@ -72,10 +71,9 @@ async fn a_saga_interrupted_mid_step_is_finished_by_the_next_mediator() {
     assert_eq!(resumed.detail["resumed"], true);
 }
 
-#[tokio::test]
 async fn a_backoff_wait_survives_a_restart_and_is_not_cut_short() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let slow_retry = RetryPolicy::attempts(3)
         .backoff(Duration::from_millis(1500), Duration::from_millis(1500))
         .jitter(0.0);
@@ -152,10 +150,9 @@ async fn a_backoff_wait_survives_a_restart_and_is_not_cut_short() {
     assert_eq!(b, [(2, format!("{id}:b:action"))]);
 }
 
-#[tokio::test]
 async fn an_interrupted_compensation_is_resumed_in_reverse_order() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let faults = || FaultPlan::new().fail_at("c");
     let first = fast(
         Mediator::builder(
@@ -208,10 +205,9 @@ async fn an_interrupted_compensation_is_resumed_in_reverse_order() {
     );
 }
 
-#[tokio::test]
 async fn a_graceful_shutdown_hands_unfinished_sagas_over_at_once() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let plan = Plan::holding("b", Phase::Action);
     let gate = plan.gate.clone();
     let first = Mediator::builder(env.store.clone(), probe::registry(&probe, &plan))
@@ -249,10 +245,9 @@ async fn a_graceful_shutdown_hands_unfinished_sagas_over_at_once() {
     );
 }
 
-#[tokio::test]
 async fn a_step_that_kills_its_process_every_time_is_not_retried_forever() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let held = || Plan::holding("b", Phase::Action);
     // Each attempt of b "crashes" the mediator running it; two interruptions are tolerated.
     let mut id = None;
@@ -294,7 +289,6 @@ async fn a_step_that_kills_its_process_every_time_is_not_retried_forever() {
     );
 }
 
-#[tokio::test]
 async fn an_ambiguous_commit_is_recovered_without_doing_anything_twice() {
     // Every commit from the 3rd to the 6th, in turn, goes through but is reported as failed.
     for nth in 3..=6 {
@@ -340,3 +334,12 @@ async fn an_ambiguous_commit_is_recovered_without_doing_anything_twice() {
         );
     }
 }
+
+on_both!(
+    a_saga_interrupted_mid_step_is_finished_by_the_next_mediator,
+    a_backoff_wait_survives_a_restart_and_is_not_cut_short,
+    an_interrupted_compensation_is_resumed_in_reverse_order,
+    a_graceful_shutdown_hands_unfinished_sagas_over_at_once,
+    a_step_that_kills_its_process_every_time_is_not_retried_forever,
+    an_ambiguous_commit_is_recovered_without_doing_anything_twice,
+);

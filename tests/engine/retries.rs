@@ -7,7 +7,6 @@ use saga::sagas::order::{self, Options};
 
 use crate::common::*;
 
-#[tokio::test]
 async fn a_step_failing_twice_then_succeeding_completes_with_its_attempts_recorded() {
     let env = Env::new().await;
     let m =
@@ -50,7 +49,6 @@ async fn a_step_failing_twice_then_succeeding_completes_with_its_attempts_record
     );
 }
 
-#[tokio::test]
 async fn a_non_retryable_error_is_not_retried() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -70,7 +68,6 @@ async fn a_non_retryable_error_is_not_retried() {
     assert!(failed.detail["retry_in_ms"].is_null());
 }
 
-#[tokio::test]
 async fn a_step_that_retries_out_is_compensated_like_any_failure() {
     let env = Env::new().await;
     let m =
@@ -102,7 +99,6 @@ fn hanging_at(env: &Env, step: &str) -> Mediator {
     fast(Mediator::builder(env.store.clone(), registry).faults(faults))
 }
 
-#[tokio::test]
 async fn a_step_that_hangs_past_its_timeout_fails_and_is_itself_compensated() {
     let env = Env::new().await;
     let m = hanging_at(&env, "charge_payment");
@@ -133,10 +129,9 @@ async fn a_step_that_hangs_past_its_timeout_fails_and_is_itself_compensated() {
     assert_eq!(after.charges, vec!["void".to_string()]);
 }
 
-#[tokio::test]
 async fn a_panicking_step_is_a_failure_and_the_mediator_keeps_serving() {
     let env = Env::new().await;
-    let probe = crate::probe::Probe::open(&env.url).await;
+    let probe = crate::probe::Probe::open(&env.local).await;
     // One mediator runs OrderSaga (whose reserve step panics) and the probe saga side by side.
     let mut registry = env.registry();
     let plan = crate::probe::Plan::open();
@@ -174,7 +169,6 @@ async fn a_panicking_step_is_a_failure_and_the_mediator_keeps_serving() {
     assert_eq!(wait(&m, after).await.status, SagaStatus::Completed);
 }
 
-#[tokio::test]
 async fn a_compensation_failing_twice_then_succeeding_ends_compensated() {
     let env = Env::new().await;
     let faults = FaultPlan::new().fail_at("create_shipment").inject(
@@ -207,7 +201,6 @@ async fn a_compensation_failing_twice_then_succeeding_ends_compensated() {
     assert_eq!((after.widget_stock, after.charged), (1000, 0));
 }
 
-#[tokio::test]
 async fn a_compensation_failing_past_its_retries_ends_failed_and_skips_nothing_silently() {
     let env = Env::new().await;
     let faults = FaultPlan::new().fail_at("create_shipment").inject(
@@ -252,10 +245,9 @@ async fn a_compensation_failing_past_its_retries_ends_failed_and_skips_nothing_s
     assert_eq!(after.reservations, vec!["reserved".to_string()]);
 }
 
-#[tokio::test]
 async fn output_rejected_after_the_effect_is_compensated_with_its_step() {
     let env = Env::new().await;
-    let probe = crate::probe::Probe::open(&env.url).await;
+    let probe = crate::probe::Probe::open(&env.local).await;
     let registry = crate::probe::registry(&probe, &crate::probe::Plan::open());
     // {"done":["a"]} fits in 16 bytes; {"done":["a","b"]} does not, so b's output is rejected.
     let m = fast(Mediator::builder(env.store.clone(), registry).max_payload_bytes(16));
@@ -286,7 +278,6 @@ async fn output_rejected_after_the_effect_is_compensated_with_its_step() {
     );
 }
 
-#[tokio::test]
 async fn a_pivot_with_an_unknown_outcome_stops_for_an_operator_instead_of_compensating() {
     let env = Env::new().await;
     let m = hanging_at(&env, "create_shipment");
@@ -306,3 +297,15 @@ async fn a_pivot_with_an_unknown_outcome_stops_for_an_operator_instead_of_compen
     assert_eq!(after.charges, vec!["charged".to_string()]);
     assert_eq!(after.reservations, vec!["reserved".to_string()]);
 }
+
+on_both!(
+    a_step_failing_twice_then_succeeding_completes_with_its_attempts_recorded,
+    a_non_retryable_error_is_not_retried,
+    a_step_that_retries_out_is_compensated_like_any_failure,
+    a_step_that_hangs_past_its_timeout_fails_and_is_itself_compensated,
+    a_panicking_step_is_a_failure_and_the_mediator_keeps_serving,
+    a_compensation_failing_twice_then_succeeding_ends_compensated,
+    a_compensation_failing_past_its_retries_ends_failed_and_skips_nothing_silently,
+    output_rejected_after_the_effect_is_compensated_with_its_step,
+    a_pivot_with_an_unknown_outcome_stops_for_an_operator_instead_of_compensating,
+);

@@ -50,10 +50,9 @@ async fn until_lease_expired(env: &Env, id: Uuid) {
     .await;
 }
 
-#[tokio::test]
 async fn a_stale_owner_write_is_refused_after_another_mediator_claims() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let (first, id) = held_saga(&env, &probe, Duration::from_millis(300)).await;
     drop(first); // frozen: no more heartbeats
     let stale = env.store.get(id).await.unwrap().unwrap();
@@ -109,10 +108,9 @@ async fn a_stale_owner_write_is_refused_after_another_mediator_claims() {
     );
 }
 
-#[tokio::test]
 async fn a_live_lease_is_not_claimed_and_a_claim_bumps_the_token() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let (first, id) = held_saga(&env, &probe, Duration::from_secs(60)).await;
     let keys = vec![(probe::NAME.to_string(), 1)];
     assert!(env
@@ -154,10 +152,9 @@ async fn a_live_lease_is_not_claimed_and_a_claim_bumps_the_token() {
     );
 }
 
-#[tokio::test]
 async fn an_unknown_definition_version_is_left_untouched() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let (first, id) = held_saga(&env, &probe, Duration::from_millis(300)).await;
     drop(first);
     until_lease_expired(&env, id).await;
@@ -185,57 +182,49 @@ async fn an_unknown_definition_version_is_left_untouched() {
     assert_eq!(wait(&second, id).await.status, SagaStatus::Completed);
 }
 
-#[tokio::test]
 async fn an_unreadable_saga_is_failed_and_does_not_block_the_others() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let (first, bad) = held_saga(&env, &probe, Duration::from_millis(300)).await;
     let good = first
         .start(probe::NAME, &ProbeData::default())
         .await
         .unwrap();
     drop(first);
-    // Damage one row the way a bad deploy or a hand edit might.
-    let pool = sqlx::SqlitePool::connect(&env.url).await.unwrap();
-    sqlx::query("UPDATE saga_instances SET steps = '{not json' WHERE id = ?1")
-        .bind(bad.to_string())
-        .execute(&pool)
-        .await
-        .unwrap();
+    // Damage one row the way a bad deploy or a hand edit might: valid JSON, wrong shape.
+    env.execute(&format!(
+        "UPDATE saga_instances SET steps = '{{\"not\": \"steps\"}}' WHERE id = '{bad}'"
+    ))
+    .await;
 
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &Plan::open()),
     ));
     assert_eq!(wait(&second, good).await.status, SagaStatus::Completed);
+    // Unreadable through the store until then, so read the status column itself.
+    let failed =
+        format!("SELECT COUNT(*) FROM saga_instances WHERE id = '{bad}' AND status = 'failed'");
     until("the bad saga to be quarantined", || async {
-        let status: String = sqlx::query_scalar("SELECT status FROM saga_instances WHERE id = ?1")
-            .bind(bad.to_string())
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        status == "failed"
+        env.number(&failed).await == 1
     })
     .await;
-    let (error, kind): (String, String) = sqlx::query_as(
-        "SELECT i.last_error, h.kind FROM saga_instances i JOIN saga_history h \
-         ON h.saga_id = i.id AND h.seq = i.last_seq WHERE i.id = ?1",
-    )
-    .bind(bad.to_string())
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let error: String = env
+        .scalar(&format!(
+            "SELECT last_error FROM saga_instances WHERE id = '{bad}'"
+        ))
+        .await;
+    let kind = env.store.history(bad).await.unwrap().last().unwrap().kind;
     assert!(
         error.starts_with("the stored saga cannot be read: "),
         "{error}"
     );
-    assert_eq!(kind, "SagaFailed");
+    assert_eq!(kind, EventKind::SagaFailed);
 }
 
-#[tokio::test]
 async fn a_definition_changed_without_a_new_version_fails_the_saga_instead_of_running_it() {
     let env = Env::new().await;
-    let probe = Probe::open(&env.url).await;
+    let probe = Probe::open(&env.local).await;
     let (first, id) = held_saga(&env, &probe, Duration::from_millis(300)).await;
     drop(first);
     // Version 1 now has different steps: running the stored saga against it would be wrong.
@@ -259,3 +248,11 @@ async fn a_definition_changed_without_a_new_version_fails_the_saga_instead_of_ru
         "no step of the changed definition ran"
     );
 }
+
+on_both!(
+    a_stale_owner_write_is_refused_after_another_mediator_claims,
+    a_live_lease_is_not_claimed_and_a_claim_bumps_the_token,
+    an_unknown_definition_version_is_left_untouched,
+    an_unreadable_saga_is_failed_and_does_not_block_the_others,
+    a_definition_changed_without_a_new_version_fails_the_saga_instead_of_running_it,
+);

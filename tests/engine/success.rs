@@ -20,7 +20,6 @@ const HAPPY: [&str; 12] = [
     "SagaCompleted",
 ];
 
-#[tokio::test]
 async fn an_order_completes_with_every_effect_applied_once() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new());
@@ -55,7 +54,6 @@ async fn an_order_completes_with_every_effect_applied_once() {
     );
 }
 
-#[tokio::test]
 async fn a_retriable_step_after_the_pivot_is_retried_until_it_succeeds() {
     let env = Env::new().await;
     // More failures than the 3-attempt policy of the other steps allows: retriable ignores it.
@@ -82,7 +80,6 @@ async fn a_retriable_step_after_the_pivot_is_retried_until_it_succeeds() {
     assert_eq!(effects(&env.participants, &o).await.confirmations, 1);
 }
 
-#[tokio::test]
 async fn a_non_retryable_error_after_the_pivot_stops_the_saga_as_failed() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new().fail_at("confirm_order"));
@@ -99,3 +96,9 @@ async fn a_non_retryable_error_after_the_pivot_stops_the_saga_as_failed() {
     // The shipment (the pivot) stays: it cannot be taken back.
     assert_eq!(effects(&env.participants, &o).await.shipments, 1);
 }
+
+on_both!(
+    an_order_completes_with_every_effect_applied_once,
+    a_retriable_step_after_the_pivot_is_retried_until_it_succeeds,
+    a_non_retryable_error_after_the_pivot_stops_the_saga_as_failed,
+);

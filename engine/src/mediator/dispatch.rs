@@ -87,7 +87,9 @@ impl Recent {
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispatch>) {
     let mut recent = Recent::default();
     if inner.config.dispatch {
-        sweep(&inner, &mut recent, Duration::ZERO).await;
+        // Rows another sweeper holds are taken too: it may be the crashed process this one
+        // replaces, and waiting out its hold would delay them for nothing.
+        sweep(&inner, &mut recent, Duration::ZERO, true).await;
     }
     let mut every = tokio::time::interval(ORPHANED_AFTER);
     every.tick().await;
@@ -102,7 +104,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispa
                         Dispatch::Events(events) => batch.extend(events),
                         Dispatch::Sweep => {
                             publish(&inner, &mut recent, std::mem::take(&mut batch)).await;
-                            sweep(&inner, &mut recent, Duration::ZERO).await;
+                            sweep(&inner, &mut recent, Duration::ZERO, false).await;
                         }
                         Dispatch::Flush(done) => {
                             publish(&inner, &mut recent, std::mem::take(&mut batch)).await;
@@ -112,16 +114,21 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispa
                 }
                 publish(&inner, &mut recent, batch).await;
             }
-            _ = every.tick(), if inner.config.dispatch => sweep(&inner, &mut recent, ORPHANED_AFTER).await,
+            _ = every.tick(), if inner.config.dispatch => sweep(&inner, &mut recent, ORPHANED_AFTER, false).await,
         }
     }
 }
 
-/// Publishes outbox events at least `min_age` old.
-async fn sweep(inner: &Inner, recent: &mut Recent, min_age: Duration) {
+/// Publishes outbox events at least `min_age` old that no other sweeper holds (unless
+/// `include_claimed`).
+async fn sweep(inner: &Inner, recent: &mut Recent, min_age: Duration, include_claimed: bool) {
     // Bounded, so a backlog cannot keep the dispatcher from live events for long.
     for _ in 0..SWEEP_ROUNDS {
-        match inner.store.outbox_pending(min_age, SWEEP_BATCH).await {
+        match inner
+            .store
+            .outbox_claim(min_age, SWEEP_BATCH, include_claimed)
+            .await
+        {
             Ok(events) if events.is_empty() => return,
             Ok(events) => {
                 let full = events.len() == SWEEP_BATCH;

@@ -10,12 +10,21 @@ use super::Inner;
 const CLAIM_BATCH: usize = 256;
 
 /// Claims runnable sagas until shutdown: at once when started, again whenever a claim came back
-/// full, and otherwise every poll interval (the slow fallback; new sagas of this process are
-/// driven directly and never wait for it).
+/// full or the store announces a runnable saga, and otherwise every poll interval (the slow
+/// fallback for expired leases and due retries; new sagas of this process are driven directly
+/// and never wait for it).
 pub(crate) async fn run(inner: Arc<Inner>) {
     warn_about_unknown_versions(&inner).await;
     let keys = inner.registry.keys();
     let mut shutdown = inner.shutdown.subscribe();
+    // Another process left a saga runnable (PostgreSQL's NOTIFY); without it, the poll finds it.
+    let signal = inner.store.runnable_signal();
+    let announced = || async {
+        match &signal {
+            Some(signal) => signal.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
         if *shutdown.borrow() {
             return;
@@ -55,6 +64,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         tokio::select! {
             _ = tokio::time::sleep(inner.config.poll_interval) => {}
             _ = inner.wake.notified(), if at_capacity => {}
+            _ = announced(), if !at_capacity => {}
             _ = shutdown.changed() => {}
         }
     }

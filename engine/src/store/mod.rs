@@ -4,14 +4,18 @@
 //! row and appends its history events in one database transaction, checking the fencing token so
 //! that a mediator that lost its lease cannot write. Times are read from the database's clock.
 
+mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::bus::Envelope;
@@ -27,7 +31,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://sagas.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names no supported database.
-    #[error("unsupported database URL `{0}`: use sqlite://PATH")]
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
     /// A read-only open of a database file that does not exist.
     #[error("database file `{0}` does not exist; run a saga first or check --database / SAGA_DATABASE_URL")]
@@ -140,6 +144,10 @@ pub(crate) fn id_floor(at: Millis) -> Uuid {
     uuid::Builder::from_unix_timestamp_millis(at.max(0) as u64, &[0; 10]).into_uuid()
 }
 
+/// How long a sweeper holds the outbox rows it took before another may take them: published and
+/// removed well within it normally, published again after it if the sweeper died.
+pub const OUTBOX_HOLD: Duration = Duration::from_secs(5);
+
 /// What a committed transition reports back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -187,12 +195,16 @@ pub trait SagaStore: Send + Sync + 'static {
     /// Ids that start with `prefix` (lower-case hyphenated text), in order, at most `limit`.
     async fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Uuid>, StoreError>;
 
-    /// Outbox events not yet dispatched, oldest first, written at least `min_age` ago (events
-    /// younger than that are normally being dispatched by the process that wrote them).
-    async fn outbox_pending(
+    /// Takes outbox events not yet dispatched, oldest first, written at least `min_age` ago
+    /// (younger ones are normally being dispatched by the process that wrote them), and holds
+    /// them for [`OUTBOX_HOLD`] so that other sweepers (other mediators, other processes) skip
+    /// them meanwhile. Rows another sweeper holds are skipped unless `include_claimed`, which a
+    /// starting mediator uses: the holder may be the crashed process it replaces.
+    async fn outbox_claim(
         &self,
         min_age: Duration,
         limit: usize,
+        include_claimed: bool,
     ) -> Result<Vec<Envelope>, StoreError>;
 
     /// Forgets dispatched outbox events.
@@ -200,6 +212,42 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// `(definition, version, count)` of the sagas that are not final.
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError>;
+
+    /// Notified when another process leaves a saga runnable with no owner (enqueued, released by
+    /// an operator or a stopping mediator), so an idle mediator claims it at once rather than at
+    /// its next fallback poll. `None` where the database has no such channel (SQLite: the poll
+    /// finds other processes' work).
+    fn runnable_signal(&self) -> Option<Arc<Notify>> {
+        None
+    }
+}
+
+/// Parses `(definition, status, count)` rows of [`SagaStore::counts`].
+fn parse_counts(
+    rows: Vec<(String, String, i64)>,
+) -> Result<Vec<(String, SagaStatus, u64)>, StoreError> {
+    rows.into_iter()
+        .map(|(d, s, n)| {
+            let status = s.parse().map_err(|e| StoreError::Corrupt {
+                id: format!("(a saga of {d})"),
+                reason: format!("{e}"),
+            })?;
+            Ok((d, status, n.max(0) as u64))
+        })
+        .collect()
+}
+
+/// The smallest and largest ids whose hyphenated text starts with `prefix`, or `None` when no id
+/// can (the prefix is not lower-case hex with hyphens where a UUID has them).
+fn prefix_range(prefix: &str) -> Option<(Uuid, Uuid)> {
+    const LOW: &str = "00000000-0000-0000-0000-000000000000";
+    const HIGH: &str = "ffffffff-ffff-ffff-ffff-ffffffffffff";
+    let tail = LOW.len().checked_sub(prefix.len())?;
+    let pad = |template: &str| format!("{prefix}{}", &template[LOW.len() - tail..]);
+    let low = Uuid::parse_str(&pad(LOW)).ok()?;
+    let high = Uuid::parse_str(&pad(HIGH)).ok()?;
+    // Parsing also accepts upper case; stored ids are printed lower case.
+    (low.to_string().starts_with(prefix)).then_some((low, high))
 }
 
 /// Whether opening may create a new, empty database.
@@ -228,6 +276,8 @@ pub fn database_url(given: Option<&str>) -> String {
 pub async fn open(url: &str, mode: OpenMode) -> Result<Arc<dyn SagaStore>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url, mode).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::open(url, mode).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

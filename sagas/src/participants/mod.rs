@@ -72,6 +72,19 @@ impl Db {
     }
 }
 
+/// The environment variable naming the participants' SQLite database.
+pub const PARTICIPANTS_URL_ENV: &str = "SAGA_PARTICIPANTS_URL";
+
+/// Where the participants keep their tables for a saga store at `saga_url` (see
+/// [`Participants::for_saga_database`]).
+pub fn participants_url(saga_url: &str) -> String {
+    match std::env::var(PARTICIPANTS_URL_ENV) {
+        Ok(url) if !url.is_empty() => url,
+        _ if saga_url.starts_with("sqlite:") => saga_url.to_string(),
+        _ => "sqlite://participants.db".to_string(),
+    }
+}
+
 /// All participant services over one database.
 #[derive(Debug, Clone)]
 pub struct Participants {
@@ -94,8 +107,16 @@ impl Participants {
         Ok(participants)
     }
 
-    /// The services over the database at `url`, connecting (and creating tables) only when first
-    /// used.
+    /// The services for a saga store at `saga_url`, connecting only when first used: in
+    /// `SAGA_PARTICIPANTS_URL` if set, else in the saga database itself when that is a SQLite
+    /// file (one file holds everything), else in `sqlite://participants.db`. They keep their
+    /// tables in SQLite either way: they stand for other services with databases of their own.
+    pub fn for_saga_database(saga_url: &str) -> Result<Self, ParticipantError> {
+        Self::lazy(&participants_url(saga_url))
+    }
+
+    /// The services over the SQLite database at `url`, connecting (and creating tables) only
+    /// when first used.
     pub fn lazy(url: &str) -> Result<Self, ParticipantError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)

@@ -10,14 +10,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-mod rows;
 #[macro_use]
 mod sql;
 
-use rows::{EventRow, SagaRow};
 use sql::*;
 
-use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition};
+use super::rows::{EventRow as Event, SagaRow as Saga};
+use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, OUTBOX_HOLD};
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
 use crate::state::{SagaState, SagaStatus};
@@ -25,6 +24,10 @@ use crate::state::{SagaState, SagaStatus};
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// Rows as SQLite returns them: ids and JSON as text.
+type SagaRow = Saga<String, String>;
+type EventRow = Event<String, String>;
 
 fn json_list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
     let list: Vec<String> = items.into_iter().map(|i| i.to_string()).collect();
@@ -213,23 +216,24 @@ impl SagaStore for SqliteStore {
         Ok(Committed { at })
     }
 
-    async fn outbox_pending(
+    async fn outbox_claim(
         &self,
         min_age: Duration,
         limit: usize,
+        include_claimed: bool,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(concat!(
-            "SELECT event_id, envelope FROM saga_outbox WHERE created_at <= ",
-            now_ms!(),
-            " - ?1 ORDER BY position LIMIT ?2"
-        ))
-        .bind(millis(min_age))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(OUTBOX_CLAIM)
+            .bind(millis(min_age))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(include_claimed)
+            .bind(millis(OUTBOX_HOLD))
+            .fetch_all(&self.writer)
+            .await?;
+        let mut rows = rows;
+        rows.sort_unstable_by_key(|(position, _, _)| *position);
         let mut events = Vec::with_capacity(rows.len());
         let mut unreadable = Vec::new();
-        for (id, text) in rows {
+        for (_, id, text) in rows {
             match serde_json::from_str(&text) {
                 Ok(event) => events.push(event),
                 Err(error) => {
@@ -355,15 +359,7 @@ impl SagaStore for SqliteStore {
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter()
-            .map(|(d, s, n)| {
-                let status = s.parse().map_err(|e| StoreError::Corrupt {
-                    id: format!("(a saga of {d})"),
-                    reason: format!("{e}"),
-                })?;
-                Ok((d, status, n as u64))
-            })
-            .collect()
+        super::parse_counts(rows)
     }
 
     async fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Uuid>, StoreError> {

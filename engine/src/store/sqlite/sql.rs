@@ -63,3 +63,15 @@ pub(super) const RENEW: &str = concat!(
 pub(super) const RELEASE: &str =
     "UPDATE saga_instances SET lease_owner = NULL, lease_expires_at = NULL \
      WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2))";
+
+/// Takes outbox rows at least `?1` ms old (oldest first, at most `?2`) that no other sweeper holds
+/// (unless `?3`), holding them for `?4` ms.
+pub(super) const OUTBOX_CLAIM: &str = concat!(
+    "UPDATE saga_outbox SET claimed_until = ",
+    now_ms!(),
+    " + ?4 WHERE position IN (SELECT position FROM saga_outbox WHERE created_at <= ",
+    now_ms!(),
+    " - ?1 AND (?3 OR claimed_until IS NULL OR claimed_until <= ",
+    now_ms!(),
+    ") ORDER BY position LIMIT ?2) RETURNING position, event_id, envelope"
+);

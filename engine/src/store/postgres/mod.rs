@@ -1,0 +1,389 @@
+//! The shared store: one PostgreSQL database (or one schema of it) that any number of mediator
+//! processes work on together. A transition is a single statement, claims skip rows other
+//! mediators have locked (`FOR UPDATE SKIP LOCKED`), and a saga left runnable without an owner
+//! is announced with `NOTIFY`, so idle mediators wake at once instead of polling fast.
+
+mod sql;
+mod wake;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use sql::*;
+
+use super::rows::{EventRow as Event, SagaRow as Saga};
+use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, OUTBOX_HOLD};
+use crate::bus::Envelope;
+use crate::event::HistoryEvent;
+use crate::state::{SagaState, SagaStatus};
+
+/// Rows as PostgreSQL returns them: native ids, `jsonb` decoded.
+type SagaRow = Saga<Uuid, Value>;
+type EventRow = Event<Uuid, Value>;
+
+/// Connections per process. A mediator's transitions are one short statement each.
+const POOL_SIZE: u32 = 16;
+/// How long a query waits for a connection before failing (and being retried by its caller),
+/// so an unreachable server is reported in seconds, not minutes.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn corrupt(id: Uuid, e: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The PostgreSQL implementation of [`SagaStore`]. The tables live in the connection's current
+/// schema: add `?options[search_path]=NAME` to the URL to keep several stores in one database.
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// The `NOTIFY` channel of this schema's runnable sagas.
+    channel: String,
+    /// Wakes idle mediators of this process when another one makes a saga runnable.
+    wake: wake::Listener,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://USER@HOST:PORT/DATABASE`) and runs the
+    /// migrations (PostgreSQL's migrator takes an advisory lock, so processes starting together
+    /// do not race). With [`OpenMode::MustExist`] the tables must already be there.
+    pub async fn open(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            url: url.to_string(),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(open_err)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::TEXT")
+            .fetch_optional(&pool)
+            .await?
+            .flatten()
+            .ok_or_else(|| StoreError::Open {
+                url: url.to_string(),
+                source: sqlx::Error::Configuration(
+                    "the search path names no existing schema; create it first".into(),
+                ),
+            })?;
+        if mode == OpenMode::MustExist {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = 'saga_instances')",
+            )
+            .fetch_one(&pool)
+            .await?;
+            if !exists {
+                return Err(StoreError::Missing(format!("{url} (schema {schema})")));
+            }
+        }
+        let mut migrator = sqlx::migrate!("./migrations/postgres");
+        // The host application may keep its own migrations in the same schema.
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
+        let channel: String = format!("saga_runnable.{schema}").chars().take(63).collect();
+        let wake = wake::Listener::new(pool.clone(), channel.clone());
+        Ok(Self {
+            pool,
+            channel,
+            wake,
+        })
+    }
+
+    /// The connection pool, for queries that the trait does not cover.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Marks a saga whose row cannot be read as `failed` with the reason, so it is not claimed
+    /// again and an operator sees it (poison is terminal).
+    async fn quarantine(&self, id: Uuid, last_seq: i64, reason: &str) -> Result<(), StoreError> {
+        tracing::error!(saga_id = %id, reason, "stored saga cannot be read; marking it failed");
+        sqlx::query(QUARANTINE)
+            .bind(id)
+            .bind(format!("the stored saga cannot be read: {reason}"))
+            .bind(last_seq)
+            .bind(Uuid::now_v7())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SagaStore for PostgresStore {
+    async fn apply(&self, t: &Transition<'_>) -> Result<Committed, StoreError> {
+        let s = t.state;
+        let steps = serde_json::to_value(&s.steps).map_err(|e| corrupt(s.id, e))?;
+        let awaiting = s
+            .awaiting
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| corrupt(s.id, e))?;
+        let envelopes = t
+            .outbox
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<Value>, _>>()
+            .map_err(|e| corrupt(s.id, e))?;
+        // Left runnable with no owner (enqueued, released by an operator): wake a mediator.
+        let runnable = t.lease.is_none()
+            && !s.status.is_final()
+            && s.awaiting.is_none()
+            && t.retry_after.is_none();
+        let sql = match t.expected_token {
+            Some(_) => UPDATE_SAGA,
+            None => INSERT_SAGA,
+        };
+        let row: Option<(i64, i64)> = sqlx::query_as(sql)
+            .bind(s.id)
+            .bind(&s.definition)
+            .bind(i64::from(s.version))
+            .bind(s.status.as_str())
+            .bind(s.current_step as i64)
+            .bind(&s.data)
+            .bind(steps)
+            .bind(&s.last_error)
+            .bind(t.retry_after.map(millis))
+            .bind(t.lease.map(|l| l.owner))
+            .bind(t.lease.map(|l| millis(l.duration)))
+            .bind(t.expected_token.unwrap_or(s.fencing_token))
+            .bind(s.last_seq)
+            .bind(s.fencing_token)
+            .bind(t.expected_seq())
+            .bind(awaiting)
+            .bind(t.before_deadline)
+            .bind(t.events.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .bind(t.events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+            .bind(t.events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(t.events.iter().map(|e| e.step.clone()).collect::<Vec<_>>())
+            .bind(
+                t.events
+                    .iter()
+                    .map(|e| e.attempt.map(i64::from))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                t.events
+                    .iter()
+                    .map(|e| e.detail.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(t.outbox.iter().map(|m| m.event_id).collect::<Vec<_>>())
+            .bind(envelopes)
+            .bind(&self.channel)
+            .bind(runnable)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unconfirmed(s.id))?;
+        match row {
+            Some((at, _)) => Ok(Committed { at }),
+            None => Err(match t.expected_token {
+                Some(_) => StoreError::LeaseLost(s.id),
+                None => StoreError::Duplicate(s.id),
+            }),
+        }
+    }
+
+    async fn outbox_claim(
+        &self,
+        min_age: Duration,
+        limit: usize,
+        include_claimed: bool,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let mut rows: Vec<(i64, Uuid, Value)> = sqlx::query_as(OUTBOX_CLAIM)
+            .bind(millis(min_age))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(include_claimed)
+            .bind(millis(OUTBOX_HOLD))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.sort_unstable_by_key(|(position, _, _)| *position);
+        let mut events = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
+        for (_, id, value) in rows {
+            match serde_json::from_value(value) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    // It can never be published; keeping it would block every sweep behind it.
+                    tracing::error!(event_id = %id, %error, "unreadable outbox event dropped");
+                    unreadable.push(id);
+                }
+            }
+        }
+        if !unreadable.is_empty() {
+            self.outbox_remove(&unreadable).await?;
+        }
+        Ok(events)
+    }
+
+    async fn outbox_remove(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM saga_outbox WHERE event_id = ANY($1::UUID[])")
+            .bind(event_ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        definitions: &[(String, u32)],
+        limit: usize,
+    ) -> Result<Vec<SagaState>, StoreError> {
+        let keys: Vec<String> = definitions
+            .iter()
+            .map(|(n, v)| format!("{n}@{v}"))
+            .collect();
+        let rows: Vec<SagaRow> = sqlx::query_as(CLAIM)
+            .bind(owner)
+            .bind(millis(lease))
+            .bind(keys)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (id, last_seq) = (row.id, row.last_seq);
+            match SagaState::try_from(row) {
+                Ok(saga) => claimed.push(saga),
+                // One unreadable row must not stop the others from being resumed.
+                Err(error) => self.quarantine(id, last_seq, &error.to_string()).await?,
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn renew(&self, owner: &str, lease: Duration, ids: &[Uuid]) -> Result<u64, StoreError> {
+        let done = sqlx::query(RENEW)
+            .bind(owner)
+            .bind(millis(lease))
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release(&self, owner: &str, ids: &[Uuid]) -> Result<u64, StoreError> {
+        let (released, _): (i64, i64) = sqlx::query_as(RELEASE)
+            .bind(owner)
+            .bind(ids)
+            .bind(&self.channel)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(released.max(0) as u64)
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<SagaState>, StoreError> {
+        let row: Option<SagaRow> = sqlx::query_as("SELECT * FROM saga_instances WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(SagaState::try_from).transpose()
+    }
+
+    async fn history(&self, id: Uuid) -> Result<Vec<HistoryEvent>, StoreError> {
+        let rows: Vec<EventRow> =
+            sqlx::query_as("SELECT * FROM saga_history WHERE saga_id = $1 ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(HistoryEvent::try_from).collect()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<SagaState>, StoreError> {
+        let mut sql = QueryBuilder::<Postgres>::new("SELECT * FROM saga_instances WHERE TRUE");
+        if !query.statuses.is_empty() {
+            let statuses: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+            sql.push(" AND status = ANY(")
+                .push_bind(statuses)
+                .push("::TEXT[])");
+        }
+        if let Some(definition) = &query.definition {
+            sql.push(" AND definition = ").push_bind(definition.clone());
+        }
+        if let Some(since) = query.since {
+            // Ids are UUID v7: the smallest id of that millisecond bounds them by creation time.
+            sql.push(" AND id >= ").push_bind(super::id_floor(since));
+        }
+        if let Some(before) = query.before {
+            sql.push(" AND id < ").push_bind(before);
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows: Vec<SagaRow> = sql.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(SagaState::try_from).collect()
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, SagaStatus, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT definition, status, COUNT(*) FROM saga_instances \
+             GROUP BY definition, status ORDER BY definition, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        super::parse_counts(rows)
+    }
+
+    async fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+        let Some((low, high)) = super::prefix_range(prefix) else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM saga_instances WHERE id >= $1 AND id <= $2 ORDER BY id LIMIT $3",
+        )
+        .bind(low)
+        .bind(high)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT definition, version, COUNT(*) FROM saga_instances \
+             WHERE status IN ('running', 'compensating') GROUP BY definition, version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(d, v, n)| (d, v as u32, n as u64))
+            .collect())
+    }
+
+    fn runnable_signal(&self) -> Option<Arc<Notify>> {
+        Some(self.wake.signal())
+    }
+}
+
+/// Maps a failed transition write: an I/O error may have come after the server committed (the
+/// connection dropped during the commit), so the caller must re-read before deciding.
+fn unconfirmed(id: Uuid) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => {
+            tracing::warn!(saga_id = %id, %error, "connection lost while committing");
+            StoreError::Unconfirmed(id)
+        }
+        other => StoreError::Database(other),
+    }
+}

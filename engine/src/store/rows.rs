@@ -1,0 +1,155 @@
+//! Rows as the databases return them, and their decoding into the engine's types. SQLite keeps
+//! ids and JSON as text, PostgreSQL as `uuid` and `jsonb`; the row types are generic over those
+//! two column kinds so both backends decode the same way. A row that does not decode is reported
+//! as [`StoreError::Corrupt`] naming the saga and what was wrong.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::event::HistoryEvent;
+use crate::state::SagaState;
+use crate::store::StoreError;
+
+/// An id column: hyphenated text (SQLite) or a native UUID (PostgreSQL).
+pub(super) trait IdColumn {
+    /// The id as text, for error messages.
+    fn text(&self) -> String;
+    /// The id itself.
+    fn uuid(&self) -> Result<Uuid, String>;
+}
+
+impl IdColumn for String {
+    fn text(&self) -> String {
+        self.clone()
+    }
+    fn uuid(&self) -> Result<Uuid, String> {
+        Uuid::parse_str(self).map_err(|e| e.to_string())
+    }
+}
+
+impl IdColumn for Uuid {
+    fn text(&self) -> String {
+        self.to_string()
+    }
+    fn uuid(&self) -> Result<Uuid, String> {
+        Ok(*self)
+    }
+}
+
+/// A JSON column: text (SQLite) or a decoded value (PostgreSQL `jsonb`).
+pub(super) trait JsonColumn {
+    /// Decodes it into `T`.
+    fn decode<T: DeserializeOwned>(self) -> Result<T, String>;
+}
+
+impl JsonColumn for String {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, String> {
+        serde_json::from_str(&self).map_err(|e| e.to_string())
+    }
+}
+
+impl JsonColumn for Value {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, String> {
+        serde_json::from_value(self).map_err(|e| e.to_string())
+    }
+}
+
+/// A saga instance row.
+#[derive(FromRow)]
+pub(super) struct SagaRow<I, J> {
+    pub(super) id: I,
+    pub(super) definition: String,
+    pub(super) version: i64,
+    pub(super) status: String,
+    pub(super) current_step: i64,
+    pub(super) data: J,
+    pub(super) steps: J,
+    pub(super) last_error: Option<String>,
+    pub(super) next_attempt_at: Option<i64>,
+    pub(super) lease_owner: Option<String>,
+    pub(super) lease_expires_at: Option<i64>,
+    pub(super) fencing_token: i64,
+    pub(super) last_seq: i64,
+    pub(super) awaiting: Option<J>,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+}
+
+impl<I: IdColumn, J: JsonColumn> TryFrom<SagaRow<I, J>> for SagaState {
+    type Error = StoreError;
+    fn try_from(row: SagaRow<I, J>) -> Result<Self, StoreError> {
+        let text = row.id.text();
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: text.clone(),
+            reason,
+        };
+        Ok(SagaState {
+            id: row.id.uuid().map_err(|e| corrupt(format!("id: {e}")))?,
+            status: row.status.parse().map_err(|e| corrupt(format!("{e}")))?,
+            data: row
+                .data
+                .decode()
+                .map_err(|e| corrupt(format!("data: {e}")))?,
+            steps: row
+                .steps
+                .decode()
+                .map_err(|e| corrupt(format!("steps: {e}")))?,
+            version: u32::try_from(row.version).map_err(|e| corrupt(format!("version: {e}")))?,
+            current_step: usize::try_from(row.current_step)
+                .map_err(|e| corrupt(format!("current_step: {e}")))?,
+            definition: row.definition,
+            last_error: row.last_error,
+            next_attempt_at: row.next_attempt_at,
+            lease_owner: row.lease_owner,
+            lease_expires_at: row.lease_expires_at,
+            fencing_token: row.fencing_token,
+            last_seq: row.last_seq,
+            awaiting: row
+                .awaiting
+                .map(JsonColumn::decode)
+                .transpose()
+                .map_err(|e| corrupt(format!("awaiting: {e}")))?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// A history row.
+#[derive(FromRow)]
+pub(super) struct EventRow<I, J> {
+    pub(super) saga_id: I,
+    pub(super) seq: i64,
+    pub(super) event_id: I,
+    pub(super) kind: String,
+    pub(super) step: Option<String>,
+    pub(super) attempt: Option<i64>,
+    pub(super) at: i64,
+    pub(super) detail: J,
+}
+
+impl<I: IdColumn, J: JsonColumn> TryFrom<EventRow<I, J>> for HistoryEvent {
+    type Error = StoreError;
+    fn try_from(row: EventRow<I, J>) -> Result<Self, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: row.saga_id.text(),
+            reason: format!("history #{}: {reason}", row.seq),
+        };
+        Ok(HistoryEvent {
+            seq: row.seq,
+            saga_id: row.saga_id.uuid().map_err(corrupt)?,
+            event_id: row.event_id.uuid().map_err(corrupt)?,
+            kind: row.kind.parse().map_err(|e| corrupt(format!("{e}")))?,
+            step: row.step,
+            attempt: row
+                .attempt
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?,
+            at: row.at,
+            detail: row.detail.decode().map_err(corrupt)?,
+        })
+    }
+}
