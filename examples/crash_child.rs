@@ -1,5 +1,6 @@
 //! A child process for the crash-point matrix (`tests/engine/crash.rs`): it runs one OrderSaga,
-//! or recovers whatever a crashed run left, against a SQLite file, honouring `SAGA_CRASH_AT`,
+//! or recovers whatever a crashed run left, against a store (with the participants and the
+//! delivery record in a SQLite file, by default the store's own), honouring `SAGA_CRASH_AT`,
 //! `SAGA_CRASH_TRACE` and `SAGA_FAULTS`. Every event it publishes is first recorded in the
 //! table `crash_deliveries` (one row per event id, with a delivery count), so the harness can
 //! check that every transition's event was published at least once.
@@ -29,8 +30,12 @@ use sqlx::SqlitePool;
 
 #[derive(Parser)]
 struct Args {
+    /// The saga store (SQLite or PostgreSQL).
     #[arg(long)]
     database: String,
+    /// The SQLite file of the participants and of `crash_deliveries` [default: the database].
+    #[arg(long)]
+    participants: Option<String>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -96,10 +101,11 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let url = args.database;
+    let local = args.participants.unwrap_or_else(|| url.clone());
     let store = store::open(&url, store::OpenMode::CreateIfMissing).await?;
-    let participants = Participants::open(&url).await?;
+    let participants = Participants::open(&local).await?;
     let pool = SqlitePool::connect_with(
-        SqliteConnectOptions::from_str(&url)?.busy_timeout(Duration::from_secs(30)),
+        SqliteConnectOptions::from_str(&local)?.busy_timeout(Duration::from_secs(30)),
     )
     .await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS crash_deliveries (event_id TEXT PRIMARY KEY, kind TEXT NOT NULL, deliveries INTEGER NOT NULL)")

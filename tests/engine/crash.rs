@@ -13,6 +13,31 @@ use std::process::{Command, Output};
 use saga::engine::{store, EventKind, SagaStatus};
 use sqlx::SqlitePool;
 
+use crate::backend::{self, Backend, Schema};
+
+/// One run's databases: the store on the test's backend, and the SQLite file of the
+/// participants and of the record of published events.
+pub(crate) struct Db {
+    pub url: String,
+    pub local: String,
+    _schema: Option<Schema>,
+}
+
+impl Db {
+    pub async fn new(dir: &Path, name: &str) -> Db {
+        let local = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+        let schema = match backend::current() {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Schema::create().await),
+        };
+        Db {
+            url: schema.as_ref().map_or(local.clone(), |s| s.url.clone()),
+            local,
+            _schema: schema,
+        }
+    }
+}
+
 pub(crate) fn child() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent()
@@ -23,9 +48,9 @@ pub(crate) fn child() -> PathBuf {
         .join("crash_child")
 }
 
-pub(crate) fn run_child(url: &str, args: &[&str], env: &[(&str, String)]) -> Output {
+pub(crate) fn run_child(db: &Db, args: &[&str], env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(child());
-    cmd.args(["--database", url])
+    cmd.args(["--database", &db.url, "--participants", &db.local])
         .args(args)
         .env_remove("SAGA_FAULTS")
         .env_remove("SAGA_CRASH_AT");
@@ -36,13 +61,13 @@ pub(crate) fn run_child(url: &str, args: &[&str], env: &[(&str, String)]) -> Out
 }
 
 /// The crash points a clean run passes through, each with its occurrence number.
-fn discover(dir: &Path, fail_at: &[&str]) -> Vec<(String, usize)> {
-    let url = format!("sqlite://{}", dir.join("discover.db").display());
+async fn discover(dir: &Path, fail_at: &[&str]) -> Vec<(String, usize)> {
+    let db = Db::new(dir, "discover").await;
     let trace = dir.join("trace.txt");
     let mut args = vec!["start", "--order-id", "discover"];
     args.extend_from_slice(fail_at);
     let out = run_child(
-        &url,
+        &db,
         &args,
         &[("SAGA_CRASH_TRACE", trace.display().to_string())],
     );
@@ -65,21 +90,23 @@ fn discover(dir: &Path, fail_at: &[&str]) -> Vec<(String, usize)> {
 
 /// Checks the invariants on a database whose saga has been recovered, with the events published
 /// read from the `crash_deliveries` record of the child processes.
-async fn check(url: &str, expected: SagaStatus, what: &str, may_be_empty: bool) {
-    check_with(url, expected, what, None, may_be_empty).await
+async fn check(db: &Db, expected: SagaStatus, what: &str, may_be_empty: bool) {
+    check_with(db, expected, what, None, may_be_empty).await
 }
 
 /// The invariants; `published` is the set of event ids a consumer saw, or `None` to read the
 /// child processes' record.
 pub(crate) async fn check_with(
-    url: &str,
+    db: &Db,
     expected: SagaStatus,
     what: &str,
     published: Option<&std::collections::HashSet<uuid::Uuid>>,
     may_be_empty: bool,
 ) {
-    let store = store::open(url, store::OpenMode::MustExist).await.unwrap();
-    let pool = SqlitePool::connect(url).await.unwrap();
+    let store = store::open(&db.url, store::OpenMode::MustExist)
+        .await
+        .unwrap();
+    let pool = SqlitePool::connect(&db.local).await.unwrap();
     let count = |sql: &'static str| {
         let pool = pool.clone();
         async move {
@@ -205,17 +232,14 @@ pub(crate) async fn check_with(
 async fn matrix(fail_at: Option<&str>, expected: SagaStatus) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let flags: Vec<&str> = fail_at.map(|s| vec!["--fail-at", s]).unwrap_or_default();
-    let points = discover(dir.path(), &flags);
+    let points = discover(dir.path(), &flags).await;
     assert!(points.len() >= 7, "discovered only {points:?}");
     for (i, (point, n)) in points.iter().enumerate() {
         let what = format!("crash at {point}:{n} (fail at {fail_at:?})");
-        let url = format!(
-            "sqlite://{}",
-            dir.path().join(format!("run{i}.db")).display()
-        );
+        let db = Db::new(dir.path(), &format!("run{i}")).await;
         let mut start = vec!["start", "--order-id", "o1"];
         start.extend_from_slice(&flags);
-        let crashed = run_child(&url, &start, &[("SAGA_CRASH_AT", format!("{point}:{n}"))]);
+        let crashed = run_child(&db, &start, &[("SAGA_CRASH_AT", format!("{point}:{n}"))]);
         assert_eq!(
             crashed.status.signal(),
             Some(6),
@@ -226,7 +250,7 @@ async fn matrix(fail_at: Option<&str>, expected: SagaStatus) -> usize {
         // Every third run also crashes during recovery, at its first commit.
         if i % 3 == 0 {
             let again = run_child(
-                &url,
+                &db,
                 &recover,
                 &[("SAGA_CRASH_AT", "after_commit:1".to_string())],
             );
@@ -235,43 +259,40 @@ async fn matrix(fail_at: Option<&str>, expected: SagaStatus) -> usize {
                 "{what}: {again:?}"
             );
         }
-        let recovered = run_child(&url, &recover, &[]);
+        let recovered = run_child(&db, &recover, &[]);
         assert!(
             recovered.status.success(),
             "{what}: recovery failed: {}",
             String::from_utf8_lossy(&recovered.stderr)
         );
-        check(&url, expected, &what, point == "before_commit" && *n == 1).await;
+        check(&db, expected, &what, point == "before_commit" && *n == 1).await;
     }
     points.len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crash_point_of_the_success_path_recovers() {
     let covered = matrix(None, SagaStatus::Completed).await;
     println!("success path: {covered} crash points");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crash_point_with_validation_failing_recovers() {
     let covered = matrix(Some("validate_order"), SagaStatus::Compensated).await;
     println!("validate_order failing: {covered} crash points");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crash_point_with_reservation_failing_recovers() {
     let covered = matrix(Some("reserve_inventory"), SagaStatus::Compensated).await;
     println!("reserve_inventory failing: {covered} crash points");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crash_point_with_payment_failing_recovers() {
     let covered = matrix(Some("charge_payment"), SagaStatus::Compensated).await;
     println!("charge_payment failing: {covered} crash points");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crash_point_with_shipment_failing_recovers() {
     let covered = matrix(Some("create_shipment"), SagaStatus::Compensated).await;
     println!("create_shipment failing: {covered} crash points");
 }
+
+on_both!(multi: every_crash_point_of_the_success_path_recovers, every_crash_point_with_validation_failing_recovers, every_crash_point_with_reservation_failing_recovers, every_crash_point_with_payment_failing_recovers, every_crash_point_with_shipment_failing_recovers);

@@ -17,7 +17,7 @@ use saga::sagas::Participants;
 use uuid::Uuid;
 
 use crate::common::*;
-use crate::crash::check_with;
+use crate::crash::{check_with, Db};
 
 const SCENARIOS: [(Option<&str>, SagaStatus); 5] = [
     (None, SagaStatus::Completed),
@@ -55,9 +55,10 @@ fn mediator(
 /// was reached (a run can finish before it).
 async fn one_run(dir: &Path, i: usize, scenario: usize, point: &str, nth: u32) -> bool {
     let (fail_at, expected) = SCENARIOS[scenario];
-    let url = format!("sqlite://{}", dir.join(format!("run{i}.db")).display());
+    let db = Db::new(dir, &format!("run{i}")).await;
+    let url = db.url.clone();
     let what = format!("run {i}: crash at {point}:{nth}, fail at {fail_at:?}");
-    let participants = Participants::open(&url).await.unwrap();
+    let participants = Participants::open(&db.local).await.unwrap();
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
     let mut seen = bus.subscribe(Filter::all());
     let base = fail_at.map_or(FaultPlan::new(), |s| FaultPlan::new().fail_at(s));
@@ -119,7 +120,7 @@ async fn one_run(dir: &Path, i: usize, scenario: usize, point: &str, nth: u32) -
         published.insert(e.event_id);
     }
     let may_be_empty = reached && point == "before_commit" && nth == 1;
-    check_with(&url, expected, &what, Some(&published), may_be_empty).await;
+    check_with(&db, expected, &what, Some(&published), may_be_empty).await;
     reached
 }
 
@@ -166,7 +167,6 @@ async fn seeded_in_process_crashes_recover() {
     seeded_runs("in-process tier", runs(), seed).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_point_kind_of_every_scenario_in_process() {
     // Each point kind, its first three occurrences, every scenario; each point a scenario
     // passes through at all must be reached at its first occurrence.
@@ -187,7 +187,6 @@ async fn every_point_kind_of_every_scenario_in_process() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_frozen_past_its_lease_cannot_write_after_another_mediator_took_over() {
     let env = Env::new().await;
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
@@ -241,3 +240,8 @@ async fn a_zombie_frozen_past_its_lease_cannot_write_after_another_mediator_took
         (4_000, 1, 1)
     );
 }
+
+on_both!(multi:
+    every_point_kind_of_every_scenario_in_process,
+    a_zombie_frozen_past_its_lease_cannot_write_after_another_mediator_took_over,
+);

@@ -8,7 +8,7 @@ use std::process::Command;
 use saga::engine::{store, SagaStatus};
 use sqlx::SqlitePool;
 
-use crate::crash::{child, run_child};
+use crate::crash::{child, run_child, Db};
 
 /// The seed of the randomized mode: `SAGA_CRASH_SEED`, or a fresh one (printed for replay).
 fn crash_seed() -> u64 {
@@ -32,12 +32,10 @@ async fn random_sigkills_of_busy_processes_lose_nothing() {
     let mut round = 0;
     // At least one round; more while time is left.
     while round == 0 || std::time::Instant::now() < deadline {
-        let url = format!(
-            "sqlite://{}",
-            dir.path().join(format!("random{round}.db")).display()
-        );
-        let (kills, started) = kill_round(&url, &mut rng, deadline).await;
-        let checked = check_round(&url, &started).await;
+        // SQLite only: the store and the participants in one file.
+        let db = Db::new(dir.path(), &format!("random{round}")).await;
+        let (kills, started) = kill_round(&db, &mut rng, deadline).await;
+        let checked = check_round(&db.url, &started).await;
         println!(
             "round {round}: {kills} SIGKILLs, {} sagas reported started, {checked} checked",
             started.len()
@@ -50,13 +48,13 @@ async fn random_sigkills_of_busy_processes_lose_nothing() {
 /// random moments (fewer kills than an attempt's interruption budget, 10), and recovers for
 /// good. Returns the kills and the ids the processes reported as started.
 async fn kill_round(
-    url: &str,
+    db: &Db,
     rng: &mut fastrand::Rng,
     deadline: std::time::Instant,
 ) -> (u32, Vec<String>) {
     let spawn = |args: &[&str]| {
         Command::new(child())
-            .args(["--database", url])
+            .args(["--database", &db.url])
             .args(args)
             .env_remove("SAGA_FAULTS")
             .env_remove("SAGA_CRASH_AT")
@@ -95,7 +93,7 @@ async fn kill_round(
         }
         proc = spawn(&["recover"]);
     }
-    let last = run_child(url, &["recover"], &[]);
+    let last = run_child(db, &["recover"], &[]);
     assert!(
         last.status.success(),
         "final recovery: {}",
