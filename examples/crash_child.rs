@@ -117,6 +117,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         retry: quick(RetryPolicy::attempts(3)),
         compensation_retry: quick(RetryPolicy::attempts(5)),
         confirm_retry: quick(RetryPolicy::forever()),
+        record_runs: false,
     };
     let mut registry = Registry::new();
     order::register_all_with(&mut registry, &participants, &options)?;

@@ -60,7 +60,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let args = Args::parse();
     let url = store::database_url(args.database.as_deref());
     let store = store::open(&url, store::OpenMode::CreateIfMissing).await?;
-    let participants = Participants::open(&url).await?;
+    let participants =
+        Participants::open(&saga::sagas::participants::participants_url(&url)).await?;
 
     let mut registry = Registry::new();
     let name = if args.events {

@@ -6,8 +6,13 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     saga_engine::cli::main(|url| {
         let participants = sagas::Participants::for_saga_database(url)?;
+        let options = sagas::order::Options {
+            // The step-run audit, for checking that no step ever ran on two workers at once.
+            record_runs: std::env::var("SAGA_RECORD_STEP_RUNS").as_deref() == Ok("1"),
+            ..Default::default()
+        };
         let mut registry = saga_engine::Registry::new();
-        sagas::register_all(&mut registry, &participants)?;
+        sagas::order::register_all_with(&mut registry, &participants, &options)?;
         Ok(registry)
     })
 }

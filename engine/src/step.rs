@@ -72,6 +72,9 @@ pub struct StepContext<D> {
     pub step: String,
     /// Which attempt this is, from 1.
     pub attempt: u32,
+    /// The fencing token of the lease this attempt runs under: it grows each time another
+    /// mediator takes the saga over, so a participant that records it can tell runs apart.
+    pub fencing_token: i64,
     /// `{saga_id}:{step}:{action|compensate}`: the same on every attempt and after a crash, so a
     /// participant can apply its effect at most once.
     pub idempotency_key: String,
@@ -114,6 +117,7 @@ where
                     saga_id: ctx.saga_id,
                     step: ctx.step,
                     attempt: ctx.attempt,
+                    fencing_token: ctx.fencing_token,
                     idempotency_key: ctx.idempotency_key,
                     data,
                 },

@@ -134,6 +134,7 @@ pub fn fast_options() -> Options {
         retry: quick(RetryPolicy::attempts(3)),
         compensation_retry: quick(RetryPolicy::attempts(5)),
         confirm_retry: quick(RetryPolicy::forever()),
+        record_runs: false,
     }
 }
 

@@ -198,6 +198,7 @@ async fn run_attempt(
         saga_id: saga.id,
         step: spec.name().to_string(),
         attempt,
+        fencing_token: saga.fencing_token,
         idempotency_key: idempotency_key(saga.id, spec.name(), phase),
         data: saga.data.clone(),
     };

@@ -1,11 +1,11 @@
 //! OrderSaga with local steps: each step calls its participant service in-process.
 
 use saga_engine::{
-    Definition, DefinitionError, Registry, SagaDefinition, Step, StepContext, Trigger,
+    Definition, DefinitionError, Registry, SagaDefinition, Step, StepContext, StepError, Trigger,
 };
 
 use super::{validate, Options, Order, NAME, ORDER_PLACED, VERSION};
-use crate::participants::Participants;
+use crate::participants::{Participants, StepRuns};
 
 /// OrderSaga over the given participants, with the default options.
 pub fn definition(participants: &Participants) -> Result<Definition, DefinitionError> {
@@ -21,34 +21,53 @@ pub fn definition_with(
     let (reserve, release) = (p.inventory.clone(), p.inventory.clone());
     let (charge, refund) = (p.payments.clone(), p.payments.clone());
     let (shipping, notify) = (p.shipping, p.notifications);
+    let audit = Audit(options.record_runs.then_some(p.runs));
+    let [audit_reserve, audit_release, audit_charge, audit_refund, audit_ship, audit_confirm] =
+        [(); 6].map(|()| audit.clone());
     let timeout = options.step_timeout;
     let (retry, undo_retry) = (options.retry.clone(), options.compensation_retry.clone());
     SagaDefinition::<Order>::new(NAME, VERSION)
-        .step(
-            Step::new("validate_order", validate)
-                .retry(retry.clone())
-                .timeout(timeout),
-        )
+        .step({
+            let audit = audit.clone();
+            Step::new("validate_order", move |ctx: StepContext<Order>| {
+                let audit = audit.clone();
+                async move { audit.time(&ctx.clone(), ACTION, validate(ctx)).await }
+            })
+            .retry(retry.clone())
+            .timeout(timeout)
+        })
         .step(
             Step::new("reserve_inventory", move |mut ctx: StepContext<Order>| {
                 let inventory = reserve.clone();
+                let audit = audit_reserve.clone();
                 async move {
-                    let o = &ctx.data;
-                    let id = inventory
-                        .reserve(&ctx.idempotency_key, &o.order_id, &o.items)
-                        .await?;
-                    ctx.data.reservation = Some(id);
-                    Ok(ctx.data)
+                    let run = ctx.clone();
+                    audit
+                        .time(&run, ACTION, async move {
+                            let o = &ctx.data;
+                            let id = inventory
+                                .reserve(&ctx.idempotency_key, &o.order_id, &o.items)
+                                .await?;
+                            ctx.data.reservation = Some(id);
+                            Ok(ctx.data)
+                        })
+                        .await
                 }
             })
             .compensate(move |mut ctx: StepContext<Order>| {
                 let inventory = release.clone();
+                let audit = audit_release.clone();
                 async move {
-                    inventory
-                        .release(&ctx.action_key(), &ctx.data.order_id)
-                        .await?;
-                    ctx.data.reservation = None;
-                    Ok(ctx.data)
+                    let run = ctx.clone();
+                    audit
+                        .time(&run, COMPENSATE, async move {
+                            inventory
+                                .release(&ctx.action_key(), &ctx.data.order_id)
+                                .await?;
+                            ctx.data.reservation = None;
+                            Ok(ctx.data)
+                        })
+                        .await
                 }
             })
             .retry(retry.clone())
@@ -58,28 +77,40 @@ pub fn definition_with(
         .step(
             Step::new("charge_payment", move |mut ctx: StepContext<Order>| {
                 let payments = charge.clone();
+                let audit = audit_charge.clone();
                 async move {
-                    let o = &ctx.data;
-                    let id = payments
-                        .charge(
-                            &ctx.idempotency_key,
-                            &o.order_id,
-                            &o.customer,
-                            o.amount_cents,
-                        )
-                        .await?;
-                    ctx.data.payment = Some(id);
-                    Ok(ctx.data)
+                    let run = ctx.clone();
+                    audit
+                        .time(&run, ACTION, async move {
+                            let o = &ctx.data;
+                            let id = payments
+                                .charge(
+                                    &ctx.idempotency_key,
+                                    &o.order_id,
+                                    &o.customer,
+                                    o.amount_cents,
+                                )
+                                .await?;
+                            ctx.data.payment = Some(id);
+                            Ok(ctx.data)
+                        })
+                        .await
                 }
             })
             .compensate(move |mut ctx: StepContext<Order>| {
                 let payments = refund.clone();
+                let audit = audit_refund.clone();
                 async move {
-                    payments
-                        .refund(&ctx.action_key(), &ctx.data.order_id)
-                        .await?;
-                    ctx.data.payment = None;
-                    Ok(ctx.data)
+                    let run = ctx.clone();
+                    audit
+                        .time(&run, COMPENSATE, async move {
+                            payments
+                                .refund(&ctx.action_key(), &ctx.data.order_id)
+                                .await?;
+                            ctx.data.payment = None;
+                            Ok(ctx.data)
+                        })
+                        .await
                 }
             })
             .retry(retry.clone())
@@ -89,13 +120,19 @@ pub fn definition_with(
         .step(
             Step::new("create_shipment", move |mut ctx: StepContext<Order>| {
                 let shipping = shipping.clone();
+                let audit = audit_ship.clone();
                 async move {
-                    let o = &ctx.data;
-                    let tracking = shipping
-                        .create(&ctx.idempotency_key, &o.order_id, &o.address)
-                        .await?;
-                    ctx.data.tracking = Some(tracking);
-                    Ok(ctx.data)
+                    let run = ctx.clone();
+                    audit
+                        .time(&run, ACTION, async move {
+                            let o = &ctx.data;
+                            let tracking = shipping
+                                .create(&ctx.idempotency_key, &o.order_id, &o.address)
+                                .await?;
+                            ctx.data.tracking = Some(tracking);
+                            Ok(ctx.data)
+                        })
+                        .await
                 }
             })
             .pivot()
@@ -105,14 +142,20 @@ pub fn definition_with(
         .step(
             Step::new("confirm_order", move |mut ctx: StepContext<Order>| {
                 let notifications = notify.clone();
+                let audit = audit_confirm.clone();
                 async move {
-                    let o = &ctx.data;
-                    let tracking = o.tracking.clone().unwrap_or_default();
-                    notifications
-                        .confirm(&ctx.idempotency_key, &o.order_id, &o.customer, &tracking)
-                        .await?;
-                    ctx.data.confirmed = true;
-                    Ok(ctx.data)
+                    let run = ctx.clone();
+                    audit
+                        .time(&run, ACTION, async move {
+                            let o = &ctx.data;
+                            let tracking = o.tracking.clone().unwrap_or_default();
+                            notifications
+                                .confirm(&ctx.idempotency_key, &o.order_id, &o.customer, &tracking)
+                                .await?;
+                            ctx.data.confirmed = true;
+                            Ok(ctx.data)
+                        })
+                        .await
                 }
             })
             .retriable()
@@ -120,6 +163,27 @@ pub fn definition_with(
             .timeout(timeout),
         )
         .build()
+}
+
+const ACTION: &str = "action";
+const COMPENSATE: &str = "compensate";
+
+/// The step-run audit when [`Options::record_runs`] asks for it.
+#[derive(Clone)]
+struct Audit(Option<StepRuns>);
+
+impl Audit {
+    async fn time(
+        &self,
+        ctx: &StepContext<Order>,
+        phase: &str,
+        work: impl std::future::Future<Output = Result<Order, StepError>>,
+    ) -> Result<Order, StepError> {
+        match &self.0 {
+            Some(runs) => runs.time(ctx, phase, work).await,
+            None => work.await,
+        }
+    }
 }
 
 /// Registers every saga of this crate (OrderSaga) over the given participants.

@@ -132,6 +132,9 @@ pub struct Options {
     pub compensation_retry: RetryPolicy,
     /// Retry policy of confirm_order (its attempt limit is ignored: it retries until it succeeds).
     pub confirm_retry: RetryPolicy,
+    /// Record every run of a local step in the participants' `step_runs` audit (off by default:
+    /// one more write per step). `saga worker` turns it on with `SAGA_RECORD_STEP_RUNS=1`.
+    pub record_runs: bool,
 }
 
 impl Default for Options {
@@ -142,6 +145,7 @@ impl Default for Options {
             compensation_retry: RetryPolicy::attempts(5),
             confirm_retry: RetryPolicy::forever()
                 .backoff(Duration::from_millis(50), Duration::from_secs(5)),
+            record_runs: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 mod inventory;
 mod notifications;
 mod payments;
+mod runs;
 mod shipping;
 
 use std::str::FromStr;
@@ -20,6 +21,7 @@ use tokio::sync::OnceCell;
 pub use inventory::{Inventory, Reservation};
 pub use notifications::Notifications;
 pub use payments::{Charge, Payments, DEFAULT_CREDIT_LIMIT_CENTS};
+pub use runs::{StepRun, StepRuns};
 pub use shipping::{Shipment, Shipping};
 
 /// Why a participant refused or could not do its work.
@@ -62,6 +64,7 @@ impl Db {
                     payments::SCHEMA,
                     shipping::SCHEMA,
                     notifications::SCHEMA,
+                    runs::SCHEMA,
                 ] {
                     sqlx::raw_sql(ddl).execute(&self.pool).await?;
                 }
@@ -96,6 +99,8 @@ pub struct Participants {
     pub shipping: Shipping,
     /// Order confirmations sent to customers.
     pub notifications: Notifications,
+    /// The audit of step runs (written only when OrderSaga is built with `record_runs`).
+    pub runs: StepRuns,
 }
 
 impl Participants {
@@ -136,7 +141,8 @@ impl Participants {
             inventory: Inventory::new(db.clone()),
             payments: Payments::new(db.clone()),
             shipping: Shipping::new(db.clone()),
-            notifications: Notifications::new(db),
+            notifications: Notifications::new(db.clone()),
+            runs: StepRuns::new(db),
         })
     }
 }

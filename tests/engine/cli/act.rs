@@ -10,9 +10,8 @@ use uuid::Uuid;
 use super::*;
 use crate::common::until;
 
-#[tokio::test]
 async fn run_wait_exits_by_outcome() {
-    let db = Db::new();
+    let db = Db::new().await;
     let ok = db.saga(&[
         "run",
         "OrderSaga",
@@ -56,9 +55,8 @@ async fn run_wait_exits_by_outcome() {
     assert_eq!(v["status"], "compensated");
 }
 
-#[tokio::test]
 async fn abort_moves_a_running_saga_to_compensation() {
-    let db = Db::new();
+    let db = Db::new().await;
     let started = db.json(&["run", "OrderSaga", "--data", &order("a1", 1_000, "US")]);
     let id = id_of(&started);
     // The worker hangs in charge_payment, after the reservation was made.
@@ -108,9 +106,8 @@ async fn abort_moves_a_running_saga_to_compensation() {
     );
 }
 
-#[tokio::test]
 async fn retry_resumes_a_failed_compensation_once_the_fault_is_gone() {
-    let db = Db::new();
+    let db = Db::new().await;
     let out = db.saga_env(
         &[
             "--json",
@@ -161,9 +158,8 @@ async fn retry_resumes_a_failed_compensation_once_the_fault_is_gone() {
     );
 }
 
-#[tokio::test]
 async fn a_worker_runs_sagas_started_for_it_and_stops_gracefully_on_sigterm() {
-    let db = Db::new();
+    let db = Db::new().await;
     let ids: Vec<Uuid> = (0..5)
         .map(|i| {
             id_of(&db.json(&[
@@ -196,9 +192,8 @@ async fn a_worker_runs_sagas_started_for_it_and_stops_gracefully_on_sigterm() {
     assert!(exited.success());
 }
 
-#[tokio::test]
 async fn a_worker_killed_mid_batch_loses_nothing_and_the_next_worker_finishes() {
-    let db = Db::new();
+    let db = Db::new().await;
     let ids: Vec<Uuid> = (0..30)
         .map(|i| {
             id_of(&db.json(&[
@@ -210,16 +205,9 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_the_next_worker_finishes() 
         })
         .collect();
     // Slow confirmations keep the batch busy long enough to be killed mid-run.
-    let mut first = Command::new(SAGA)
-        .args([
-            "--database",
-            &db.url,
-            "worker",
-            "--poll",
-            "20ms",
-            "--lease",
-            "1s",
-        ])
+    let mut first = db
+        .command()
+        .args(["worker", "--poll", "20ms", "--lease", "1s"])
         .env("SAGA_FAULTS", "confirm_order=fail:3")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -265,7 +253,7 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_the_next_worker_finishes() 
         .iter()
         .all(|s| s["status"] == "completed"));
     // Each order charged and shipped exactly once, whatever ran twice.
-    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&db.local).await.unwrap();
     let (charges, shipments, confirmations): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM payments_charges WHERE status = 'charged'), \
          (SELECT COUNT(*) FROM shipments), (SELECT COUNT(*) FROM order_confirmations)",
@@ -281,3 +269,11 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_the_next_worker_finishes() 
             .unwrap();
     assert_eq!(stock, 1_000 - 30);
 }
+
+on_both!(
+    run_wait_exits_by_outcome,
+    abort_moves_a_running_saga_to_compensation,
+    retry_resumes_a_failed_compensation_once_the_fault_is_gone,
+    a_worker_runs_sagas_started_for_it_and_stops_gracefully_on_sigterm,
+    a_worker_killed_mid_batch_loses_nothing_and_the_next_worker_finishes,
+);

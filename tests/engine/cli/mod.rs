@@ -1,4 +1,5 @@
-//! The `saga` binary, spawned for real against real SQLite files: the harness.
+//! The `saga` binary, spawned for real against a real store (a SQLite file, or a PostgreSQL
+//! schema with the participants in a SQLite file beside it): the harness.
 
 mod act;
 mod read;
@@ -9,6 +10,7 @@ use saga::engine::{store, SagaStatus};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::backend::{Backend, Schema};
 use crate::common::until;
 
 pub(super) const SAGA: &str = env!("CARGO_BIN_EXE_saga");
@@ -16,14 +18,39 @@ pub(super) const SAGA: &str = env!("CARGO_BIN_EXE_saga");
 /// A temp database and a way to run `saga` on it.
 pub(super) struct Db {
     pub(super) dir: tempfile::TempDir,
+    /// The store.
     pub(super) url: String,
+    /// The participants' SQLite file (the store's own file on SQLite).
+    pub(super) local: String,
+    _schema: Option<Schema>,
 }
 
 impl Db {
-    pub(super) fn new() -> Db {
+    /// A store on the running test's backend.
+    pub(super) async fn new() -> Db {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("cli.db").display());
-        Db { dir, url }
+        let local = format!("sqlite://{}", dir.path().join("cli.db").display());
+        let schema = match crate::backend::current() {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Schema::create().await),
+        };
+        let url = schema.as_ref().map_or(local.clone(), |s| s.url.clone());
+        Db {
+            dir,
+            url,
+            local,
+            _schema: schema,
+        }
+    }
+
+    /// `saga` on this store, its participants on [`Db::local`].
+    pub(super) fn command(&self) -> Command {
+        let mut cmd = Command::new(SAGA);
+        cmd.args(["--database", &self.url])
+            .env("SAGA_PARTICIPANTS_URL", &self.local)
+            .env_remove("SAGA_FAULTS")
+            .env_remove("SAGA_RECORD_STEP_RUNS");
+        cmd
     }
 
     pub(super) fn saga(&self, args: &[&str]) -> Output {
@@ -31,11 +58,8 @@ impl Db {
     }
 
     pub(super) fn saga_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(SAGA);
-        cmd.args(["--database", &self.url])
-            .args(args)
-            .env_remove("SAGA_FAULTS")
-            .env("NO_COLOR", "1");
+        let mut cmd = self.command();
+        cmd.args(args).env("NO_COLOR", "1");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -52,16 +76,9 @@ impl Db {
 
     /// Starts `saga worker` in the background; killed when the guard drops.
     pub(super) fn worker(&self, faults: &str) -> Worker {
-        let child = Command::new(SAGA)
-            .args([
-                "--database",
-                &self.url,
-                "worker",
-                "--poll",
-                "50ms",
-                "--lease",
-                "2s",
-            ])
+        let child = self
+            .command()
+            .args(["worker", "--poll", "50ms", "--lease", "2s"])
             .env("SAGA_FAULTS", faults)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -145,6 +162,7 @@ pub(super) fn run_example(db: &Db) {
         .join("order_saga");
     let out = Command::new(example)
         .args(["--database", &db.url])
+        .env("SAGA_PARTICIPANTS_URL", &db.local)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

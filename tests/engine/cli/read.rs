@@ -6,9 +6,8 @@ use uuid::Uuid;
 
 use super::*;
 
-#[tokio::test]
 async fn read_commands_show_what_the_store_holds() {
-    let db = Db::new();
+    let db = Db::new().await;
     run_example(&db);
 
     let list = db.json(&["list"]);
@@ -148,7 +147,7 @@ async fn read_commands_show_what_the_store_holds() {
 
 #[tokio::test]
 async fn errors_are_clear_exit_with_meaning_and_write_nothing() {
-    let db = Db::new();
+    let db = Db::new().await;
     let check = |args: &[&str], code: i32, message: &str| {
         let out = db.saga(args);
         assert_eq!(
@@ -241,3 +240,5 @@ async fn errors_are_clear_exit_with_meaning_and_write_nothing() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("garbage.db"), "{}", stderr(&out));
 }
+
+on_both!(read_commands_show_what_the_store_holds);
