@@ -5,6 +5,7 @@
 #[macro_use]
 mod backend;
 mod common;
+mod conformance;
 mod crash;
 mod crash_fast;
 mod crash_random;
