@@ -93,6 +93,8 @@ async fn run() {
             std::process::Command::new(SAGA)
                 .args(["--database", &schema.url, "worker"])
                 .args(["--lease", "2s", "--poll", "250ms", "--concurrency", "32"])
+                // Claims of at most 100 sagas, so the backlog is shared among the workers.
+                .args(["--max-in-flight", "100"])
                 .env("SAGA_PARTICIPANTS_URL", &local)
                 .env("SAGA_RECORD_STEP_RUNS", "1")
                 .env_remove("SAGA_FAULTS")

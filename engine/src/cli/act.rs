@@ -165,6 +165,7 @@ async fn print_until_final(events: &mut Subscription, id: Uuid) {
 /// What `saga worker` was asked.
 pub(crate) struct WorkerArgs {
     pub concurrency: usize,
+    pub max_in_flight: usize,
     pub lease: Duration,
     pub poll: Duration,
 }
@@ -186,6 +187,7 @@ pub(crate) async fn worker(
     }
     let mediator = Mediator::builder(store, registry)
         .concurrency(args.concurrency)
+        .max_in_flight(args.max_in_flight)
         .lease(args.lease)
         .poll_interval(args.poll)
         .faults(faults)

@@ -112,6 +112,10 @@ enum Command {
         /// Step attempts that may run at once
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Sagas driven at once (running or waiting in a backoff); a claim takes no more, so
+        /// lower it to share a backlog more evenly between workers
+        #[arg(long, default_value_t = 10_000)]
+        max_in_flight: usize,
         /// Lease duration: a crashed worker's sagas are taken over after it
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         lease: Duration,
@@ -251,12 +255,14 @@ where
         }
         Command::Worker {
             concurrency,
+            max_in_flight,
             lease,
             poll,
         } => {
             let store = store::open(&url, OpenMode::CreateIfMissing).await?;
             let args = act::WorkerArgs {
                 concurrency,
+                max_in_flight,
                 lease,
                 poll,
             };
