@@ -222,6 +222,21 @@ pub trait SagaStore: Send + Sync + 'static {
     }
 }
 
+/// [`SagaStore::counts`], the same on every backend.
+const COUNTS: &str = "SELECT definition, status, COUNT(*) FROM saga_instances \
+                      GROUP BY definition, status ORDER BY definition, status";
+
+/// [`SagaStore::unfinished_definitions`], the same on every backend.
+const UNFINISHED: &str = "SELECT definition, version, COUNT(*) FROM saga_instances \
+                          WHERE status IN ('running', 'compensating') GROUP BY definition, version";
+
+/// Parses `(definition, version, count)` rows of [`UNFINISHED`].
+fn parse_unfinished(rows: Vec<(String, i64, i64)>) -> Vec<(String, u32, u64)> {
+    rows.into_iter()
+        .map(|(d, v, n)| (d, u32::try_from(v).unwrap_or(u32::MAX), n.max(0) as u64))
+        .collect()
+}
+
 /// Parses `(definition, status, count)` rows of [`SagaStore::counts`].
 fn parse_counts(
     rows: Vec<(String, String, i64)>,

@@ -153,3 +153,24 @@ impl<I: IdColumn, J: JsonColumn> TryFrom<EventRow<I, J>> for HistoryEvent {
         })
     }
 }
+
+/// Outbox rows `(position, event_id, envelope)` in commit order, decoded; the ids of rows that
+/// cannot be decoded come back apart, for the caller to drop (they could never be published,
+/// and keeping them would block every sweep behind them).
+pub(super) fn decode_outbox<I: IdColumn, J: JsonColumn>(
+    mut rows: Vec<(i64, I, J)>,
+) -> (Vec<crate::bus::Envelope>, Vec<I>) {
+    rows.sort_unstable_by_key(|(position, _, _)| *position);
+    let mut events = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
+    for (_, id, envelope) in rows {
+        match envelope.decode() {
+            Ok(event) => events.push(event),
+            Err(error) => {
+                tracing::error!(event_id = %id.text(), %error, "unreadable outbox event dropped");
+                unreadable.push(id);
+            }
+        }
+    }
+    (events, unreadable)
+}

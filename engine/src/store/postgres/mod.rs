@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use sql::*;
 
-use super::rows::{EventRow as Event, SagaRow as Saga};
+use super::rows::{decode_outbox, EventRow as Event, SagaRow as Saga};
 use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, OUTBOX_HOLD};
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
@@ -208,26 +208,14 @@ impl SagaStore for PostgresStore {
         limit: usize,
         include_claimed: bool,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let mut rows: Vec<(i64, Uuid, Value)> = sqlx::query_as(OUTBOX_CLAIM)
+        let rows: Vec<(i64, Uuid, Value)> = sqlx::query_as(OUTBOX_CLAIM)
             .bind(millis(min_age))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(include_claimed)
             .bind(millis(OUTBOX_HOLD))
             .fetch_all(&self.pool)
             .await?;
-        rows.sort_unstable_by_key(|(position, _, _)| *position);
-        let mut events = Vec::with_capacity(rows.len());
-        let mut unreadable = Vec::new();
-        for (_, id, value) in rows {
-            match serde_json::from_value(value) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    // It can never be published; keeping it would block every sweep behind it.
-                    tracing::error!(event_id = %id, %error, "unreadable outbox event dropped");
-                    unreadable.push(id);
-                }
-            }
-        }
+        let (events, unreadable) = decode_outbox(rows);
         if !unreadable.is_empty() {
             self.outbox_remove(&unreadable).await?;
         }
@@ -334,12 +322,8 @@ impl SagaStore for PostgresStore {
     }
 
     async fn counts(&self) -> Result<Vec<(String, SagaStatus, u64)>, StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT definition, status, COUNT(*) FROM saga_instances \
-             GROUP BY definition, status ORDER BY definition, status",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as(super::COUNTS).fetch_all(&self.pool).await?;
         super::parse_counts(rows)
     }
 
@@ -359,16 +343,10 @@ impl SagaStore for PostgresStore {
     }
 
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT definition, version, COUNT(*) FROM saga_instances \
-             WHERE status IN ('running', 'compensating') GROUP BY definition, version",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(d, v, n)| (d, v as u32, n as u64))
-            .collect())
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(super::UNFINISHED)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(super::parse_unfinished(rows))
     }
 
     fn runnable_signal(&self) -> Option<Arc<Notify>> {

@@ -15,7 +15,7 @@ mod sql;
 
 use sql::*;
 
-use super::rows::{EventRow as Event, SagaRow as Saga};
+use super::rows::{decode_outbox, EventRow as Event, SagaRow as Saga};
 use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, OUTBOX_HOLD};
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
@@ -229,20 +229,7 @@ impl SagaStore for SqliteStore {
             .bind(millis(OUTBOX_HOLD))
             .fetch_all(&self.writer)
             .await?;
-        let mut rows = rows;
-        rows.sort_unstable_by_key(|(position, _, _)| *position);
-        let mut events = Vec::with_capacity(rows.len());
-        let mut unreadable = Vec::new();
-        for (_, id, text) in rows {
-            match serde_json::from_str(&text) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    // It can never be published; keeping it would block every sweep behind it.
-                    tracing::error!(event_id = %id, %error, "unreadable outbox event dropped");
-                    unreadable.push(id);
-                }
-            }
-        }
+        let (events, unreadable) = decode_outbox(rows);
         if !unreadable.is_empty() {
             sqlx::query(
                 "DELETE FROM saga_outbox WHERE event_id IN (SELECT value FROM json_each(?1))",
@@ -353,12 +340,9 @@ impl SagaStore for SqliteStore {
     }
 
     async fn counts(&self) -> Result<Vec<(String, SagaStatus, u64)>, StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT definition, status, COUNT(*) FROM saga_instances \
-             GROUP BY definition, status ORDER BY definition, status",
-        )
-        .fetch_all(&self.reader)
-        .await?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(super::COUNTS)
+            .fetch_all(&self.reader)
+            .await?;
         super::parse_counts(rows)
     }
 
@@ -382,15 +366,9 @@ impl SagaStore for SqliteStore {
     }
 
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT definition, version, COUNT(*) FROM saga_instances \
-             WHERE status IN ('running', 'compensating') GROUP BY definition, version",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(d, v, n)| (d, v as u32, n as u64))
-            .collect())
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(super::UNFINISHED)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(super::parse_unfinished(rows))
     }
 }
