@@ -60,5 +60,5 @@ pub use registry::Registry;
 pub use retry::RetryPolicy;
 pub use state::{Millis, SagaState, SagaStatus, StepState, StepStatus};
 pub use step::{FailureKind, Phase, SagaData, Step, StepContext, StepError, StepKind};
-pub use store::{OpenMode, SagaStore, SqliteStore, StoreError};
+pub use store::{OpenMode, SagaStore, SqliteStore, StoreError, WriteStats};
 pub use trigger::Trigger;

@@ -4,6 +4,7 @@
 //! row and appends its history events in one database transaction, checking the fencing token so
 //! that a mediator that lost its lease cannot write. Times are read from the database's clock.
 
+mod group;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -68,6 +69,12 @@ pub enum StoreError {
     /// An insert found the id taken.
     #[error("saga {0} already exists")]
     Duplicate(Uuid),
+    /// The commit of a batch failed; it may or may not have happened.
+    #[error("a commit failed and may or may not have happened: {0}")]
+    CommitFailed(String),
+    /// The store's commit pipeline has stopped (the store is being dropped).
+    #[error("the store is closed")]
+    Closed,
 }
 
 /// The lease to hold after a transition.
@@ -155,11 +162,25 @@ pub struct Committed {
     pub at: Millis,
 }
 
+/// How much a store handle has written: its write transactions and the transitions they
+/// carried. Transitions per commit above 1 is group commit at work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Write transactions committed (transition batches, claims, lease renewals, releases,
+    /// outbox sweeps).
+    pub commits: u64,
+    /// Saga transitions committed.
+    pub transitions: u64,
+}
+
 /// Persistence of saga instances and their history. Implementations must be safe to share
 /// between many concurrent sagas and, for server databases, between processes.
 #[async_trait]
 pub trait SagaStore: Send + Sync + 'static {
-    /// Applies one transition atomically: instance row and history together.
+    /// Applies one transition atomically: instance row, history and outbox together. Returns
+    /// once that is durable. Concurrent calls may share one database transaction (group commit)
+    /// without any weaker guarantee: each transition still applies entirely or not at all, and
+    /// one refused transition does not affect the others.
     async fn apply(&self, transition: &Transition<'_>) -> Result<Committed, StoreError>;
 
     /// Takes the lease of up to `limit` sagas that are `running` or `compensating`, whose lease
@@ -220,6 +241,9 @@ pub trait SagaStore: Send + Sync + 'static {
     fn runnable_signal(&self) -> Option<Arc<Notify>> {
         None
     }
+
+    /// What this store handle has committed so far.
+    fn write_stats(&self) -> WriteStats;
 }
 
 /// [`SagaStore::counts`], the same on every backend.

@@ -3,6 +3,7 @@
 //! mediators have locked (`FOR UPDATE SKIP LOCKED`), and a saga left runnable without an owner
 //! is announced with `NOTIFY`, so idle mediators wake at once instead of polling fast.
 
+mod batch;
 mod sql;
 mod wake;
 
@@ -19,8 +20,11 @@ use uuid::Uuid;
 
 use sql::*;
 
+use super::group::{Counters, Pipeline};
 use super::rows::{decode_outbox, EventRow as Event, SagaRow as Saga};
-use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, OUTBOX_HOLD};
+use super::{
+    Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, WriteStats, OUTBOX_HOLD,
+};
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
 use crate::state::{SagaState, SagaStatus};
@@ -31,19 +35,15 @@ type EventRow = Event<Uuid, Value>;
 
 /// Connections per process. A mediator's transitions are one short statement each.
 const POOL_SIZE: u32 = 16;
+/// Batches committed at once: while one waits for its commit to reach the disk, the next
+/// gathers the transitions queued meanwhile.
+const COMMITTERS: usize = 4;
 /// How long a query waits for a connection before failing (and being retried by its caller),
 /// so an unreachable server is reported in seconds, not minutes.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn corrupt(id: Uuid, e: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        id: id.to_string(),
-        reason: e.to_string(),
-    }
 }
 
 /// The PostgreSQL implementation of [`SagaStore`]. The tables live in the connection's current
@@ -55,6 +55,10 @@ pub struct PostgresStore {
     channel: String,
     /// Wakes idle mediators of this process when another one makes a saga runnable.
     wake: wake::Listener,
+    /// Transitions and outbox clean-ups, group-committed.
+    pipeline: Pipeline<batch::Write>,
+    /// What this handle has committed.
+    counters: Arc<Counters>,
 }
 
 impl PostgresStore {
@@ -100,10 +104,18 @@ impl PostgresStore {
         migrator.run(&pool).await?;
         let channel: String = format!("saga_runnable.{schema}").chars().take(63).collect();
         let wake = wake::Listener::new(pool.clone(), channel.clone());
+        let counters = Arc::new(Counters::default());
+        let writer = batch::Writer {
+            pool: pool.clone(),
+            channel: channel.clone(),
+        };
+        let pipeline = Pipeline::start(Arc::new(writer), COMMITTERS, counters.clone());
         Ok(Self {
             pool,
             channel,
             wake,
+            pipeline,
+            counters,
         })
     }
 
@@ -123,6 +135,7 @@ impl PostgresStore {
             .bind(Uuid::now_v7())
             .execute(&self.pool)
             .await?;
+        self.counters.commit(0);
         Ok(())
     }
 }
@@ -130,76 +143,9 @@ impl PostgresStore {
 #[async_trait]
 impl SagaStore for PostgresStore {
     async fn apply(&self, t: &Transition<'_>) -> Result<Committed, StoreError> {
-        let s = t.state;
-        let steps = serde_json::to_value(&s.steps).map_err(|e| corrupt(s.id, e))?;
-        let awaiting = s
-            .awaiting
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| corrupt(s.id, e))?;
-        let envelopes = t
-            .outbox
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<Result<Vec<Value>, _>>()
-            .map_err(|e| corrupt(s.id, e))?;
-        // Left runnable with no owner (enqueued, released by an operator): wake a mediator.
-        let runnable = t.lease.is_none()
-            && !s.status.is_final()
-            && s.awaiting.is_none()
-            && t.retry_after.is_none();
-        let sql = match t.expected_token {
-            Some(_) => UPDATE_SAGA,
-            None => INSERT_SAGA,
-        };
-        let row: Option<(i64, i64)> = sqlx::query_as(sql)
-            .bind(s.id)
-            .bind(&s.definition)
-            .bind(i64::from(s.version))
-            .bind(s.status.as_str())
-            .bind(s.current_step as i64)
-            .bind(&s.data)
-            .bind(steps)
-            .bind(&s.last_error)
-            .bind(t.retry_after.map(millis))
-            .bind(t.lease.map(|l| l.owner))
-            .bind(t.lease.map(|l| millis(l.duration)))
-            .bind(t.expected_token.unwrap_or(s.fencing_token))
-            .bind(s.last_seq)
-            .bind(s.fencing_token)
-            .bind(t.expected_seq())
-            .bind(awaiting)
-            .bind(t.before_deadline)
-            .bind(t.events.iter().map(|e| e.seq).collect::<Vec<_>>())
-            .bind(t.events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-            .bind(t.events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind(t.events.iter().map(|e| e.step.clone()).collect::<Vec<_>>())
-            .bind(
-                t.events
-                    .iter()
-                    .map(|e| e.attempt.map(i64::from))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                t.events
-                    .iter()
-                    .map(|e| e.detail.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(t.outbox.iter().map(|m| m.event_id).collect::<Vec<_>>())
-            .bind(envelopes)
-            .bind(&self.channel)
-            .bind(runnable)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unconfirmed(s.id))?;
-        match row {
-            Some((at, _)) => Ok(Committed { at }),
-            None => Err(match t.expected_token {
-                Some(_) => StoreError::LeaseLost(s.id),
-                None => StoreError::Duplicate(s.id),
-            }),
-        }
+        let write = batch::Write::Transition(Box::new(batch::Encoded::new(t)?));
+        let at = self.pipeline.submit(write).await?;
+        Ok(Committed { at })
     }
 
     async fn outbox_claim(
@@ -215,6 +161,9 @@ impl SagaStore for PostgresStore {
             .bind(millis(OUTBOX_HOLD))
             .fetch_all(&self.pool)
             .await?;
+        if !rows.is_empty() {
+            self.counters.commit(0);
+        }
         let (events, unreadable) = decode_outbox(rows);
         if !unreadable.is_empty() {
             self.outbox_remove(&unreadable).await?;
@@ -223,10 +172,10 @@ impl SagaStore for PostgresStore {
     }
 
     async fn outbox_remove(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM saga_outbox WHERE event_id = ANY($1::UUID[])")
-            .bind(event_ids)
-            .execute(&self.pool)
-            .await?;
+        if !event_ids.is_empty() {
+            let write = batch::Write::RemoveOutbox(event_ids.to_vec());
+            self.pipeline.submit(write).await?;
+        }
         Ok(())
     }
 
@@ -248,6 +197,9 @@ impl SagaStore for PostgresStore {
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
+        if !rows.is_empty() {
+            self.counters.commit(0);
+        }
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             let (id, last_seq) = (row.id, row.last_seq);
@@ -267,6 +219,9 @@ impl SagaStore for PostgresStore {
             .bind(ids)
             .execute(&self.pool)
             .await?;
+        if done.rows_affected() > 0 {
+            self.counters.commit(0);
+        }
         Ok(done.rows_affected())
     }
 
@@ -277,6 +232,9 @@ impl SagaStore for PostgresStore {
             .bind(&self.channel)
             .fetch_one(&self.pool)
             .await?;
+        if released > 0 {
+            self.counters.commit(0);
+        }
         Ok(released.max(0) as u64)
     }
 
@@ -352,16 +310,8 @@ impl SagaStore for PostgresStore {
     fn runnable_signal(&self) -> Option<Arc<Notify>> {
         Some(self.wake.signal())
     }
-}
 
-/// Maps a failed transition write: an I/O error may have come after the server committed (the
-/// connection dropped during the commit), so the caller must re-read before deciding.
-fn unconfirmed(id: Uuid) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |error| match error {
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => {
-            tracing::warn!(saga_id = %id, %error, "connection lost while committing");
-            StoreError::Unconfirmed(id)
-        }
-        other => StoreError::Database(other),
+    fn write_stats(&self) -> WriteStats {
+        self.counters.stats()
     }
 }

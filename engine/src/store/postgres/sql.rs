@@ -62,6 +62,9 @@ pub(super) const UPDATE_SAGA: &str = concat!(
     transition_tail!()
 );
 
+/// Forgets the outbox rows whose ids are in `$1`.
+pub(super) const REMOVE_OUTBOX: &str = "DELETE FROM saga_outbox WHERE event_id = ANY($1::UUID[])";
+
 pub(super) const CLAIM: &str = concat!(
     "UPDATE saga_instances AS s SET lease_owner = $1::TEXT, lease_expires_at = ",
     now_ms!(),

@@ -3,6 +3,7 @@
 //! through a small pool that WAL lets run beside the writer.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,11 +13,15 @@ use uuid::Uuid;
 
 #[macro_use]
 mod sql;
+mod batch;
 
 use sql::*;
 
+use super::group::{Counters, Pipeline};
 use super::rows::{decode_outbox, EventRow as Event, SagaRow as Saga};
-use super::{Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, OUTBOX_HOLD};
+use super::{
+    Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, WriteStats, OUTBOX_HOLD,
+};
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
 use crate::state::{SagaState, SagaStatus};
@@ -34,6 +39,38 @@ fn json_list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
     serde_json::Value::from(list).to_string()
 }
 
+/// Takes this store's own `synchronous=full|normal` parameter out of `url` (the driver does not
+/// know it), returning the rest of the URL and the setting (full when absent).
+fn synchronous_option(url: &str) -> Result<(String, SqliteSynchronous), sqlx::Error> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), SqliteSynchronous::Full));
+    };
+    let mut synchronous = SqliteSynchronous::Full;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("synchronous", value)) => {
+                synchronous = match value.to_ascii_lowercase().as_str() {
+                    "full" => SqliteSynchronous::Full,
+                    "normal" => SqliteSynchronous::Normal,
+                    other => {
+                        return Err(sqlx::Error::Configuration(
+                            format!("unknown value `{other}` for `synchronous`: use full or normal")
+                                .into(),
+                        ))
+                    }
+                }
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = match rest.is_empty() {
+        true => base.to_string(),
+        false => format!("{base}?{}", rest.join("&")),
+    };
+    Ok((url, synchronous))
+}
+
 /// The SQLite implementation of [`SagaStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -41,21 +78,30 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Readers run beside the writer thanks to WAL.
     reader: SqlitePool,
+    /// Transitions and outbox clean-ups, group-committed on the writer connection.
+    pipeline: Arc<Pipeline<batch::Write>>,
+    /// What this handle has committed.
+    counters: Arc<Counters>,
 }
 
 impl SqliteStore {
     /// Opens (or, with [`OpenMode::CreateIfMissing`], creates) the database at `url`
     /// (`sqlite://PATH`), in WAL mode with `synchronous=FULL`, and runs the migrations.
+    ///
+    /// `?synchronous=normal` in the URL relaxes durability for speed: in WAL mode a commit is
+    /// then not flushed to disk at once, so a power loss (not a process crash) may lose the
+    /// last transitions. Full is the default and what the engine's guarantees assume.
     pub async fn open(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
             url: url.to_string(),
             source,
         };
-        let options = SqliteConnectOptions::from_str(url)
+        let (sqlx_url, synchronous) = synchronous_option(url).map_err(open_err)?;
+        let options = SqliteConnectOptions::from_str(&sqlx_url)
             .map_err(open_err)?
             .create_if_missing(mode == OpenMode::CreateIfMissing)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let filename = options.get_filename().to_string_lossy().to_string();
@@ -85,7 +131,20 @@ impl SqliteStore {
         // The host application may keep its own migrations in the same file.
         migrator.set_ignore_missing(true);
         migrator.run(&writer).await?;
-        Ok(Self { writer, reader })
+        let counters = Arc::new(Counters::default());
+        let pipeline = Pipeline::start(
+            Arc::new(batch::Writer {
+                pool: writer.clone(),
+            }),
+            1,
+            counters.clone(),
+        );
+        Ok(Self {
+            writer,
+            reader,
+            pipeline: Arc::new(pipeline),
+            counters,
+        })
     }
 
     /// Marks a saga whose row cannot be read as `failed` with the reason, so it is not claimed
@@ -121,6 +180,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.counters.commit(0);
         Ok(())
     }
 
@@ -133,86 +193,8 @@ impl SqliteStore {
 #[async_trait]
 impl SagaStore for SqliteStore {
     async fn apply(&self, t: &Transition<'_>) -> Result<Committed, StoreError> {
-        let s = t.state;
-        let data = s.data.to_string();
-        let steps = serde_json::to_string(&s.steps).map_err(|e| StoreError::Corrupt {
-            id: s.id.to_string(),
-            reason: e.to_string(),
-        })?;
-        let id = s.id.to_string();
-        let awaiting = s
-            .awaiting
-            .map(|a| serde_json::to_string(&a))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt {
-                id: id.clone(),
-                reason: e.to_string(),
-            })?;
-        // A plain (deferred) BEGIN: the first statement writes, so the write lock is taken at
-        // once, and sqlx rolls a plain BEGIN back if the caller is cancelled mid-way (a custom
-        // `BEGIN IMMEDIATE` can leave the connection inside a transaction when cancelled).
-        let mut tx = self.writer.begin().await?;
-        let sql = if t.expected_token.is_some() {
-            UPDATE_SAGA
-        } else {
-            INSERT_SAGA
-        };
-        let at: Option<i64> = sqlx::query_scalar(sql)
-            .bind(&id)
-            .bind(&s.definition)
-            .bind(i64::from(s.version))
-            .bind(s.status.as_str())
-            .bind(s.current_step as i64)
-            .bind(&data)
-            .bind(&steps)
-            .bind(&s.last_error)
-            .bind(t.retry_after.map(millis))
-            .bind(t.lease.map(|l| l.owner))
-            .bind(t.lease.map(|l| millis(l.duration)))
-            .bind(t.expected_token.unwrap_or(s.fencing_token))
-            .bind(s.last_seq)
-            .bind(s.fencing_token)
-            .bind(t.expected_seq())
-            .bind(awaiting)
-            .bind(t.before_deadline)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(at) = at else {
-            return Err(match t.expected_token {
-                Some(_) => StoreError::LeaseLost(s.id),
-                None => StoreError::Duplicate(s.id),
-            });
-        };
-        for e in t.events {
-            sqlx::query(INSERT_EVENT)
-                .bind(&id)
-                .bind(e.seq)
-                .bind(e.event_id.to_string())
-                .bind(e.kind.as_str())
-                .bind(&e.step)
-                .bind(e.attempt.map(i64::from))
-                .bind(at)
-                .bind(e.detail.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        for message in t.outbox {
-            let mut message = message.clone();
-            message.occurred_at = at;
-            let envelope = serde_json::to_string(&message).map_err(|e| StoreError::Corrupt {
-                id: id.clone(),
-                reason: e.to_string(),
-            })?;
-            sqlx::query(
-                "INSERT INTO saga_outbox (event_id, envelope, created_at) VALUES (?1, ?2, ?3)",
-            )
-            .bind(message.event_id.to_string())
-            .bind(envelope)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        let write = batch::Write::Transition(Box::new(batch::Encoded::new(t)?));
+        let at = self.pipeline.submit(write).await?;
         Ok(Committed { at })
     }
 
@@ -229,23 +211,20 @@ impl SagaStore for SqliteStore {
             .bind(millis(OUTBOX_HOLD))
             .fetch_all(&self.writer)
             .await?;
+        if !rows.is_empty() {
+            self.counters.commit(0);
+        }
         let (events, unreadable) = decode_outbox(rows);
         if !unreadable.is_empty() {
-            sqlx::query(
-                "DELETE FROM saga_outbox WHERE event_id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(json_list(&unreadable))
-            .execute(&self.writer)
-            .await?;
+            self.pipeline.submit(batch::remove_outbox(&unreadable)).await?;
         }
         Ok(events)
     }
 
     async fn outbox_remove(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM saga_outbox WHERE event_id IN (SELECT value FROM json_each(?1))")
-            .bind(json_list(event_ids))
-            .execute(&self.writer)
-            .await?;
+        if !event_ids.is_empty() {
+            self.pipeline.submit(batch::remove_outbox(event_ids)).await?;
+        }
         Ok(())
     }
 
@@ -264,6 +243,9 @@ impl SagaStore for SqliteStore {
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.writer)
             .await?;
+        if !rows.is_empty() {
+            self.counters.commit(0);
+        }
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             let (id, last_seq) = (row.id.clone(), row.last_seq);
@@ -283,6 +265,9 @@ impl SagaStore for SqliteStore {
             .bind(json_list(ids))
             .execute(&self.writer)
             .await?;
+        if done.rows_affected() > 0 {
+            self.counters.commit(0);
+        }
         Ok(done.rows_affected())
     }
 
@@ -292,6 +277,9 @@ impl SagaStore for SqliteStore {
             .bind(json_list(ids))
             .execute(&self.writer)
             .await?;
+        if done.rows_affected() > 0 {
+            self.counters.commit(0);
+        }
         Ok(done.rows_affected())
     }
 
@@ -370,5 +358,9 @@ impl SagaStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
         Ok(super::parse_unfinished(rows))
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        self.counters.stats()
     }
 }

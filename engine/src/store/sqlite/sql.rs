@@ -41,6 +41,15 @@ pub(super) const INSERT_EVENT: &str =
     "INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
+/// An outbox row; `?2`'s `occurred_at` is set to the commit time `?3`.
+pub(super) const INSERT_OUTBOX: &str =
+    "INSERT INTO saga_outbox (event_id, envelope, created_at) \
+     VALUES (?1, json_set(?2, '$.occurred_at', ?3), ?3)";
+
+/// Forgets the outbox rows whose ids are in the JSON list `?1`.
+pub(super) const REMOVE_OUTBOX: &str =
+    "DELETE FROM saga_outbox WHERE event_id IN (SELECT value FROM json_each(?1))";
+
 pub(super) const CLAIM: &str = concat!(
     "UPDATE saga_instances SET lease_owner = ?1, lease_expires_at = ",
     now_ms!(),

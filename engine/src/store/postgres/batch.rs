@@ -1,0 +1,209 @@
+//! PostgreSQL's side of group commit: a transition encoded by its caller, and a batch of them
+//! (with outbox clean-ups) written in one transaction. A batch of one is a single statement in
+//! autocommit, one round trip, as a lone transition always was.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::millis;
+use super::sql::{INSERT_SAGA, REMOVE_OUTBOX, UPDATE_SAGA};
+use crate::store::group::{Batch, Failure, Outcome};
+use crate::store::{StoreError, Transition};
+
+/// One write queued for the committers.
+pub(super) enum Write {
+    /// A saga transition.
+    Transition(Box<Encoded>),
+    /// Forget dispatched outbox events.
+    RemoveOutbox(Vec<Uuid>),
+}
+
+/// A transition with every value as PostgreSQL binds it.
+pub(super) struct Encoded {
+    id: Uuid,
+    insert: bool,
+    definition: String,
+    version: i64,
+    status: &'static str,
+    current_step: i64,
+    data: Value,
+    steps: Value,
+    last_error: Option<String>,
+    retry_after: Option<i64>,
+    lease_owner: Option<String>,
+    lease_ms: Option<i64>,
+    expected_token: i64,
+    last_seq: i64,
+    fencing_token: i64,
+    expected_seq: i64,
+    awaiting: Option<Value>,
+    before_deadline: bool,
+    seqs: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    step_names: Vec<Option<String>>,
+    attempts: Vec<Option<i64>>,
+    details: Vec<Value>,
+    outbox_ids: Vec<Uuid>,
+    envelopes: Vec<Value>,
+    /// Left runnable with no owner (enqueued, released by an operator): wake a mediator.
+    runnable: bool,
+}
+
+impl Encoded {
+    /// Encodes `t`; fails only if its data cannot be serialized.
+    pub(super) fn new(t: &Transition<'_>) -> Result<Self, StoreError> {
+        let s = t.state;
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            id: s.id.to_string(),
+            reason: e.to_string(),
+        };
+        Ok(Self {
+            id: s.id,
+            insert: t.expected_token.is_none(),
+            definition: s.definition.clone(),
+            version: i64::from(s.version),
+            status: s.status.as_str(),
+            current_step: s.current_step as i64,
+            data: s.data.clone(),
+            steps: serde_json::to_value(&s.steps).map_err(corrupt)?,
+            last_error: s.last_error.clone(),
+            retry_after: t.retry_after.map(millis),
+            lease_owner: t.lease.map(|l| l.owner.to_string()),
+            lease_ms: t.lease.map(|l| millis(l.duration)),
+            expected_token: t.expected_token.unwrap_or(s.fencing_token),
+            last_seq: s.last_seq,
+            fencing_token: s.fencing_token,
+            expected_seq: t.expected_seq(),
+            awaiting: s
+                .awaiting
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(corrupt)?,
+            before_deadline: t.before_deadline,
+            seqs: t.events.iter().map(|e| e.seq).collect(),
+            event_ids: t.events.iter().map(|e| e.event_id).collect(),
+            kinds: t.events.iter().map(|e| e.kind.as_str()).collect(),
+            step_names: t.events.iter().map(|e| e.step.clone()).collect(),
+            attempts: t.events.iter().map(|e| e.attempt.map(i64::from)).collect(),
+            details: t.events.iter().map(|e| e.detail.clone()).collect(),
+            outbox_ids: t.outbox.iter().map(|m| m.event_id).collect(),
+            envelopes: t
+                .outbox
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()
+                .map_err(corrupt)?,
+            runnable: t.lease.is_none()
+                && !s.status.is_final()
+                && s.awaiting.is_none()
+                && t.retry_after.is_none(),
+        })
+    }
+
+    /// Runs the transition's statement: the instance write, checked against the fencing token
+    /// and the last sequence number, with its history, outbox and wake-up as CTEs that insert
+    /// only if the instance write matched.
+    async fn write(&self, db: &mut PgConnection, channel: &str) -> Result<Outcome, sqlx::Error> {
+        let sql = if self.insert { INSERT_SAGA } else { UPDATE_SAGA };
+        let row: Option<(i64, i64)> = sqlx::query_as(sql)
+            .bind(self.id)
+            .bind(&self.definition)
+            .bind(self.version)
+            .bind(self.status)
+            .bind(self.current_step)
+            .bind(&self.data)
+            .bind(&self.steps)
+            .bind(&self.last_error)
+            .bind(self.retry_after)
+            .bind(&self.lease_owner)
+            .bind(self.lease_ms)
+            .bind(self.expected_token)
+            .bind(self.last_seq)
+            .bind(self.fencing_token)
+            .bind(self.expected_seq)
+            .bind(&self.awaiting)
+            .bind(self.before_deadline)
+            .bind(&self.seqs)
+            .bind(&self.event_ids)
+            .bind(&self.kinds)
+            .bind(&self.step_names)
+            .bind(&self.attempts)
+            .bind(&self.details)
+            .bind(&self.outbox_ids)
+            .bind(&self.envelopes)
+            .bind(channel)
+            .bind(self.runnable)
+            .fetch_optional(db)
+            .await?;
+        Ok(match row {
+            Some((at, _)) => Ok(at),
+            None if self.insert => Err(StoreError::Duplicate(self.id)),
+            None => Err(StoreError::LeaseLost(self.id)),
+        })
+    }
+}
+
+impl Write {
+    async fn run(&self, db: &mut PgConnection, channel: &str) -> Result<Outcome, sqlx::Error> {
+        match self {
+            Write::Transition(t) => t.write(db, channel).await,
+            Write::RemoveOutbox(ids) => sqlx::query(REMOVE_OUTBOX)
+                .bind(ids)
+                .execute(db)
+                .await
+                .map(|_| Ok(0)),
+        }
+    }
+}
+
+/// The committers' connections, writing batches.
+pub(super) struct Writer {
+    pub(super) pool: PgPool,
+    /// The `NOTIFY` channel of this schema's runnable sagas.
+    pub(super) channel: String,
+}
+
+#[async_trait]
+impl Batch for Writer {
+    type Write = Write;
+
+    async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, Failure> {
+        if let [write] = writes {
+            // In autocommit the statement is the commit: losing the connection during it
+            // leaves the outcome unknown.
+            let mut db = self.pool.acquire().await.map_err(Failure::RolledBack)?;
+            return match write.run(&mut db, &self.channel).await {
+                Ok(outcome) => Ok(vec![outcome]),
+                Err(e @ (sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) => {
+                    Err(Failure::Unknown(e))
+                }
+                Err(e) => Err(Failure::RolledBack(e)),
+            };
+        }
+        let mut tx = self.pool.begin().await.map_err(Failure::RolledBack)?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            let outcome = write.run(&mut tx, &self.channel).await;
+            outcomes.push(outcome.map_err(Failure::RolledBack)?);
+        }
+        tx.commit().await.map_err(Failure::Unknown)?;
+        Ok(outcomes)
+    }
+
+    fn is_transition(write: &Write) -> bool {
+        matches!(write, Write::Transition(_))
+    }
+
+    fn unconfirmed(write: &Write, error: &sqlx::Error) -> StoreError {
+        match write {
+            Write::Transition(t) => {
+                tracing::warn!(saga_id = %t.id, %error, "connection lost while committing");
+                StoreError::Unconfirmed(t.id)
+            }
+            Write::RemoveOutbox(_) => StoreError::CommitFailed(error.to_string()),
+        }
+    }
+}
