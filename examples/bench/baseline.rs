@@ -130,7 +130,11 @@ async fn postgres(url: &str, concurrency: usize, length: Duration) -> Result<f64
 }
 
 /// Runs `transaction` from `concurrency` clients for `length`; returns commits per second.
-async fn drive<F, Fut>(concurrency: usize, length: Duration, transaction: F) -> Result<f64, BoxError>
+async fn drive<F, Fut>(
+    concurrency: usize,
+    length: Duration,
+    transaction: F,
+) -> Result<f64, BoxError>
 where
     F: Fn(i64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), sqlx::Error>> + Send,

@@ -16,7 +16,13 @@ const CHUNK: usize = 20_000;
 /// Copies for the sagas `first..first + count`: `(id, template, created_at)`, where every 100th
 /// saga is a copy of the failed template, every 10th (offset 5) of the compensated one, and
 /// the rest of the completed one.
-fn plan(first: usize, count: usize, n: usize, now: i64, templates: &[Uuid; 3]) -> Vec<(Uuid, Uuid, i64)> {
+fn plan(
+    first: usize,
+    count: usize,
+    n: usize,
+    now: i64,
+    templates: &[Uuid; 3],
+) -> Vec<(Uuid, Uuid, i64)> {
     (first..first + count)
         .map(|i| {
             let created = now - 2 * (n - i) as i64;
@@ -42,10 +48,17 @@ pub async fn fill(url: &str, templates: &[Uuid; 3], n: usize) -> Result<(), BoxE
     let progress = crate::report::Progress::new(n, "fill");
     let mut first = 0;
     if url.starts_with("sqlite:") {
-        let path = url.trim_start_matches("sqlite://").split('?').next().unwrap_or_default();
+        let path = url
+            .trim_start_matches("sqlite://")
+            .split('?')
+            .next()
+            .unwrap_or_default();
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .busy_timeout(std::time::Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         while first < n {
             let count = CHUNK.min(n - first);
             let rows: Vec<serde_json::Value> = plan(first, count, n, now, templates)
@@ -54,8 +67,14 @@ pub async fn fill(url: &str, templates: &[Uuid; 3], n: usize) -> Result<(), BoxE
                 .collect();
             let rows = serde_json::Value::from(rows).to_string();
             let mut tx = pool.begin().await?;
-            sqlx::query(SQLITE_INSTANCES).bind(&rows).execute(&mut *tx).await?;
-            sqlx::query(SQLITE_HISTORY).bind(&rows).execute(&mut *tx).await?;
+            sqlx::query(SQLITE_INSTANCES)
+                .bind(&rows)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(SQLITE_HISTORY)
+                .bind(&rows)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             first += count;
             (0..count).for_each(|_| progress.inc());

@@ -92,8 +92,11 @@ pub async fn run(
             .start(),
     );
     let finished = Arc::new(Finished::default());
-    let mut finals =
-        mediator.subscribe(Filter::types(["SagaCompleted", "SagaCompensated", "SagaFailed"]));
+    let mut finals = mediator.subscribe(Filter::types([
+        "SagaCompleted",
+        "SagaCompensated",
+        "SagaFailed",
+    ]));
     let listener = {
         let finished = finished.clone();
         tokio::spawn(async move {
@@ -121,7 +124,9 @@ pub async fn run(
                     return Ok::<_, BoxError>(done);
                 }
                 let begun = Instant::now();
-                let id = mediator.start("OrderSaga", &order::order(i, fraction)).await?;
+                let id = mediator
+                    .start("OrderSaga", &order::order(i, fraction))
+                    .await?;
                 let ended = finished
                     .wait(id)
                     .await

@@ -65,7 +65,8 @@ struct Args {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,sqlx=error".into()),
         )
         .init();
     match run(Args::parse()).await {
@@ -161,7 +162,9 @@ impl Target {
                 })
             }
             Some(url) if url.starts_with("sqlite:") => {
-                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
                 let path = path.split('?').next().unwrap_or(path);
                 if std::path::Path::new(path).exists() {
                     return Err(format!(
@@ -179,7 +182,9 @@ impl Target {
                 sqlx::query("DROP SCHEMA IF EXISTS saga_bench CASCADE")
                     .execute(&pool)
                     .await?;
-                sqlx::query("CREATE SCHEMA saga_bench").execute(&pool).await?;
+                sqlx::query("CREATE SCHEMA saga_bench")
+                    .execute(&pool)
+                    .await?;
                 let sep = if url.contains('?') { '&' } else { '?' };
                 Ok(Self {
                     url: format!("{url}{sep}options[search_path]=saga_bench"),

@@ -15,17 +15,23 @@ pub const STUCK: &str = "stuck-refund";
 /// charge_payment declines [`DECLINED`]'s card for good, which compensates the reservation.
 pub fn definition() -> Result<Definition, DefinitionError> {
     SagaDefinition::<Order>::new(NAME, VERSION)
-        .step(Step::new("validate_order", |ctx: StepContext<Order>| async move {
-            match ctx.data.problem() {
-                Some(problem) => Err(StepError::terminal(problem)),
-                None => Ok(ctx.data),
-            }
-        }))
+        .step(Step::new(
+            "validate_order",
+            |ctx: StepContext<Order>| async move {
+                match ctx.data.problem() {
+                    Some(problem) => Err(StepError::terminal(problem)),
+                    None => Ok(ctx.data),
+                }
+            },
+        ))
         .step(
-            Step::new("reserve_inventory", |mut ctx: StepContext<Order>| async move {
-                ctx.data.reservation = Some(format!("r-{}", ctx.data.order_id));
-                Ok(ctx.data)
-            })
+            Step::new(
+                "reserve_inventory",
+                |mut ctx: StepContext<Order>| async move {
+                    ctx.data.reservation = Some(format!("r-{}", ctx.data.order_id));
+                    Ok(ctx.data)
+                },
+            )
             .compensate(|mut ctx: StepContext<Order>| async move {
                 ctx.data.reservation = None;
                 Ok(ctx.data)
@@ -41,20 +47,25 @@ pub fn definition() -> Result<Definition, DefinitionError> {
             })
             .compensate(|mut ctx: StepContext<Order>| async move {
                 if ctx.data.customer == STUCK {
-                    return Err(StepError::terminal("the payment provider refuses the refund"));
+                    return Err(StepError::terminal(
+                        "the payment provider refuses the refund",
+                    ));
                 }
                 ctx.data.payment = None;
                 Ok(ctx.data)
             }),
         )
         .step(
-            Step::new("create_shipment", |mut ctx: StepContext<Order>| async move {
-                if ctx.data.customer == STUCK {
-                    return Err(StepError::terminal("no carrier serves the address"));
-                }
-                ctx.data.tracking = Some(format!("t-{}", ctx.data.order_id));
-                Ok(ctx.data)
-            })
+            Step::new(
+                "create_shipment",
+                |mut ctx: StepContext<Order>| async move {
+                    if ctx.data.customer == STUCK {
+                        return Err(StepError::terminal("no carrier serves the address"));
+                    }
+                    ctx.data.tracking = Some(format!("t-{}", ctx.data.order_id));
+                    Ok(ctx.data)
+                },
+            )
             .pivot(),
         )
         .step(
@@ -107,7 +118,11 @@ pub fn check(i: usize, fraction: f64, status: &str, data: &Order) -> Result<(), 
         true => Ok(()),
         false => Err(format!(
             "order {i} ended {status} with {data:?}; expected {}",
-            if declined(i, fraction) { "compensated" } else { "completed" }
+            if declined(i, fraction) {
+                "compensated"
+            } else {
+                "completed"
+            }
         )),
     }
 }

@@ -13,9 +13,9 @@ impl Progress {
     /// A bar of `total` steps titled `title`.
     pub fn new(total: usize, title: &str) -> Self {
         let bar = ProgressBar::new(total as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-        ) {
+        if let Ok(style) =
+            ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(title.to_string());

@@ -39,10 +39,13 @@ pub async fn in_flight(store: Arc<dyn SagaStore>, n: usize) -> Result<(), BoxErr
                     }
                 }
             }))
-            .step(Step::new("finish", |mut ctx: StepContext<Order>| async move {
-                ctx.data.confirmed = true;
-                Ok(ctx.data)
-            }))
+            .step(Step::new(
+                "finish",
+                |mut ctx: StepContext<Order>| async move {
+                    ctx.data.confirmed = true;
+                    Ok(ctx.data)
+                },
+            ))
             .build()?,
     )?;
     let mediator = Arc::new(
@@ -51,7 +54,11 @@ pub async fn in_flight(store: Arc<dyn SagaStore>, n: usize) -> Result<(), BoxErr
             .max_in_flight(n)
             .start(),
     );
-    let mut finals = mediator.subscribe(Filter::types(["SagaCompleted", "SagaCompensated", "SagaFailed"]));
+    let mut finals = mediator.subscribe(Filter::types([
+        "SagaCompleted",
+        "SagaCompensated",
+        "SagaFailed",
+    ]));
     reset_peak_rss();
     let started = Instant::now();
     // Started by 64 callers at once, each returning when its saga is durable.
@@ -112,7 +119,9 @@ pub async fn in_flight(store: Arc<dyn SagaStore>, n: usize) -> Result<(), BoxErr
         )
         .into());
     }
-    println!("\n| sagas in flight at once | all parked after s | peak RSS MiB | all completed after s |");
+    println!(
+        "\n| sagas in flight at once | all parked after s | peak RSS MiB | all completed after s |"
+    );
     println!("|---:|---:|---:|---:|");
     println!(
         "| {n} | {:.1} | {:.0} | {:.1} |",
@@ -153,9 +162,18 @@ pub async fn fill_and_time(store: Arc<dyn SagaStore>, url: &str, n: usize) -> Re
     println!("\n| command on {total} sagas | runs | median ms | min ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
     let commands: [(String, Vec<String>); 3] = [
-        ("saga list --status failed".into(), vec!["list".into(), "--status".into(), "failed".into()]),
-        ("saga show ID".into(), vec!["show".into(), some_failed.to_string()]),
-        ("saga show PREFIX (8 chars)".into(), vec!["show".into(), some_failed.to_string()[..8].to_string()]),
+        (
+            "saga list --status failed".into(),
+            vec!["list".into(), "--status".into(), "failed".into()],
+        ),
+        (
+            "saga show ID".into(),
+            vec!["show".into(), some_failed.to_string()],
+        ),
+        (
+            "saga show PREFIX".into(),
+            vec!["show".into(), some_failed.to_string()[..13].to_string()],
+        ),
     ];
     for (name, command) in commands {
         let mut times = Vec::new();
@@ -168,11 +186,9 @@ pub async fn fill_and_time(store: Arc<dyn SagaStore>, url: &str, n: usize) -> Re
                 .output()?;
             times.push(begun.elapsed());
             if !out.status.success() || out.stdout.is_empty() {
-                return Err(format!(
-                    "`{name}` failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-                .into());
+                return Err(
+                    format!("`{name}` failed: {}", String::from_utf8_lossy(&out.stderr)).into(),
+                );
             }
         }
         times.sort_unstable();
@@ -195,7 +211,11 @@ async fn templates(store: Arc<dyn SagaStore>) -> Result<[Uuid; 3], BoxError> {
     let mediator = Mediator::builder(store, registry).start();
     let mut ids = [Uuid::nil(); 3];
     let customers = ["template", order::DECLINED, order::STUCK];
-    let expected = [SagaStatus::Completed, SagaStatus::Compensated, SagaStatus::Failed];
+    let expected = [
+        SagaStatus::Completed,
+        SagaStatus::Compensated,
+        SagaStatus::Failed,
+    ];
     for (slot, (customer, status)) in customers.iter().zip(expected).enumerate() {
         let mut data = order::order(slot, 0.0);
         data.customer = customer.to_string();

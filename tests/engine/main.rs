@@ -15,6 +15,7 @@ mod bad_input;
 mod cli;
 mod example;
 mod failures;
+mod group_commit;
 mod many;
 mod over_events;
 mod pg_restart;

@@ -5,11 +5,13 @@
 //! once, alone, so latency at low load is that of a plain commit. A caller hears back only after
 //! the transaction committed; a write whose caller gave up before its batch began is dropped.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
 
 use super::{StoreError, WriteStats};
 
@@ -36,8 +38,9 @@ pub(super) trait Batch: Send + Sync + 'static {
     /// writes nothing; the others still commit.
     async fn write(&self, writes: &[Self::Write]) -> Result<Vec<Outcome>, Failure>;
 
-    /// Whether `write` is a transition (counted in [`WriteStats::transitions`]).
-    fn is_transition(write: &Self::Write) -> bool;
+    /// The saga `write` is a transition of (`None` for other writes). A batch holds at most one
+    /// write per saga, so a backend can apply a batch's transitions as one set.
+    fn saga(write: &Self::Write) -> Option<Uuid>;
 
     /// What a write reports when its batch's commit may or may not have happened.
     fn unconfirmed(write: &Self::Write, error: &sqlx::Error) -> StoreError;
@@ -118,20 +121,34 @@ async fn commit_loop<B: Batch>(
     jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job<B::Write>>>>,
     counters: Arc<Counters>,
 ) {
+    // A second write of a saga already in a batch waits for the next one.
+    let mut held: Option<Job<B::Write>> = None;
     loop {
         let batch = {
             // While one committer writes, the next waits here for the writes that queue
-            // meanwhile: they become its batch.
-            let mut jobs = jobs.lock().await;
-            let Some(first) = jobs.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+            // meanwhile: they become its batch. A committer with a held write goes on without
+            // waiting: if another holds the queue, that one is waiting, so nothing is queued.
+            let (first, mut queue) = match held.take() {
+                Some(job) => (job, jobs.try_lock().ok()),
+                None => {
+                    let mut queue = jobs.lock().await;
+                    match queue.recv().await {
+                        Some(job) => (job, Some(queue)),
+                        None => return,
+                    }
                 }
+            };
+            let mut sagas: HashSet<Uuid> = B::saga(&first.write).into_iter().collect();
+            let mut batch = vec![first];
+            while let Some(queue) = queue.as_mut().filter(|_| batch.len() < MAX_BATCH) {
+                let Ok(job) = queue.try_recv() else { break };
+                if let Some(saga) = B::saga(&job.write) {
+                    if !sagas.insert(saga) {
+                        held = Some(job);
+                        break;
+                    }
+                }
+                batch.push(job);
             }
             batch
         };
@@ -153,8 +170,12 @@ async fn commit_loop<B: Batch>(
 
 /// Writes a batch in one transaction; if one of its statements fails, writes each alone, so
 /// only the write at fault gets the error.
-async fn write_all<B: Batch>(backend: &B, writes: &[B::Write], counters: &Counters) -> Vec<Outcome> {
-    let transitions = |w: &[B::Write]| w.iter().filter(|w| B::is_transition(w)).count();
+async fn write_all<B: Batch>(
+    backend: &B,
+    writes: &[B::Write],
+    counters: &Counters,
+) -> Vec<Outcome> {
+    let transitions = |w: &[B::Write]| w.iter().filter(|w| B::saga(w).is_some()).count();
     match backend.write(writes).await {
         Ok(outcomes) => {
             counters.commit(transitions(writes));

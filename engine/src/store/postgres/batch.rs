@@ -107,7 +107,11 @@ impl Encoded {
     /// and the last sequence number, with its history, outbox and wake-up as CTEs that insert
     /// only if the instance write matched.
     async fn write(&self, db: &mut PgConnection, channel: &str) -> Result<Outcome, sqlx::Error> {
-        let sql = if self.insert { INSERT_SAGA } else { UPDATE_SAGA };
+        let sql = if self.insert {
+            INSERT_SAGA
+        } else {
+            UPDATE_SAGA
+        };
         let row: Option<(i64, i64)> = sqlx::query_as(sql)
             .bind(self.id)
             .bind(&self.definition)
@@ -193,8 +197,11 @@ impl Batch for Writer {
         Ok(outcomes)
     }
 
-    fn is_transition(write: &Write) -> bool {
-        matches!(write, Write::Transition(_))
+    fn saga(write: &Write) -> Option<Uuid> {
+        match write {
+            Write::Transition(t) => Some(t.id),
+            Write::RemoveOutbox(_) => None,
+        }
     }
 
     fn unconfirmed(write: &Write, error: &sqlx::Error) -> StoreError {

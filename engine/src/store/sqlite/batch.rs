@@ -1,11 +1,16 @@
 //! SQLite's side of group commit: a transition encoded by its caller, and a batch of them (with
-//! outbox clean-ups) written in one transaction on the single writer connection.
+//! outbox clean-ups) written in one transaction on the single writer connection, in a handful of
+//! statements whatever the batch's size (each statement is a hop to the connection's thread).
 
 use async_trait::async_trait;
 use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::sql::{INSERT_EVENT, INSERT_OUTBOX, REMOVE_OUTBOX, INSERT_SAGA, UPDATE_SAGA};
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::sql::{INSERT_EVENTS, INSERT_OUTBOX, INSERT_SAGAS, REMOVE_OUTBOX, UPDATE_SAGAS};
 use super::{json_list, millis};
 use crate::store::group::{Batch, Failure, Outcome};
 use crate::store::{StoreError, Transition};
@@ -18,40 +23,34 @@ pub(super) enum Write {
     RemoveOutbox(String),
 }
 
-/// A history row as bound.
-struct EventRow {
-    seq: i64,
-    event_id: String,
-    kind: &'static str,
-    step: Option<String>,
-    attempt: Option<i64>,
-    detail: String,
-}
-
-/// A transition with every value as SQLite binds it.
+/// A transition as the batch statements take it, encoded by its caller.
 pub(super) struct Encoded {
     saga: Uuid,
+    /// The id as stored (hyphenated text).
     id: String,
     insert: bool,
-    definition: String,
-    version: i64,
-    status: &'static str,
-    current_step: i64,
-    data: String,
-    steps: String,
-    last_error: Option<String>,
-    retry_after: Option<i64>,
-    lease_owner: Option<String>,
-    lease_ms: Option<i64>,
-    expected_token: i64,
-    last_seq: i64,
-    fencing_token: i64,
-    expected_seq: i64,
-    awaiting: Option<String>,
-    before_deadline: bool,
-    events: Vec<EventRow>,
-    /// `(event id, envelope)`; the envelope's `occurred_at` is set to the commit time in SQL.
+    /// The instance row: a JSON object read by [`INSERT_SAGAS`] or [`UPDATE_SAGAS`].
+    row: String,
+    /// History rows as JSON arrays lacking their last element, the commit time.
+    events: Vec<String>,
+    /// Outbox rows as JSON arrays lacking their last element, the commit time, and split where
+    /// the envelope's `occurred_at` (also the commit time) goes.
     outbox: Vec<(String, String)>,
+}
+
+/// Stands for the commit time in an envelope serialized before it is known; replaced by the
+/// time as text, so the writer thread does not parse and rewrite every envelope.
+const AT_MARK: i64 = -7_340_019_282_346_511;
+
+/// Appends the commit time `at` to a row fragment, closing its array.
+fn close(fragment: &str, at: i64, into: &mut String) {
+    if into.len() > 1 {
+        into.push(',');
+    }
+    into.push_str(fragment);
+    into.push(',');
+    into.push_str(&at.to_string());
+    into.push(']');
 }
 
 impl Encoded {
@@ -62,105 +61,124 @@ impl Encoded {
             id: s.id.to_string(),
             reason: e.to_string(),
         };
+        let id = s.id.to_string();
+        let row = json!({
+            "id": id,
+            "definition": s.definition,
+            "version": s.version,
+            "status": s.status.as_str(),
+            "current_step": s.current_step,
+            "data": s.data.to_string(),
+            "steps": serde_json::to_string(&s.steps).map_err(corrupt)?,
+            "last_error": s.last_error,
+            "retry_after": t.retry_after.map(millis),
+            "lease_owner": t.lease.map(|l| l.owner),
+            "lease_ms": t.lease.map(|l| millis(l.duration)),
+            "expected_token": t.expected_token.unwrap_or(s.fencing_token),
+            "last_seq": s.last_seq,
+            "fencing_token": s.fencing_token,
+            "expected_seq": t.expected_seq(),
+            "awaiting": s.awaiting.map(|a| serde_json::to_string(&a)).transpose().map_err(corrupt)?,
+            "before_deadline": t.before_deadline,
+        })
+        .to_string();
+        let open = |row: serde_json::Value| {
+            let mut text = row.to_string();
+            text.pop();
+            text
+        };
+        let events = t
+            .events
+            .iter()
+            .map(|e| {
+                open(json!([
+                    id,
+                    e.seq,
+                    e.event_id.to_string(),
+                    e.kind.as_str(),
+                    e.step,
+                    e.attempt,
+                    e.detail.to_string()
+                ]))
+            })
+            .collect();
+        let mark = AT_MARK.to_string();
+        let outbox = t
+            .outbox
+            .iter()
+            .map(|m| {
+                let mut envelope = m.clone();
+                envelope.occurred_at = AT_MARK;
+                let row = open(json!([
+                    m.event_id.to_string(),
+                    serde_json::to_string(&envelope)?
+                ]));
+                // Fields serialize in order and `occurred_at` comes before the payload, so the
+                // first mark is the envelope's own.
+                Ok(match row.split_once(&mark) {
+                    Some((head, tail)) => (head.to_string(), tail.to_string()),
+                    None => (row, String::new()),
+                })
+            })
+            .collect::<Result<_, serde_json::Error>>()
+            .map_err(corrupt)?;
         Ok(Self {
             saga: s.id,
-            id: s.id.to_string(),
+            id,
             insert: t.expected_token.is_none(),
-            definition: s.definition.clone(),
-            version: i64::from(s.version),
-            status: s.status.as_str(),
-            current_step: s.current_step as i64,
-            data: s.data.to_string(),
-            steps: serde_json::to_string(&s.steps).map_err(corrupt)?,
-            last_error: s.last_error.clone(),
-            retry_after: t.retry_after.map(millis),
-            lease_owner: t.lease.map(|l| l.owner.to_string()),
-            lease_ms: t.lease.map(|l| millis(l.duration)),
-            expected_token: t.expected_token.unwrap_or(s.fencing_token),
-            last_seq: s.last_seq,
-            fencing_token: s.fencing_token,
-            expected_seq: t.expected_seq(),
-            awaiting: s
-                .awaiting
-                .map(|a| serde_json::to_string(&a))
-                .transpose()
-                .map_err(corrupt)?,
-            before_deadline: t.before_deadline,
-            events: t
-                .events
-                .iter()
-                .map(|e| EventRow {
-                    seq: e.seq,
-                    event_id: e.event_id.to_string(),
-                    kind: e.kind.as_str(),
-                    step: e.step.clone(),
-                    attempt: e.attempt.map(i64::from),
-                    detail: e.detail.to_string(),
-                })
-                .collect(),
-            outbox: t
-                .outbox
-                .iter()
-                .map(|m| Ok((m.event_id.to_string(), serde_json::to_string(m)?)))
-                .collect::<Result<_, serde_json::Error>>()
-                .map_err(corrupt)?,
+            row,
+            events,
+            outbox,
         })
     }
+}
 
-    /// Writes the transition inside the caller's transaction: the instance first, checked
-    /// against the fencing token and the last sequence number; history and outbox only if that
-    /// matched, so a refused transition writes nothing.
-    async fn write(&self, db: &mut SqliteConnection) -> Result<Outcome, sqlx::Error> {
-        let sql = if self.insert { INSERT_SAGA } else { UPDATE_SAGA };
-        let at: Option<i64> = sqlx::query_scalar(sql)
-            .bind(&self.id)
-            .bind(&self.definition)
-            .bind(self.version)
-            .bind(self.status)
-            .bind(self.current_step)
-            .bind(&self.data)
-            .bind(&self.steps)
-            .bind(&self.last_error)
-            .bind(self.retry_after)
-            .bind(&self.lease_owner)
-            .bind(self.lease_ms)
-            .bind(self.expected_token)
-            .bind(self.last_seq)
-            .bind(self.fencing_token)
-            .bind(self.expected_seq)
-            .bind(&self.awaiting)
-            .bind(self.before_deadline)
-            .fetch_optional(&mut *db)
+/// Writes a batch's transitions (no saga twice) inside the caller's transaction: the
+/// instance rows first, each checked against its fencing token and last sequence number; then
+/// the history and outbox rows of those that applied, so a refused transition writes nothing.
+/// Returns each transition's outcome, in order.
+async fn write_round(
+    db: &mut SqliteConnection,
+    round: &[&Encoded],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut applied: HashMap<String, i64> = HashMap::with_capacity(round.len());
+    for (insert, sql) in [(true, INSERT_SAGAS), (false, UPDATE_SAGAS)] {
+        let rows: Vec<&str> = round
+            .iter()
+            .filter(|t| t.insert == insert)
+            .map(|t| t.row.as_str())
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let done: Vec<(String, i64)> = sqlx::query_as(sql)
+            .bind(format!("[{}]", rows.join(",")))
+            .fetch_all(&mut *db)
             .await?;
-        let Some(at) = at else {
-            return Ok(Err(match self.insert {
-                false => StoreError::LeaseLost(self.saga),
-                true => StoreError::Duplicate(self.saga),
-            }));
-        };
-        for e in &self.events {
-            sqlx::query(INSERT_EVENT)
-                .bind(&self.id)
-                .bind(e.seq)
-                .bind(&e.event_id)
-                .bind(e.kind)
-                .bind(&e.step)
-                .bind(e.attempt)
-                .bind(at)
-                .bind(&e.detail)
-                .execute(&mut *db)
-                .await?;
-        }
-        for (event_id, envelope) in &self.outbox {
-            sqlx::query(INSERT_OUTBOX)
-                .bind(event_id)
-                .bind(envelope)
-                .bind(at)
-                .execute(&mut *db)
-                .await?;
-        }
-        Ok(Ok(at))
+        applied.extend(done);
     }
+    let (mut events, mut outbox) = (String::from("["), String::from("["));
+    for t in round {
+        if let Some(&at) = applied.get(&t.id) {
+            t.events.iter().for_each(|e| close(e, at, &mut events));
+            for (head, tail) in &t.outbox {
+                close(&format!("{head}{at}{tail}"), at, &mut outbox);
+            }
+        }
+    }
+    for (rows, sql) in [(events, INSERT_EVENTS), (outbox, INSERT_OUTBOX)] {
+        if rows.len() > 1 {
+            sqlx::query(sql).bind(rows + "]").execute(&mut *db).await?;
+        }
+    }
+    Ok(round
+        .iter()
+        .map(|t| match applied.get(&t.id) {
+            Some(&at) => Ok(at),
+            None if t.insert => Err(StoreError::Duplicate(t.saga)),
+            None => Err(StoreError::LeaseLost(t.saga)),
+        })
+        .collect())
 }
 
 /// The single writer connection, writing batches.
@@ -174,24 +192,49 @@ impl Batch for Writer {
 
     async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, Failure> {
         let mut tx = self.pool.begin().await.map_err(Failure::RolledBack)?;
-        let mut outcomes = Vec::with_capacity(writes.len());
-        for write in writes {
-            let outcome = match write {
-                Write::Transition(t) => t.write(&mut tx).await,
-                Write::RemoveOutbox(ids) => sqlx::query(REMOVE_OUTBOX)
-                    .bind(ids)
-                    .execute(&mut *tx)
-                    .await
-                    .map(|_| Ok(0)),
-            };
-            outcomes.push(outcome.map_err(Failure::RolledBack)?);
+        // The pipeline puts at most one write per saga in a batch.
+        let transitions: Vec<&Encoded> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Transition(t) => Some(t.as_ref()),
+                Write::RemoveOutbox(_) => None,
+            })
+            .collect();
+        let mut done = write_round(&mut tx, &transitions)
+            .await
+            .map_err(Failure::RolledBack)?
+            .into_iter();
+        let outcomes: Vec<Outcome> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Transition(_) => done.next().unwrap_or(Err(StoreError::Closed)),
+                Write::RemoveOutbox(_) => Ok(0),
+            })
+            .collect();
+        let removed: Vec<&str> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::RemoveOutbox(ids) => Some(ids.trim_start_matches('[').trim_end_matches(']')),
+                Write::Transition(_) => None,
+            })
+            .filter(|ids| !ids.is_empty())
+            .collect();
+        if !removed.is_empty() {
+            sqlx::query(REMOVE_OUTBOX)
+                .bind(format!("[{}]", removed.join(",")))
+                .execute(&mut *tx)
+                .await
+                .map_err(Failure::RolledBack)?;
         }
         tx.commit().await.map_err(Failure::Unknown)?;
         Ok(outcomes)
     }
 
-    fn is_transition(write: &Write) -> bool {
-        matches!(write, Write::Transition(_))
+    fn saga(write: &Write) -> Option<Uuid> {
+        match write {
+            Write::Transition(t) => Some(t.saga),
+            Write::RemoveOutbox(_) => None,
+        }
     }
 
     fn unconfirmed(write: &Write, error: &sqlx::Error) -> StoreError {

@@ -55,8 +55,10 @@ fn synchronous_option(url: &str) -> Result<(String, SqliteSynchronous), sqlx::Er
                     "normal" => SqliteSynchronous::Normal,
                     other => {
                         return Err(sqlx::Error::Configuration(
-                            format!("unknown value `{other}` for `synchronous`: use full or normal")
-                                .into(),
+                            format!(
+                                "unknown value `{other}` for `synchronous`: use full or normal"
+                            )
+                            .into(),
                         ))
                     }
                 }
@@ -216,14 +218,18 @@ impl SagaStore for SqliteStore {
         }
         let (events, unreadable) = decode_outbox(rows);
         if !unreadable.is_empty() {
-            self.pipeline.submit(batch::remove_outbox(&unreadable)).await?;
+            self.pipeline
+                .submit(batch::remove_outbox(&unreadable))
+                .await?;
         }
         Ok(events)
     }
 
     async fn outbox_remove(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
         if !event_ids.is_empty() {
-            self.pipeline.submit(batch::remove_outbox(event_ids)).await?;
+            self.pipeline
+                .submit(batch::remove_outbox(event_ids))
+                .await?;
         }
         Ok(())
     }

@@ -7,44 +7,68 @@ macro_rules! now_ms {
     };
 }
 
-pub(super) const INSERT_SAGA: &str = concat!(
+// A batch of transitions is a few statements, whatever its size: `?1` is a JSON array of the
+// transitions' instance rows (objects), and the history and outbox rows of those that applied
+// follow as JSON arrays of arrays. SQLite runs each statement in one call, so a batch of 30
+// transitions costs about what one does.
+
+/// Inserts new sagas (`?1`: instance rows); an id already taken is skipped, so it is missing
+/// from the returned `(id, updated_at)` rows.
+pub(super) const INSERT_SAGAS: &str = concat!(
     "INSERT INTO saga_instances (id, definition, version, status, current_step, data, steps, ",
     "last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, last_seq, ",
-    "awaiting, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ",
-    "CASE WHEN ?9 IS NULL THEN NULL ELSE ",
+    "awaiting, created_at, updated_at) SELECT j.value ->> 'id', j.value ->> 'definition', ",
+    "j.value ->> 'version', j.value ->> 'status', j.value ->> 'current_step', j.value ->> 'data', ",
+    "j.value ->> 'steps', j.value ->> 'last_error', ",
+    "CASE WHEN j.value ->> 'retry_after' IS NULL THEN NULL ELSE ",
     now_ms!(),
-    " + ?9 END, ?10, CASE WHEN ?10 IS NULL THEN NULL ELSE ",
+    " + (j.value ->> 'retry_after') END, j.value ->> 'lease_owner', ",
+    "CASE WHEN j.value ->> 'lease_owner' IS NULL THEN NULL ELSE ",
     now_ms!(),
-    " + ?11 END, ?12, ?13, ?16, ",
+    " + (j.value ->> 'lease_ms') END, j.value ->> 'fencing_token', j.value ->> 'last_seq', ",
+    "j.value ->> 'awaiting', ",
     now_ms!(),
     ", ",
     now_ms!(),
-    ") ON CONFLICT (id) DO NOTHING RETURNING updated_at"
+    " FROM json_each(?1) AS j WHERE TRUE ON CONFLICT (id) DO NOTHING RETURNING id, updated_at"
 );
 
-pub(super) const UPDATE_SAGA: &str = concat!(
-    "UPDATE saga_instances SET status = ?4, current_step = ?5, data = ?6, steps = ?7, ",
-    "last_error = ?8, next_attempt_at = CASE WHEN ?9 IS NULL THEN NULL ELSE ",
+/// Applies transitions to existing sagas (`?1`: instance rows), each only if the stored
+/// fencing token and last sequence number are still what its writer read (and, for a reply,
+/// its deadline has not passed); returns `(id, updated_at)` of those that applied.
+pub(super) const UPDATE_SAGAS: &str = concat!(
+    "UPDATE saga_instances AS s SET status = j.value ->> 'status', ",
+    "current_step = j.value ->> 'current_step', data = j.value ->> 'data', ",
+    "steps = j.value ->> 'steps', last_error = j.value ->> 'last_error', ",
+    "next_attempt_at = CASE WHEN j.value ->> 'retry_after' IS NULL THEN NULL ELSE ",
     now_ms!(),
-    " + ?9 END, lease_owner = ?10, lease_expires_at = CASE WHEN ?10 IS NULL THEN NULL ELSE ",
+    " + (j.value ->> 'retry_after') END, lease_owner = j.value ->> 'lease_owner', ",
+    "lease_expires_at = CASE WHEN j.value ->> 'lease_owner' IS NULL THEN NULL ELSE ",
     now_ms!(),
-    " + ?11 END, last_seq = ?13, fencing_token = ?14, awaiting = ?16, updated_at = ",
+    " + (j.value ->> 'lease_ms') END, last_seq = j.value ->> 'last_seq', ",
+    "fencing_token = j.value ->> 'fencing_token', awaiting = j.value ->> 'awaiting', updated_at = ",
     now_ms!(),
-    " WHERE id = ?1 AND fencing_token = ?12 AND last_seq = ?15 AND definition = ?2 AND version = ?3 ",
-    "AND (?17 = 0 OR next_attempt_at > ",
+    " FROM json_each(?1) AS j WHERE s.id = j.value ->> 'id' ",
+    "AND s.fencing_token = j.value ->> 'expected_token' AND s.last_seq = j.value ->> 'expected_seq' ",
+    "AND s.definition = j.value ->> 'definition' AND s.version = j.value ->> 'version' ",
+    "AND (NOT (j.value ->> 'before_deadline') OR s.next_attempt_at > ",
     now_ms!(),
-    ") ",
-    "RETURNING updated_at"
+    ") RETURNING id, updated_at"
 );
+
+/// History rows (`?1`: `[saga_id, seq, event_id, kind, step, attempt, detail, at]` arrays).
+pub(super) const INSERT_EVENTS: &str =
+    "INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 7, value ->> 6 FROM json_each(?1)";
+
+/// Outbox rows (`?1`: `[event_id, envelope, at]` arrays, in order).
+pub(super) const INSERT_OUTBOX: &str = "INSERT INTO saga_outbox (event_id, envelope, created_at) \
+     SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) ORDER BY key";
 
 pub(super) const INSERT_EVENT: &str =
     "INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-
-/// An outbox row; `?2`'s `occurred_at` is set to the commit time `?3`.
-pub(super) const INSERT_OUTBOX: &str =
-    "INSERT INTO saga_outbox (event_id, envelope, created_at) \
-     VALUES (?1, json_set(?2, '$.occurred_at', ?3), ?3)";
 
 /// Forgets the outbox rows whose ids are in the JSON list `?1`.
 pub(super) const REMOVE_OUTBOX: &str =
