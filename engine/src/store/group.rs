@@ -29,21 +29,52 @@ pub(super) enum Failure {
 /// A backend's side of the pipeline: how it writes a batch in one transaction.
 #[async_trait]
 pub(super) trait Batch: Send + Sync + 'static {
-    /// One queued write, encoded by its caller (so encoding runs in parallel, not in the
-    /// committer).
-    type Write: Send + Sync + 'static;
+    /// A transition as this backend binds it, encoded by its caller (so encoding runs in
+    /// parallel, not in the committer).
+    type Transition: Encoded;
+    /// The outbox ids to forget, as this backend binds them.
+    type Removal: Send + Sync + 'static;
 
     /// Writes `writes` in one transaction and commits it. A write the database refuses by its
     /// own checks (a stale fencing token, a taken id) gets its error in the returned list and
     /// writes nothing; the others still commit.
-    async fn write(&self, writes: &[Self::Write]) -> Result<Vec<Outcome>, Failure>;
+    async fn write(&self, writes: &[WriteOf<Self>]) -> Result<Vec<Outcome>, Failure>;
+}
 
-    /// The saga `write` is a transition of (`None` for other writes). A batch holds at most one
+/// A backend's encoded transition.
+pub(super) trait Encoded: Send + Sync + 'static {
+    /// The saga it is a transition of.
+    fn saga(&self) -> Uuid;
+}
+
+/// One queued write.
+pub(super) enum Write<T, R> {
+    /// A saga transition.
+    Transition(Box<T>),
+    /// Forget dispatched outbox events.
+    RemoveOutbox(R),
+}
+
+/// The writes a backend `B` takes.
+pub(super) type WriteOf<B> = Write<<B as Batch>::Transition, <B as Batch>::Removal>;
+
+impl<T: Encoded, R> Write<T, R> {
+    /// The saga this is a transition of (`None` for other writes). A batch holds at most one
     /// write per saga, so a backend can apply a batch's transitions as one set.
-    fn saga(write: &Self::Write) -> Option<Uuid>;
+    fn saga(&self) -> Option<Uuid> {
+        match self {
+            Write::Transition(t) => Some(t.saga()),
+            Write::RemoveOutbox(_) => None,
+        }
+    }
 
-    /// What a write reports when its batch's commit may or may not have happened.
-    fn unconfirmed(write: &Self::Write, error: &sqlx::Error) -> StoreError;
+    /// What this write reports when its batch's commit may or may not have happened.
+    fn unconfirmed(&self, error: &sqlx::Error) -> StoreError {
+        match self {
+            Write::Transition(t) => StoreError::Unconfirmed(t.saga()),
+            Write::RemoveOutbox(_) => StoreError::CommitFailed(error.to_string()),
+        }
+    }
 }
 
 /// What one write reports: the commit time on the database clock, or why it was refused.
@@ -80,22 +111,22 @@ impl Counters {
 
 /// The queue in front of a backend's committers. Dropping it stops them once they have written
 /// what is queued.
-pub(super) struct Pipeline<W> {
-    queue: mpsc::UnboundedSender<Job<W>>,
+pub(super) struct Pipeline<T, R> {
+    queue: mpsc::UnboundedSender<Job<Write<T, R>>>,
 }
 
-impl<W> std::fmt::Debug for Pipeline<W> {
+impl<T, R> std::fmt::Debug for Pipeline<T, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline").finish_non_exhaustive()
     }
 }
 
-impl<W: Send + Sync + 'static> Pipeline<W> {
+impl<T: Encoded, R: Send + Sync + 'static> Pipeline<T, R> {
     /// Starts `committers` committer tasks over `backend` (one for a single-writer database;
     /// more where the server commits several transactions at once). Must run inside tokio.
     pub(super) fn start<B>(backend: Arc<B>, committers: usize, counters: Arc<Counters>) -> Self
     where
-        B: Batch<Write = W>,
+        B: Batch<Transition = T, Removal = R>,
     {
         let (queue, jobs) = mpsc::unbounded_channel();
         let jobs = Arc::new(Mutex::new(jobs));
@@ -106,7 +137,7 @@ impl<W: Send + Sync + 'static> Pipeline<W> {
     }
 
     /// Queues `write` and waits until its batch committed (or failed).
-    pub(super) async fn submit(&self, write: W) -> Outcome {
+    pub(super) async fn submit(&self, write: Write<T, R>) -> Outcome {
         let (reply, outcome) = oneshot::channel();
         self.queue
             .send(Job { write, reply })
@@ -118,11 +149,11 @@ impl<W: Send + Sync + 'static> Pipeline<W> {
 /// One committer: takes what is queued (waiting only when nothing is), writes it, answers.
 async fn commit_loop<B: Batch>(
     backend: Arc<B>,
-    jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job<B::Write>>>>,
+    jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job<WriteOf<B>>>>>,
     counters: Arc<Counters>,
 ) {
     // A second write of a saga already in a batch waits for the next one.
-    let mut held: Option<Job<B::Write>> = None;
+    let mut held: Option<Job<WriteOf<B>>> = None;
     loop {
         let batch = {
             // While one committer writes, the next waits here for the writes that queue
@@ -138,11 +169,11 @@ async fn commit_loop<B: Batch>(
                     }
                 }
             };
-            let mut sagas: HashSet<Uuid> = B::saga(&first.write).into_iter().collect();
+            let mut sagas: HashSet<Uuid> = first.write.saga().into_iter().collect();
             let mut batch = vec![first];
             while let Some(queue) = queue.as_mut().filter(|_| batch.len() < MAX_BATCH) {
                 let Ok(job) = queue.try_recv() else { break };
-                if let Some(saga) = B::saga(&job.write) {
+                if let Some(saga) = job.write.saga() {
                     if !sagas.insert(saga) {
                         held = Some(job);
                         break;
@@ -172,10 +203,10 @@ async fn commit_loop<B: Batch>(
 /// only the write at fault gets the error.
 async fn write_all<B: Batch>(
     backend: &B,
-    writes: &[B::Write],
+    writes: &[WriteOf<B>],
     counters: &Counters,
 ) -> Vec<Outcome> {
-    let transitions = |w: &[B::Write]| w.iter().filter(|w| B::saga(w).is_some()).count();
+    let transitions = |w: &[WriteOf<B>]| w.iter().filter(|w| w.saga().is_some()).count();
     match backend.write(writes).await {
         Ok(outcomes) => {
             counters.commit(transitions(writes));
@@ -183,10 +214,7 @@ async fn write_all<B: Batch>(
         }
         Err(Failure::Unknown(error)) => {
             tracing::warn!(%error, writes = writes.len(), "a group commit was not confirmed");
-            writes
-                .iter()
-                .map(|w| Err(B::unconfirmed(w, &error)))
-                .collect()
+            writes.iter().map(|w| Err(w.unconfirmed(&error))).collect()
         }
         Err(Failure::RolledBack(error)) if writes.len() == 1 => vec![Err(error.into())],
         Err(Failure::RolledBack(error)) => {
@@ -199,7 +227,7 @@ async fn write_all<B: Batch>(
                         one.pop().unwrap_or(Err(StoreError::Closed))
                     }
                     Err(Failure::RolledBack(error)) => Err(error.into()),
-                    Err(Failure::Unknown(error)) => Err(B::unconfirmed(&write[0], &error)),
+                    Err(Failure::Unknown(error)) => Err(write[0].unconfirmed(&error)),
                 });
             }
             outcomes

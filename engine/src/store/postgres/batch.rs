@@ -9,16 +9,11 @@ use uuid::Uuid;
 
 use super::millis;
 use super::sql::{INSERT_SAGA, REMOVE_OUTBOX, UPDATE_SAGA};
-use crate::store::group::{Batch, Failure, Outcome};
+use crate::store::group::{self, Batch, Failure, Outcome};
 use crate::store::{StoreError, Transition};
 
-/// One write queued for the committers.
-pub(super) enum Write {
-    /// A saga transition.
-    Transition(Box<Encoded>),
-    /// Forget dispatched outbox events.
-    RemoveOutbox(Vec<Uuid>),
-}
+/// One write queued for the writer.
+pub(super) type Write = group::Write<Encoded, Vec<Uuid>>;
 
 /// A transition with every value as PostgreSQL binds it.
 pub(super) struct Encoded {
@@ -172,7 +167,8 @@ pub(super) struct Writer {
 
 #[async_trait]
 impl Batch for Writer {
-    type Write = Write;
+    type Transition = Encoded;
+    type Removal = Vec<Uuid>;
 
     async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, Failure> {
         if let [write] = writes {
@@ -196,21 +192,10 @@ impl Batch for Writer {
         tx.commit().await.map_err(Failure::Unknown)?;
         Ok(outcomes)
     }
+}
 
-    fn saga(write: &Write) -> Option<Uuid> {
-        match write {
-            Write::Transition(t) => Some(t.id),
-            Write::RemoveOutbox(_) => None,
-        }
-    }
-
-    fn unconfirmed(write: &Write, error: &sqlx::Error) -> StoreError {
-        match write {
-            Write::Transition(t) => {
-                tracing::warn!(saga_id = %t.id, %error, "connection lost while committing");
-                StoreError::Unconfirmed(t.id)
-            }
-            Write::RemoveOutbox(_) => StoreError::CommitFailed(error.to_string()),
-        }
+impl group::Encoded for Encoded {
+    fn saga(&self) -> Uuid {
+        self.id
     }
 }

@@ -56,7 +56,7 @@ pub struct PostgresStore {
     /// Wakes idle mediators of this process when another one makes a saga runnable.
     wake: wake::Listener,
     /// Transitions and outbox clean-ups, group-committed.
-    pipeline: Pipeline<batch::Write>,
+    pipeline: Pipeline<batch::Encoded, Vec<Uuid>>,
     /// What this handle has committed.
     counters: Arc<Counters>,
 }

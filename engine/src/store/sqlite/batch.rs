@@ -12,16 +12,11 @@ use serde_json::json;
 
 use super::sql::{INSERT_EVENTS, INSERT_OUTBOX, INSERT_SAGAS, REMOVE_OUTBOX, UPDATE_SAGAS};
 use super::{json_list, millis};
-use crate::store::group::{Batch, Failure, Outcome};
+use crate::store::group::{self, Batch, Failure, Outcome};
 use crate::store::{StoreError, Transition};
 
-/// One write queued for the writer connection.
-pub(super) enum Write {
-    /// A saga transition.
-    Transition(Box<Encoded>),
-    /// Forget dispatched outbox events (a JSON list of ids).
-    RemoveOutbox(String),
-}
+/// One write queued for the writer.
+pub(super) type Write = group::Write<Encoded, String>;
 
 /// A transition as the batch statements take it, encoded by its caller.
 pub(super) struct Encoded {
@@ -33,14 +28,9 @@ pub(super) struct Encoded {
     row: String,
     /// History rows as JSON arrays lacking their last element, the commit time.
     events: Vec<String>,
-    /// Outbox rows as JSON arrays lacking their last element, the commit time, and split where
-    /// the envelope's `occurred_at` (also the commit time) goes.
-    outbox: Vec<(String, String)>,
+    /// Outbox rows as JSON arrays lacking their last element, the commit time.
+    outbox: Vec<String>,
 }
-
-/// Stands for the commit time in an envelope serialized before it is known; replaced by the
-/// time as text, so the writer thread does not parse and rewrite every envelope.
-const AT_MARK: i64 = -7_340_019_282_346_511;
 
 /// Appends the commit time `at` to a row fragment, closing its array.
 fn close(fragment: &str, at: i64, into: &mut String) {
@@ -102,23 +92,14 @@ impl Encoded {
                 ]))
             })
             .collect();
-        let mark = AT_MARK.to_string();
         let outbox = t
             .outbox
             .iter()
             .map(|m| {
-                let mut envelope = m.clone();
-                envelope.occurred_at = AT_MARK;
-                let row = open(json!([
+                Ok(open(json!([
                     m.event_id.to_string(),
-                    serde_json::to_string(&envelope)?
-                ]));
-                // Fields serialize in order and `occurred_at` comes before the payload, so the
-                // first mark is the envelope's own.
-                Ok(match row.split_once(&mark) {
-                    Some((head, tail)) => (head.to_string(), tail.to_string()),
-                    None => (row, String::new()),
-                })
+                    serde_json::to_string(m)?
+                ])))
             })
             .collect::<Result<_, serde_json::Error>>()
             .map_err(corrupt)?;
@@ -161,9 +142,7 @@ async fn write_round(
     for t in round {
         if let Some(&at) = applied.get(&t.id) {
             t.events.iter().for_each(|e| close(e, at, &mut events));
-            for (head, tail) in &t.outbox {
-                close(&format!("{head}{at}{tail}"), at, &mut outbox);
-            }
+            t.outbox.iter().for_each(|m| close(m, at, &mut outbox));
         }
     }
     for (rows, sql) in [(events, INSERT_EVENTS), (outbox, INSERT_OUTBOX)] {
@@ -188,7 +167,8 @@ pub(super) struct Writer {
 
 #[async_trait]
 impl Batch for Writer {
-    type Write = Write;
+    type Transition = Encoded;
+    type Removal = String;
 
     async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, Failure> {
         let mut tx = self.pool.begin().await.map_err(Failure::RolledBack)?;
@@ -229,23 +209,15 @@ impl Batch for Writer {
         tx.commit().await.map_err(Failure::Unknown)?;
         Ok(outcomes)
     }
-
-    fn saga(write: &Write) -> Option<Uuid> {
-        match write {
-            Write::Transition(t) => Some(t.saga),
-            Write::RemoveOutbox(_) => None,
-        }
-    }
-
-    fn unconfirmed(write: &Write, error: &sqlx::Error) -> StoreError {
-        match write {
-            Write::Transition(t) => StoreError::Unconfirmed(t.saga),
-            Write::RemoveOutbox(_) => StoreError::CommitFailed(error.to_string()),
-        }
-    }
 }
 
 /// The outbox clean-up of `ids`, as queued.
 pub(super) fn remove_outbox<T: std::fmt::Display>(ids: &[T]) -> Write {
     Write::RemoveOutbox(json_list(ids))
+}
+
+impl group::Encoded for Encoded {
+    fn saga(&self) -> Uuid {
+        self.saga
+    }
 }

@@ -81,7 +81,7 @@ pub struct SqliteStore {
     /// Readers run beside the writer thanks to WAL.
     reader: SqlitePool,
     /// Transitions and outbox clean-ups, group-committed on the writer connection.
-    pipeline: Arc<Pipeline<batch::Write>>,
+    pipeline: Arc<Pipeline<batch::Encoded, String>>,
     /// What this handle has committed.
     counters: Arc<Counters>,
 }

@@ -62,9 +62,11 @@ pub(super) const INSERT_EVENTS: &str =
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
      value ->> 7, value ->> 6 FROM json_each(?1)";
 
-/// Outbox rows (`?1`: `[event_id, envelope, at]` arrays, in order).
+/// Outbox rows (`?1`: `[event_id, envelope, at]` arrays, in order); each envelope's
+/// `occurred_at` is set to its commit time.
 pub(super) const INSERT_OUTBOX: &str = "INSERT INTO saga_outbox (event_id, envelope, created_at) \
-     SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) ORDER BY key";
+     SELECT value ->> 0, json_set(value ->> 1, '$.occurred_at', value ->> 2), value ->> 2 \
+     FROM json_each(?1) ORDER BY key";
 
 pub(super) const INSERT_EVENT: &str =
     "INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) \
