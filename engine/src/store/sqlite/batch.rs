@@ -1,46 +1,63 @@
 //! SQLite's side of group commit: a transition encoded by its caller, and a batch of them (with
-//! outbox clean-ups) written in one transaction on the single writer connection, in a handful of
-//! statements whatever the batch's size (each statement is a hop to the connection's thread).
+//! outbox clean-ups) written and committed by one script in a single call to the writer
+//! connection's thread, whatever the batch's size.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use sqlx::{SqliteConnection, SqlitePool};
+use serde::Serialize;
+use sqlx::SqlitePool;
 use uuid::Uuid;
 
-use std::collections::HashMap;
-
-use serde_json::json;
-
-use super::sql::{INSERT_EVENTS, INSERT_OUTBOX, INSERT_SAGAS, REMOVE_OUTBOX, UPDATE_SAGAS};
+use super::sql::WRITE_BATCH;
 use super::{json_list, millis};
+use crate::state::{Awaiting, StepState};
 use crate::store::group::{self, Batch, Failure, Outcome};
 use crate::store::{StoreError, Transition};
 
 /// One write queued for the writer.
 pub(super) type Write = group::Write<Encoded, String>;
 
-/// A transition as the batch statements take it, encoded by its caller.
+/// A transition as the batch script takes it, encoded by its caller.
 pub(super) struct Encoded {
     saga: Uuid,
-    /// The id as stored (hyphenated text).
-    id: String,
     insert: bool,
-    /// The instance row: a JSON object read by [`INSERT_SAGAS`] or [`UPDATE_SAGAS`].
+    /// The instance row: a JSON object, an element of the script's `?2`.
     row: String,
-    /// History rows as JSON arrays lacking their last element, the commit time.
+    /// History rows (JSON arrays led by the saga's id), elements of `?3`.
     events: Vec<String>,
-    /// Outbox rows as JSON arrays lacking their last element, the commit time.
+    /// Outbox rows (JSON arrays led by the saga's id), elements of `?4`.
     outbox: Vec<String>,
 }
 
-/// Appends the commit time `at` to a row fragment, closing its array.
-fn close(fragment: &str, at: i64, into: &mut String) {
-    if into.len() > 1 {
-        into.push(',');
-    }
-    into.push_str(fragment);
-    into.push(',');
-    into.push_str(&at.to_string());
-    into.push(']');
+/// An instance row as the batch script reads it (`?2`). The saga's data, steps and awaited reply
+/// are nested JSON, stored as their text; absent optional fields read as NULL.
+#[derive(Serialize)]
+struct Row<'a> {
+    id: Uuid,
+    insert: bool,
+    definition: &'a str,
+    version: u32,
+    status: &'a str,
+    current_step: usize,
+    data: &'a serde_json::Value,
+    steps: &'a [StepState],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<&'a str>,
+    /// Milliseconds from the commit to the next attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_owner: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_ms: Option<i64>,
+    expected_token: i64,
+    last_seq: i64,
+    fencing_token: i64,
+    expected_seq: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    awaiting: Option<&'a Awaiting>,
+    before_deadline: bool,
 }
 
 impl Encoded {
@@ -51,62 +68,53 @@ impl Encoded {
             id: s.id.to_string(),
             reason: e.to_string(),
         };
-        let id = s.id.to_string();
-        let row = json!({
-            "id": id,
-            "definition": s.definition,
-            "version": s.version,
-            "status": s.status.as_str(),
-            "current_step": s.current_step,
-            "data": s.data.to_string(),
-            "steps": serde_json::to_string(&s.steps).map_err(corrupt)?,
-            "last_error": s.last_error,
-            "retry_after": t.retry_after.map(millis),
-            "lease_owner": t.lease.map(|l| l.owner),
-            "lease_ms": t.lease.map(|l| millis(l.duration)),
-            "expected_token": t.expected_token.unwrap_or(s.fencing_token),
-            "last_seq": s.last_seq,
-            "fencing_token": s.fencing_token,
-            "expected_seq": t.expected_seq(),
-            "awaiting": s.awaiting.map(|a| serde_json::to_string(&a)).transpose().map_err(corrupt)?,
-            "before_deadline": t.before_deadline,
+        let insert = t.expected_token.is_none();
+        let row = serde_json::to_string(&Row {
+            id: s.id,
+            insert,
+            definition: &s.definition,
+            version: s.version,
+            status: s.status.as_str(),
+            current_step: s.current_step,
+            data: &s.data,
+            steps: &s.steps,
+            last_error: s.last_error.as_deref(),
+            retry_after: t.retry_after.map(millis),
+            lease_owner: t.lease.map(|l| l.owner),
+            lease_ms: t.lease.map(|l| millis(l.duration)),
+            expected_token: t.expected_token.unwrap_or(s.fencing_token),
+            last_seq: s.last_seq,
+            fencing_token: s.fencing_token,
+            expected_seq: t.expected_seq(),
+            awaiting: s.awaiting.as_ref(),
+            before_deadline: t.before_deadline,
         })
-        .to_string();
-        let open = |row: serde_json::Value| {
-            let mut text = row.to_string();
-            text.pop();
-            text
-        };
+        .map_err(corrupt)?;
         let events = t
             .events
             .iter()
             .map(|e| {
-                open(json!([
-                    id,
+                serde_json::to_string(&(
+                    s.id,
                     e.seq,
-                    e.event_id.to_string(),
+                    e.event_id,
                     e.kind.as_str(),
-                    e.step,
+                    &e.step,
                     e.attempt,
-                    e.detail.to_string()
-                ]))
+                    &e.detail,
+                ))
             })
-            .collect();
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)?;
         let outbox = t
             .outbox
             .iter()
-            .map(|m| {
-                Ok(open(json!([
-                    m.event_id.to_string(),
-                    serde_json::to_string(m)?
-                ])))
-            })
-            .collect::<Result<_, serde_json::Error>>()
+            .map(|m| serde_json::to_string(&(s.id, m.event_id, m)))
+            .collect::<Result<_, _>>()
             .map_err(corrupt)?;
         Ok(Self {
             saga: s.id,
-            id,
-            insert: t.expected_token.is_none(),
+            insert,
             row,
             events,
             outbox,
@@ -114,50 +122,27 @@ impl Encoded {
     }
 }
 
-/// Writes a batch's transitions (no saga twice) inside the caller's transaction: the
-/// instance rows first, each checked against its fencing token and last sequence number; then
-/// the history and outbox rows of those that applied, so a refused transition writes nothing.
-/// Returns each transition's outcome, in order.
-async fn write_round(
-    db: &mut SqliteConnection,
-    round: &[&Encoded],
-) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut applied: HashMap<String, i64> = HashMap::with_capacity(round.len());
-    for (insert, sql) in [(true, INSERT_SAGAS), (false, UPDATE_SAGAS)] {
-        let rows: Vec<&str> = round
-            .iter()
-            .filter(|t| t.insert == insert)
-            .map(|t| t.row.as_str())
-            .collect();
-        if rows.is_empty() {
-            continue;
+/// Joins JSON texts into one JSON array.
+fn array<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let mut out = String::from("[");
+    for item in items {
+        if out.len() > 1 {
+            out.push(',');
         }
-        let done: Vec<(String, i64)> = sqlx::query_as(sql)
-            .bind(format!("[{}]", rows.join(",")))
-            .fetch_all(&mut *db)
-            .await?;
-        applied.extend(done);
+        out.push_str(item);
     }
-    let (mut events, mut outbox) = (String::from("["), String::from("["));
-    for t in round {
-        if let Some(&at) = applied.get(&t.id) {
-            t.events.iter().for_each(|e| close(e, at, &mut events));
-            t.outbox.iter().for_each(|m| close(m, at, &mut outbox));
-        }
-    }
-    for (rows, sql) in [(events, INSERT_EVENTS), (outbox, INSERT_OUTBOX)] {
-        if rows.len() > 1 {
-            sqlx::query(sql).bind(rows + "]").execute(&mut *db).await?;
-        }
-    }
-    Ok(round
-        .iter()
-        .map(|t| match applied.get(&t.id) {
-            Some(&at) => Ok(at),
-            None if t.insert => Err(StoreError::Duplicate(t.saga)),
-            None => Err(StoreError::LeaseLost(t.saga)),
-        })
-        .collect())
+    out.push(']');
+    out
+}
+
+/// The commit time of a batch: milliseconds since the Unix epoch on this machine's clock, which
+/// is the database's (SQLite runs in this process).
+fn now_ms() -> i64 {
+    millis(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
 }
 
 /// The single writer connection, writing batches.
@@ -171,7 +156,6 @@ impl Batch for Writer {
     type Removal = String;
 
     async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, Failure> {
-        let mut tx = self.pool.begin().await.map_err(Failure::RolledBack)?;
         // The pipeline puts at most one write per saga in a batch.
         let transitions: Vec<&Encoded> = writes
             .iter()
@@ -180,34 +164,57 @@ impl Batch for Writer {
                 Write::RemoveOutbox(_) => None,
             })
             .collect();
-        let mut done = write_round(&mut tx, &transitions)
-            .await
-            .map_err(Failure::RolledBack)?
-            .into_iter();
-        let outcomes: Vec<Outcome> = writes
-            .iter()
-            .map(|w| match w {
-                Write::Transition(_) => done.next().unwrap_or(Err(StoreError::Closed)),
-                Write::RemoveOutbox(_) => Ok(0),
-            })
-            .collect();
-        let removed: Vec<&str> = writes
+        let removed: Vec<String> = writes
             .iter()
             .filter_map(|w| match w {
                 Write::RemoveOutbox(ids) => Some(ids.trim_start_matches('[').trim_end_matches(']')),
                 Write::Transition(_) => None,
             })
             .filter(|ids| !ids.is_empty())
+            .map(str::to_string)
             .collect();
-        if !removed.is_empty() {
-            sqlx::query(REMOVE_OUTBOX)
-                .bind(format!("[{}]", removed.join(",")))
-                .execute(&mut *tx)
-                .await
-                .map_err(Failure::RolledBack)?;
-        }
-        tx.commit().await.map_err(Failure::Unknown)?;
-        Ok(outcomes)
+        let at = now_ms();
+        let mut db = self.pool.acquire().await.map_err(Failure::RolledBack)?;
+        let result: Result<Vec<(String, bool)>, sqlx::Error> = sqlx::query_as(WRITE_BATCH)
+            .bind(at)
+            .bind(array(transitions.iter().map(|t| &t.row)))
+            .bind(array(transitions.iter().flat_map(|t| &t.events)))
+            .bind(array(transitions.iter().flat_map(|t| &t.outbox)))
+            .bind(array(removed.iter()))
+            .fetch_all(&mut *db)
+            .await;
+        let decided = match result {
+            Ok(decided) => decided,
+            // The script stops at its first error. If its transaction is still open, nothing was
+            // committed: roll it back. If not, the COMMIT itself failed (or SQLite ended the
+            // transaction), and whether it took effect is unknown.
+            Err(error) => {
+                return match sqlx::query("ROLLBACK").execute(&mut *db).await {
+                    Ok(_) => Err(Failure::RolledBack(error)),
+                    Err(_) => Err(Failure::Unknown(error)),
+                }
+            }
+        };
+        let applied: std::collections::HashSet<String> = decided
+            .into_iter()
+            .filter_map(|(id, applies)| applies.then_some(id))
+            .collect();
+        let mut done = transitions.iter().map(|t| {
+            if applied.contains(&t.saga.to_string()) {
+                Ok(at)
+            } else if t.insert {
+                Err(StoreError::Duplicate(t.saga))
+            } else {
+                Err(StoreError::LeaseLost(t.saga))
+            }
+        });
+        Ok(writes
+            .iter()
+            .map(|w| match w {
+                Write::Transition(_) => done.next().unwrap_or(Err(StoreError::Closed)),
+                Write::RemoveOutbox(_) => Ok(0),
+            })
+            .collect())
     }
 }
 

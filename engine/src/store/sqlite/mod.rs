@@ -114,6 +114,15 @@ impl SqliteStore {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // One connection that nothing else closes: no round trip to test it on each use.
+            .test_before_acquire(false)
+            // Batches work in scratch tables of their connection's own.
+            .after_connect(|db, _| {
+                Box::pin(async move {
+                    sqlx::query(CREATE_BATCH_TABLES).execute(db).await?;
+                    Ok(())
+                })
+            })
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)

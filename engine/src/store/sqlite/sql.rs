@@ -7,74 +7,78 @@ macro_rules! now_ms {
     };
 }
 
-// A batch of transitions is a few statements, whatever its size: `?1` is a JSON array of the
-// transitions' instance rows (objects), and the history and outbox rows of those that applied
-// follow as JSON arrays of arrays. SQLite runs each statement in one call, so a batch of 30
-// transitions costs about what one does.
+// A batch of transitions and outbox clean-ups is one script, sent to the connection's thread in
+// one call: each call is a hop between threads, which under load costs more than the SQL does.
+// Its parameters: `?1` the commit time (ms), `?2` the transitions' instance rows (a JSON array of
+// objects), `?3` their history rows and `?4` their outbox rows (JSON arrays of arrays, each led
+// by its saga's id; JSON columns are nested JSON), `?5` the outbox ids to forget (a JSON list). The driver binds a script's
+// parameters statement by statement and mishandles a statement whose numbers leave gaps, so the
+// first statement stores them all in a one-row scratch table (`i`) that the others read. The
+// script then decides which transitions apply (a new id not yet taken; an update whose fencing
+// token and last sequence number are still what its writer read, and, for a reply, before its
+// deadline), writes only those, and ends by returning each transition's `(id, applied)`.
 
-/// Inserts new sagas (`?1`: instance rows); an id already taken is skipped, so it is missing
-/// from the returned `(id, updated_at)` rows.
-pub(super) const INSERT_SAGAS: &str = concat!(
-    "INSERT INTO saga_instances (id, definition, version, status, current_step, data, steps, ",
-    "last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, last_seq, ",
-    "awaiting, created_at, updated_at) SELECT j.value ->> 'id', j.value ->> 'definition', ",
-    "j.value ->> 'version', j.value ->> 'status', j.value ->> 'current_step', j.value ->> 'data', ",
-    "j.value ->> 'steps', j.value ->> 'last_error', ",
-    "CASE WHEN j.value ->> 'retry_after' IS NULL THEN NULL ELSE ",
-    now_ms!(),
-    " + (j.value ->> 'retry_after') END, j.value ->> 'lease_owner', ",
-    "CASE WHEN j.value ->> 'lease_owner' IS NULL THEN NULL ELSE ",
-    now_ms!(),
-    " + (j.value ->> 'lease_ms') END, j.value ->> 'fencing_token', j.value ->> 'last_seq', ",
-    "j.value ->> 'awaiting', ",
-    now_ms!(),
-    ", ",
-    now_ms!(),
-    " FROM json_each(?1) AS j WHERE TRUE ON CONFLICT (id) DO NOTHING RETURNING id, updated_at"
+/// The scratch tables a batch script works in, one set per writer connection.
+pub(super) const CREATE_BATCH_TABLES: &str = "\
+     CREATE TEMP TABLE IF NOT EXISTS saga_batch_input (at INTEGER NOT NULL, sagas TEXT NOT NULL, \
+     events TEXT NOT NULL, outbox TEXT NOT NULL, removed TEXT NOT NULL); \
+     CREATE TEMP TABLE IF NOT EXISTS saga_batch (\
+     id TEXT PRIMARY KEY NOT NULL, is_insert INTEGER NOT NULL, applies INTEGER, \
+     definition TEXT, version INTEGER, status TEXT, current_step INTEGER, data TEXT, \
+     steps TEXT, last_error TEXT, next_attempt_at INTEGER, lease_owner TEXT, \
+     lease_expires_at INTEGER, fencing_token INTEGER, last_seq INTEGER, awaiting TEXT, \
+     expected_token INTEGER, expected_seq INTEGER, before_deadline INTEGER)";
+
+/// One batch: see above.
+pub(super) const WRITE_BATCH: &str = concat!(
+    "BEGIN IMMEDIATE; DELETE FROM temp.saga_batch_input; DELETE FROM temp.saga_batch; ",
+    "INSERT INTO temp.saga_batch_input VALUES (?1, ?2, ?3, ?4, ?5); ",
+    "WITH r(v) AS MATERIALIZED (SELECT jsonb(j.value) FROM temp.saga_batch_input AS i, ",
+    "json_each(i.sagas) AS j) ",
+    "INSERT INTO temp.saga_batch SELECT v ->> 'id', v ->> 'insert', NULL, v ->> 'definition', ",
+    "v ->> 'version', v ->> 'status', v ->> 'current_step', v -> 'data', v -> 'steps', ",
+    "v ->> 'last_error', i.at + (v ->> 'retry_after'), v ->> 'lease_owner', ",
+    "CASE WHEN v ->> 'lease_owner' IS NULL THEN NULL ELSE i.at + (v ->> 'lease_ms') END, ",
+    "v ->> 'fencing_token', v ->> 'last_seq', v -> 'awaiting', v ->> 'expected_token', ",
+    "v ->> 'expected_seq', v ->> 'before_deadline' ",
+    "FROM temp.saga_batch_input AS i, r; ",
+    "UPDATE temp.saga_batch AS b SET applies = CASE WHEN b.is_insert ",
+    "THEN NOT EXISTS (SELECT 1 FROM main.saga_instances AS s WHERE s.id = b.id) ",
+    "ELSE EXISTS (SELECT 1 FROM main.saga_instances AS s, temp.saga_batch_input AS i ",
+    "WHERE s.id = b.id AND s.fencing_token = b.expected_token AND s.last_seq = b.expected_seq ",
+    "AND s.definition = b.definition AND s.version = b.version ",
+    "AND (NOT b.before_deadline OR s.next_attempt_at > i.at)) END; ",
+    "INSERT INTO main.saga_instances (id, definition, version, status, current_step, data, ",
+    "steps, last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, ",
+    "last_seq, awaiting, created_at, updated_at) SELECT id, definition, version, status, ",
+    "current_step, data, steps, last_error, next_attempt_at, lease_owner, lease_expires_at, ",
+    "fencing_token, last_seq, awaiting, i.at, i.at ",
+    "FROM temp.saga_batch, temp.saga_batch_input AS i WHERE is_insert AND applies; ",
+    "UPDATE main.saga_instances AS s SET status = b.status, current_step = b.current_step, ",
+    "data = b.data, steps = b.steps, last_error = b.last_error, ",
+    "next_attempt_at = b.next_attempt_at, lease_owner = b.lease_owner, ",
+    "lease_expires_at = b.lease_expires_at, fencing_token = b.fencing_token, ",
+    "last_seq = b.last_seq, awaiting = b.awaiting, updated_at = i.at ",
+    "FROM temp.saga_batch AS b, temp.saga_batch_input AS i ",
+    "WHERE s.id = b.id AND NOT b.is_insert AND b.applies; ",
+    "WITH e(v, key) AS MATERIALIZED (SELECT jsonb(e.value), e.key ",
+    "FROM temp.saga_batch_input AS i, json_each(i.events) AS e) ",
+    "INSERT INTO main.saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) ",
+    "SELECT e.v ->> 0, e.v ->> 1, e.v ->> 2, e.v ->> 3, e.v ->> 4, e.v ->> 5, i.at, e.v -> 6 ",
+    "FROM temp.saga_batch_input AS i, e JOIN temp.saga_batch AS b ON b.id = e.v ->> 0 ",
+    "WHERE b.applies ORDER BY e.key; ",
+    "INSERT INTO main.saga_outbox (event_id, envelope, created_at) ",
+    "SELECT e.value ->> 1, json_set(e.value -> 2, '$.occurred_at', i.at), i.at ",
+    "FROM temp.saga_batch_input AS i, json_each(i.outbox) AS e ",
+    "JOIN temp.saga_batch AS b ON b.id = e.value ->> 0 WHERE b.applies ORDER BY e.key; ",
+    "DELETE FROM main.saga_outbox WHERE event_id IN ",
+    "(SELECT e.value FROM temp.saga_batch_input AS i, json_each(i.removed) AS e); ",
+    "SELECT id, applies FROM temp.saga_batch; COMMIT"
 );
-
-/// Applies transitions to existing sagas (`?1`: instance rows), each only if the stored
-/// fencing token and last sequence number are still what its writer read (and, for a reply,
-/// its deadline has not passed); returns `(id, updated_at)` of those that applied.
-pub(super) const UPDATE_SAGAS: &str = concat!(
-    "UPDATE saga_instances AS s SET status = j.value ->> 'status', ",
-    "current_step = j.value ->> 'current_step', data = j.value ->> 'data', ",
-    "steps = j.value ->> 'steps', last_error = j.value ->> 'last_error', ",
-    "next_attempt_at = CASE WHEN j.value ->> 'retry_after' IS NULL THEN NULL ELSE ",
-    now_ms!(),
-    " + (j.value ->> 'retry_after') END, lease_owner = j.value ->> 'lease_owner', ",
-    "lease_expires_at = CASE WHEN j.value ->> 'lease_owner' IS NULL THEN NULL ELSE ",
-    now_ms!(),
-    " + (j.value ->> 'lease_ms') END, last_seq = j.value ->> 'last_seq', ",
-    "fencing_token = j.value ->> 'fencing_token', awaiting = j.value ->> 'awaiting', updated_at = ",
-    now_ms!(),
-    " FROM json_each(?1) AS j WHERE s.id = j.value ->> 'id' ",
-    "AND s.fencing_token = j.value ->> 'expected_token' AND s.last_seq = j.value ->> 'expected_seq' ",
-    "AND s.definition = j.value ->> 'definition' AND s.version = j.value ->> 'version' ",
-    "AND (NOT (j.value ->> 'before_deadline') OR s.next_attempt_at > ",
-    now_ms!(),
-    ") RETURNING id, updated_at"
-);
-
-/// History rows (`?1`: `[saga_id, seq, event_id, kind, step, attempt, detail, at]` arrays).
-pub(super) const INSERT_EVENTS: &str =
-    "INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) \
-     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-     value ->> 7, value ->> 6 FROM json_each(?1)";
-
-/// Outbox rows (`?1`: `[event_id, envelope, at]` arrays, in order); each envelope's
-/// `occurred_at` is set to its commit time.
-pub(super) const INSERT_OUTBOX: &str = "INSERT INTO saga_outbox (event_id, envelope, created_at) \
-     SELECT value ->> 0, json_set(value ->> 1, '$.occurred_at', value ->> 2), value ->> 2 \
-     FROM json_each(?1) ORDER BY key";
 
 pub(super) const INSERT_EVENT: &str =
     "INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-
-/// Forgets the outbox rows whose ids are in the JSON list `?1`.
-pub(super) const REMOVE_OUTBOX: &str =
-    "DELETE FROM saga_outbox WHERE event_id IN (SELECT value FROM json_each(?1))";
 
 pub(super) const CLAIM: &str = concat!(
     "UPDATE saga_instances SET lease_owner = ?1, lease_expires_at = ",
