@@ -39,6 +39,18 @@ pub(super) trait Batch: Send + Sync + 'static {
     /// own checks (a stale fencing token, a taken id) gets its error in the returned list and
     /// writes nothing; the others still commit.
     async fn write(&self, writes: &[WriteOf<Self>]) -> Result<Vec<Outcome>, Failure>;
+
+    /// Whether a committed batch must also be flushed (see [`Batch::flush`]) before its writes
+    /// are acknowledged.
+    fn flushes(&self) -> bool {
+        false
+    }
+
+    /// Makes everything committed so far durable. The committer does not wait for it: it writes
+    /// the next batch meanwhile, and this batch's callers hear back once it returns.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A backend's encoded transition.
@@ -69,7 +81,7 @@ impl<T: Encoded, R> Write<T, R> {
     }
 
     /// What this write reports when its batch's commit may or may not have happened.
-    fn unconfirmed(&self, error: &sqlx::Error) -> StoreError {
+    fn unconfirmed(&self, error: &dyn std::fmt::Display) -> StoreError {
         match self {
             Write::Transition(t) => StoreError::Unconfirmed(t.saga()),
             Write::RemoveOutbox(_) => StoreError::CommitFailed(error.to_string()),
@@ -193,9 +205,35 @@ async fn commit_loop<B: Batch>(
             continue;
         }
         let outcomes = write_all(backend.as_ref(), &writes, &counters).await;
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            let _ = reply.send(outcome);
+        if backend.flushes() && outcomes.iter().any(Result::is_ok) {
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                let flushed = backend.flush().await;
+                if let Err(error) = &flushed {
+                    tracing::error!(%error, writes = writes.len(), "a group commit was not made durable");
+                }
+                answer(replies, outcomes, &writes, flushed);
+            });
+        } else {
+            answer(replies, outcomes, &writes, Ok(()));
         }
+    }
+}
+
+/// Tells each caller its write's outcome; if the batch could not be made durable, a write that
+/// committed may or may not survive, and says so.
+fn answer<T: Encoded, R>(
+    replies: Vec<oneshot::Sender<Outcome>>,
+    outcomes: Vec<Outcome>,
+    writes: &[Write<T, R>],
+    flushed: Result<(), StoreError>,
+) {
+    for ((reply, outcome), write) in replies.into_iter().zip(outcomes).zip(writes) {
+        let outcome = match (&flushed, outcome) {
+            (Err(error), Ok(_)) => Err(write.unconfirmed(error)),
+            (_, outcome) => outcome,
+        };
+        let _ = reply.send(outcome);
     }
 }
 
@@ -232,5 +270,39 @@ async fn write_all<B: Batch>(
             }
             outcomes
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Saga(Uuid);
+
+    impl Encoded for Saga {
+        fn saga(&self) -> Uuid {
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_batch_that_was_not_made_durable_confirms_nothing_it_wrote() {
+        let (applied, refused) = (Uuid::now_v7(), Uuid::now_v7());
+        let writes: Vec<Write<Saga, ()>> = vec![
+            Write::Transition(Box::new(Saga(applied))),
+            Write::Transition(Box::new(Saga(refused))),
+            Write::RemoveOutbox(()),
+        ];
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel()).unzip();
+        let outcomes = vec![Ok(7), Err(StoreError::LeaseLost(refused)), Ok(0)];
+        let failed = Err(StoreError::CommitFailed("disk gone".into()));
+        answer(senders, outcomes, &writes, failed);
+        let heard: Vec<Outcome> = receivers
+            .into_iter()
+            .map(|mut r| r.try_recv().unwrap())
+            .collect();
+        assert!(matches!(heard[0], Err(StoreError::Unconfirmed(id)) if id == applied));
+        assert!(matches!(heard[1], Err(StoreError::LeaseLost(id)) if id == refused));
+        assert!(matches!(&heard[2], Err(StoreError::CommitFailed(m)) if m.contains("disk gone")));
     }
 }

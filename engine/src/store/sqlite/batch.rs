@@ -2,62 +2,52 @@
 //! outbox clean-ups) written and committed by one script in a single call to the writer
 //! connection's thread, whatever the batch's size.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use serde::Serialize;
-use sqlx::SqlitePool;
+use sqlx::query::QueryAs;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::sql::WRITE_BATCH;
+use super::flush::WalFlusher;
+use super::sql::write_batch;
 use super::{json_list, millis};
-use crate::state::{Awaiting, StepState};
 use crate::store::group::{self, Batch, Failure, Outcome};
 use crate::store::{StoreError, Transition};
 
 /// One write queued for the writer.
 pub(super) type Write = group::Write<Encoded, String>;
 
-/// A transition as the batch script takes it, encoded by its caller.
+/// A transition as the batch script takes it, encoded by its caller: the instance row's columns,
+/// bound as they are, and its history and outbox rows as JSON.
 pub(super) struct Encoded {
     saga: Uuid,
+    /// The id as stored (hyphenated text).
+    id: String,
     insert: bool,
-    /// The instance row: a JSON object, an element of the script's `?2`.
-    row: String,
-    /// History rows (JSON arrays led by the saga's id), elements of `?3`.
-    events: Vec<String>,
-    /// Outbox rows (JSON arrays led by the saga's id), elements of `?4`.
-    outbox: Vec<String>,
-}
-
-/// An instance row as the batch script reads it (`?2`). The saga's data, steps and awaited reply
-/// are nested JSON, stored as their text; absent optional fields read as NULL.
-#[derive(Serialize)]
-struct Row<'a> {
-    id: Uuid,
-    insert: bool,
-    definition: &'a str,
-    version: u32,
-    status: &'a str,
-    current_step: usize,
-    data: &'a serde_json::Value,
-    steps: &'a [StepState],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_error: Option<&'a str>,
+    definition: String,
+    version: i64,
+    status: &'static str,
+    current_step: i64,
+    data: String,
+    steps: String,
+    last_error: Option<String>,
     /// Milliseconds from the commit to the next attempt.
-    #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lease_owner: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_owner: Option<String>,
     lease_ms: Option<i64>,
-    expected_token: i64,
-    last_seq: i64,
     fencing_token: i64,
+    last_seq: i64,
+    awaiting: Option<String>,
+    expected_token: i64,
     expected_seq: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    awaiting: Option<&'a Awaiting>,
     before_deadline: bool,
+    /// History rows (JSON arrays led by the saga's id), elements of the script's `events`.
+    events: Vec<String>,
+    /// Outbox rows (JSON arrays led by the saga's id), elements of the script's `outbox`.
+    outbox: Vec<String>,
 }
 
 impl Encoded {
@@ -68,28 +58,6 @@ impl Encoded {
             id: s.id.to_string(),
             reason: e.to_string(),
         };
-        let insert = t.expected_token.is_none();
-        let row = serde_json::to_string(&Row {
-            id: s.id,
-            insert,
-            definition: &s.definition,
-            version: s.version,
-            status: s.status.as_str(),
-            current_step: s.current_step,
-            data: &s.data,
-            steps: &s.steps,
-            last_error: s.last_error.as_deref(),
-            retry_after: t.retry_after.map(millis),
-            lease_owner: t.lease.map(|l| l.owner),
-            lease_ms: t.lease.map(|l| millis(l.duration)),
-            expected_token: t.expected_token.unwrap_or(s.fencing_token),
-            last_seq: s.last_seq,
-            fencing_token: s.fencing_token,
-            expected_seq: t.expected_seq(),
-            awaiting: s.awaiting.as_ref(),
-            before_deadline: t.before_deadline,
-        })
-        .map_err(corrupt)?;
         let events = t
             .events
             .iter()
@@ -114,11 +82,59 @@ impl Encoded {
             .map_err(corrupt)?;
         Ok(Self {
             saga: s.id,
-            insert,
-            row,
+            id: s.id.to_string(),
+            insert: t.expected_token.is_none(),
+            definition: s.definition.clone(),
+            version: i64::from(s.version),
+            status: s.status.as_str(),
+            current_step: i64::try_from(s.current_step).unwrap_or(i64::MAX),
+            data: s.data.to_string(),
+            steps: serde_json::to_string(&s.steps).map_err(corrupt)?,
+            last_error: s.last_error.clone(),
+            retry_after: t.retry_after.map(millis),
+            lease_owner: t.lease.map(|l| l.owner.to_string()),
+            lease_ms: t.lease.map(|l| millis(l.duration)),
+            fencing_token: s.fencing_token,
+            last_seq: s.last_seq,
+            awaiting: s
+                .awaiting
+                .map(|a| serde_json::to_string(&a))
+                .transpose()
+                .map_err(corrupt)?,
+            expected_token: t.expected_token.unwrap_or(s.fencing_token),
+            expected_seq: t.expected_seq(),
+            before_deadline: t.before_deadline,
             events,
             outbox,
         })
+    }
+
+    /// Binds this transition's instance row, committed at `at`, to the next placeholders of
+    /// `query` (one row of the script's `VALUES`).
+    fn bind<'q, O>(
+        &'q self,
+        query: QueryAs<'q, Sqlite, O, SqliteArguments<'q>>,
+        at: i64,
+    ) -> QueryAs<'q, Sqlite, O, SqliteArguments<'q>> {
+        query
+            .bind(self.id.as_str())
+            .bind(self.insert)
+            .bind(self.definition.as_str())
+            .bind(self.version)
+            .bind(self.status)
+            .bind(self.current_step)
+            .bind(self.data.as_str())
+            .bind(self.steps.as_str())
+            .bind(self.last_error.as_deref())
+            .bind(self.retry_after.map(|ms| at.saturating_add(ms)))
+            .bind(self.lease_owner.as_deref())
+            .bind(self.lease_ms.map(|ms| at.saturating_add(ms)))
+            .bind(self.fencing_token)
+            .bind(self.last_seq)
+            .bind(self.awaiting.as_deref())
+            .bind(self.expected_token)
+            .bind(self.expected_seq)
+            .bind(self.before_deadline)
     }
 }
 
@@ -148,12 +164,25 @@ fn now_ms() -> i64 {
 /// The single writer connection, writing batches.
 pub(super) struct Writer {
     pub(super) pool: SqlitePool,
+    /// Syncs the WAL after commits, when the connection itself does not.
+    pub(super) flusher: Option<Arc<WalFlusher>>,
 }
 
 #[async_trait]
 impl Batch for Writer {
     type Transition = Encoded;
     type Removal = String;
+
+    fn flushes(&self) -> bool {
+        self.flusher.is_some()
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        match &self.flusher {
+            Some(flusher) => flusher.flush().await,
+            None => Ok(()),
+        }
+    }
 
     async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, Failure> {
         // The pipeline puts at most one write per saga in a batch.
@@ -174,15 +203,17 @@ impl Batch for Writer {
             .map(str::to_string)
             .collect();
         let at = now_ms();
-        let mut db = self.pool.acquire().await.map_err(Failure::RolledBack)?;
-        let result: Result<Vec<(String, bool)>, sqlx::Error> = sqlx::query_as(WRITE_BATCH)
+        let script = write_batch(transitions.len());
+        let mut query = sqlx::query_as(&script)
             .bind(at)
-            .bind(array(transitions.iter().map(|t| &t.row)))
             .bind(array(transitions.iter().flat_map(|t| &t.events)))
             .bind(array(transitions.iter().flat_map(|t| &t.outbox)))
-            .bind(array(removed.iter()))
-            .fetch_all(&mut *db)
-            .await;
+            .bind(array(removed.iter()));
+        for t in &transitions {
+            query = t.bind(query, at);
+        }
+        let mut db = self.pool.acquire().await.map_err(Failure::RolledBack)?;
+        let result: Result<Vec<(String, bool)>, sqlx::Error> = query.fetch_all(&mut *db).await;
         let decided = match result {
             Ok(decided) => decided,
             // The script stops at its first error. If its transaction is still open, nothing was
@@ -200,7 +231,7 @@ impl Batch for Writer {
             .filter_map(|(id, applies)| applies.then_some(id))
             .collect();
         let mut done = transitions.iter().map(|t| {
-            if applied.contains(&t.saga.to_string()) {
+            if applied.contains(&t.id) {
                 Ok(at)
             } else if t.insert {
                 Err(StoreError::Duplicate(t.saga))

@@ -14,6 +14,7 @@ use uuid::Uuid;
 #[macro_use]
 mod sql;
 mod batch;
+mod flush;
 
 use sql::*;
 
@@ -25,6 +26,7 @@ use super::{
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
 use crate::state::{SagaState, SagaStatus};
+use flush::WalFlusher;
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -84,15 +86,21 @@ pub struct SqliteStore {
     pipeline: Arc<Pipeline<batch::Encoded, String>>,
     /// What this handle has committed.
     counters: Arc<Counters>,
+    /// Makes the writer's commits durable before they are acknowledged (`None` when the
+    /// connection does so itself, or durability was relaxed, or the database is in memory).
+    flusher: Option<Arc<WalFlusher>>,
 }
 
 impl SqliteStore {
     /// Opens (or, with [`OpenMode::CreateIfMissing`], creates) the database at `url`
-    /// (`sqlite://PATH`), in WAL mode with `synchronous=FULL`, and runs the migrations.
+    /// (`sqlite://PATH`), in WAL mode, durable as with `synchronous=FULL`, and runs the
+    /// migrations. The writer connection commits without waiting for the disk, and this store
+    /// acknowledges no write until a sync of the WAL made after it has finished (see
+    /// `flush.rs`), so the writer need not sit idle while the disk syncs.
     ///
-    /// `?synchronous=normal` in the URL relaxes durability for speed: in WAL mode a commit is
-    /// then not flushed to disk at once, so a power loss (not a process crash) may lose the
-    /// last transitions. Full is the default and what the engine's guarantees assume.
+    /// `?synchronous=normal` in the URL relaxes durability for speed: a commit is then
+    /// acknowledged before it reaches the disk, so a power loss (not a process crash) may lose
+    /// the last transitions. Full is the default and what the engine's guarantees assume.
     pub async fn open(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
             url: url.to_string(),
@@ -112,6 +120,11 @@ impl SqliteStore {
         if mode == OpenMode::MustExist && !in_memory && !options.get_filename().exists() {
             return Err(StoreError::Missing(filename));
         }
+        let flush_wal = synchronous == SqliteSynchronous::Full && !in_memory;
+        let writer_options = match flush_wal {
+            true => options.clone().synchronous(SqliteSynchronous::Normal),
+            false => options.clone(),
+        };
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             // One connection that nothing else closes: no round trip to test it on each use.
@@ -126,7 +139,7 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            .connect_with(writer_options)
             .await
             .map_err(open_err)?;
         let reader = if in_memory {
@@ -134,7 +147,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(4)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .map_err(open_err)?
         };
@@ -142,20 +155,37 @@ impl SqliteStore {
         // The host application may keep its own migrations in the same file.
         migrator.set_ignore_missing(true);
         migrator.run(&writer).await?;
+        // The file exists now; its absolute path stays right if the working directory changes.
+        let path = options.get_filename();
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let flusher = flush_wal.then(|| Arc::new(WalFlusher::new(&path)));
         let counters = Arc::new(Counters::default());
         let pipeline = Pipeline::start(
             Arc::new(batch::Writer {
                 pool: writer.clone(),
+                flusher: flusher.clone(),
             }),
             1,
             counters.clone(),
         );
-        Ok(Self {
+        let store = Self {
             writer,
             reader,
             pipeline: Arc::new(pipeline),
             counters,
-        })
+            flusher,
+        };
+        store.durable().await?;
+        Ok(store)
+    }
+
+    /// Returns once what the writer connection committed so far is on disk: every write this
+    /// store makes outside the commit pipeline waits for it before it reports success.
+    async fn durable(&self) -> Result<(), StoreError> {
+        match &self.flusher {
+            Some(flusher) => flusher.flush().await,
+            None => Ok(()),
+        }
     }
 
     /// Marks a saga whose row cannot be read as `failed` with the reason, so it is not claimed
@@ -192,7 +222,7 @@ impl SqliteStore {
             .await?;
         tx.commit().await?;
         self.counters.commit(0);
-        Ok(())
+        self.durable().await
     }
 
     /// The read pool, for queries that the trait does not cover (the CLI's listings).
@@ -224,6 +254,7 @@ impl SagaStore for SqliteStore {
             .await?;
         if !rows.is_empty() {
             self.counters.commit(0);
+            self.durable().await?;
         }
         let (events, unreadable) = decode_outbox(rows);
         if !unreadable.is_empty() {
@@ -260,6 +291,7 @@ impl SagaStore for SqliteStore {
             .await?;
         if !rows.is_empty() {
             self.counters.commit(0);
+            self.durable().await?;
         }
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
@@ -282,6 +314,7 @@ impl SagaStore for SqliteStore {
             .await?;
         if done.rows_affected() > 0 {
             self.counters.commit(0);
+            self.durable().await?;
         }
         Ok(done.rows_affected())
     }
@@ -294,6 +327,7 @@ impl SagaStore for SqliteStore {
             .await?;
         if done.rows_affected() > 0 {
             self.counters.commit(0);
+            self.durable().await?;
         }
         Ok(done.rows_affected())
     }

@@ -9,39 +9,45 @@ macro_rules! now_ms {
 
 // A batch of transitions and outbox clean-ups is one script, sent to the connection's thread in
 // one call: each call is a hop between threads, which under load costs more than the SQL does.
-// Its parameters: `?1` the commit time (ms), `?2` the transitions' instance rows (a JSON array of
-// objects), `?3` their history rows and `?4` their outbox rows (JSON arrays of arrays, each led
-// by its saga's id; JSON columns are nested JSON), `?5` the outbox ids to forget (a JSON list). The driver binds a script's
-// parameters statement by statement and mishandles a statement whose numbers leave gaps, so the
-// first statement stores them all in a one-row scratch table (`i`) that the others read. The
-// script then decides which transitions apply (a new id not yet taken; an update whose fencing
-// token and last sequence number are still what its writer read, and, for a reply, before its
-// deadline), writes only those, and ends by returning each transition's `(id, applied)`.
+// Its placeholders are anonymous and bound in order: the commit time (ms), the history rows and
+// the outbox rows (JSON arrays of arrays, each led by its saga's id), the outbox ids to forget (a
+// JSON list), then the instance rows' columns, row after row. The first statement keeps the four
+// in a one-row scratch table (`i`) for the others to read; the instance rows go to a second
+// scratch table. The script then decides which transitions apply (a new id not yet taken; an
+// update whose fencing token and last sequence number are still what its writer read, and, for
+// a reply, before its deadline), writes only those, and ends by returning each transition's
+// `(id, applied)`.
 
 /// The scratch tables a batch script works in, one set per writer connection.
 pub(super) const CREATE_BATCH_TABLES: &str = "\
-     CREATE TEMP TABLE IF NOT EXISTS saga_batch_input (at INTEGER NOT NULL, sagas TEXT NOT NULL, \
+     CREATE TEMP TABLE IF NOT EXISTS saga_batch_input (at INTEGER NOT NULL, \
      events TEXT NOT NULL, outbox TEXT NOT NULL, removed TEXT NOT NULL); \
      CREATE TEMP TABLE IF NOT EXISTS saga_batch (\
-     id TEXT PRIMARY KEY NOT NULL, is_insert INTEGER NOT NULL, applies INTEGER, \
-     definition TEXT, version INTEGER, status TEXT, current_step INTEGER, data TEXT, \
-     steps TEXT, last_error TEXT, next_attempt_at INTEGER, lease_owner TEXT, \
-     lease_expires_at INTEGER, fencing_token INTEGER, last_seq INTEGER, awaiting TEXT, \
-     expected_token INTEGER, expected_seq INTEGER, before_deadline INTEGER)";
+     id TEXT PRIMARY KEY NOT NULL, is_insert INTEGER NOT NULL, definition TEXT NOT NULL, \
+     version INTEGER NOT NULL, status TEXT NOT NULL, current_step INTEGER NOT NULL, \
+     data TEXT NOT NULL, steps TEXT NOT NULL, last_error TEXT, next_attempt_at INTEGER, \
+     lease_owner TEXT, lease_expires_at INTEGER, fencing_token INTEGER NOT NULL, \
+     last_seq INTEGER NOT NULL, awaiting TEXT, expected_token INTEGER NOT NULL, \
+     expected_seq INTEGER NOT NULL, before_deadline INTEGER NOT NULL, applies INTEGER)";
 
-/// One batch: see above.
-pub(super) const WRITE_BATCH: &str = concat!(
+/// One instance row's placeholders, in `saga_batch`'s column order (all but `applies`).
+const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// The start of the script.
+const BATCH_HEAD: &str = concat!(
     "BEGIN IMMEDIATE; DELETE FROM temp.saga_batch_input; DELETE FROM temp.saga_batch; ",
-    "INSERT INTO temp.saga_batch_input VALUES (?1, ?2, ?3, ?4, ?5); ",
-    "WITH r(v) AS MATERIALIZED (SELECT jsonb(j.value) FROM temp.saga_batch_input AS i, ",
-    "json_each(i.sagas) AS j) ",
-    "INSERT INTO temp.saga_batch SELECT v ->> 'id', v ->> 'insert', NULL, v ->> 'definition', ",
-    "v ->> 'version', v ->> 'status', v ->> 'current_step', v -> 'data', v -> 'steps', ",
-    "v ->> 'last_error', i.at + (v ->> 'retry_after'), v ->> 'lease_owner', ",
-    "CASE WHEN v ->> 'lease_owner' IS NULL THEN NULL ELSE i.at + (v ->> 'lease_ms') END, ",
-    "v ->> 'fencing_token', v ->> 'last_seq', v -> 'awaiting', v ->> 'expected_token', ",
-    "v ->> 'expected_seq', v ->> 'before_deadline' ",
-    "FROM temp.saga_batch_input AS i, r; ",
+    "INSERT INTO temp.saga_batch_input VALUES (?, ?, ?, ?); "
+);
+
+/// The statement that takes the instance rows, up to their `VALUES`.
+const BATCH_ROWS: &str = concat!(
+    "INSERT INTO temp.saga_batch (id, is_insert, definition, version, status, current_step, ",
+    "data, steps, last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, ",
+    "last_seq, awaiting, expected_token, expected_seq, before_deadline) VALUES "
+);
+
+/// The rest of the script.
+const BATCH_TAIL: &str = concat!(
     "UPDATE temp.saga_batch AS b SET applies = CASE WHEN b.is_insert ",
     "THEN NOT EXISTS (SELECT 1 FROM main.saga_instances AS s WHERE s.id = b.id) ",
     "ELSE EXISTS (SELECT 1 FROM main.saga_instances AS s, temp.saga_batch_input AS i ",
@@ -61,12 +67,10 @@ pub(super) const WRITE_BATCH: &str = concat!(
     "last_seq = b.last_seq, awaiting = b.awaiting, updated_at = i.at ",
     "FROM temp.saga_batch AS b, temp.saga_batch_input AS i ",
     "WHERE s.id = b.id AND NOT b.is_insert AND b.applies; ",
-    "WITH e(v, key) AS MATERIALIZED (SELECT jsonb(e.value), e.key ",
-    "FROM temp.saga_batch_input AS i, json_each(i.events) AS e) ",
     "INSERT INTO main.saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) ",
-    "SELECT e.v ->> 0, e.v ->> 1, e.v ->> 2, e.v ->> 3, e.v ->> 4, e.v ->> 5, i.at, e.v -> 6 ",
-    "FROM temp.saga_batch_input AS i, e JOIN temp.saga_batch AS b ON b.id = e.v ->> 0 ",
-    "WHERE b.applies ORDER BY e.key; ",
+    "SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, ",
+    "e.value ->> 5, i.at, e.value -> 6 FROM temp.saga_batch_input AS i, json_each(i.events) AS e ",
+    "JOIN temp.saga_batch AS b ON b.id = e.value ->> 0 WHERE b.applies ORDER BY e.key; ",
     "INSERT INTO main.saga_outbox (event_id, envelope, created_at) ",
     "SELECT e.value ->> 1, json_set(e.value -> 2, '$.occurred_at', i.at), i.at ",
     "FROM temp.saga_batch_input AS i, json_each(i.outbox) AS e ",
@@ -75,6 +79,27 @@ pub(super) const WRITE_BATCH: &str = concat!(
     "(SELECT e.value FROM temp.saga_batch_input AS i, json_each(i.removed) AS e); ",
     "SELECT id, applies FROM temp.saga_batch; COMMIT"
 );
+
+/// The script for a batch of `transitions` transitions (a batch of outbox clean-ups alone has
+/// none). The driver prepares each distinct script once and keeps it.
+pub(super) fn write_batch(transitions: usize) -> String {
+    let mut script = String::with_capacity(
+        BATCH_HEAD.len() + BATCH_ROWS.len() + BATCH_TAIL.len() + transitions * 56,
+    );
+    script.push_str(BATCH_HEAD);
+    if transitions > 0 {
+        script.push_str(BATCH_ROWS);
+        for n in 0..transitions {
+            if n > 0 {
+                script.push_str(", ");
+            }
+            script.push_str(BATCH_ROW);
+        }
+        script.push_str("; ");
+    }
+    script.push_str(BATCH_TAIL);
+    script
+}
 
 pub(super) const INSERT_EVENT: &str =
     "INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) \
