@@ -61,7 +61,7 @@ async fn a_stale_owner_write_is_refused_after_another_mediator_claims() {
     let keys = vec![(probe::NAME.to_string(), 1)];
     let claimed = env
         .store
-        .claim("second", Duration::from_secs(60), &keys, 10)
+        .claim("second", Duration::from_secs(60), &keys, 10, &[])
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -108,6 +108,33 @@ async fn a_stale_owner_write_is_refused_after_another_mediator_claims() {
     );
 }
 
+async fn a_mediator_does_not_take_from_itself_a_saga_it_drives_whose_lease_lapsed() {
+    let env = Env::new().await;
+    let probe = Probe::open(&env.local).await;
+    let (first, id) = held_saga(&env, &probe, Duration::from_millis(300)).await;
+    let owner = first.config().owner.clone();
+    drop(first); // no more heartbeats: the lease lapses while b is "in flight"
+    until_lease_expired(&env, id).await;
+    let keys = vec![(probe::NAME.to_string(), 1)];
+    let lease = Duration::from_secs(60);
+    // Its holder, still driving it, leaves it alone.
+    let mine = env.store.claim(&owner, lease, &keys, 10, &[id]).await;
+    assert!(mine.unwrap().is_empty());
+    // Another mediator takes it, whatever it drives itself.
+    let theirs = env.store.claim("other", lease, &keys, 10, &[id]).await;
+    assert_eq!(
+        theirs.unwrap().iter().map(|s| s.id).collect::<Vec<_>>(),
+        [id]
+    );
+    // A lease given up (as an operator's action does) is taken even by a mediator driving it:
+    // its driver there is stale.
+    assert_eq!(env.store.release("other", &[id]).await.unwrap(), 1);
+    let again = env.store.claim("other", lease, &keys, 10, &[id]).await;
+    let again = again.unwrap();
+    assert_eq!(again.iter().map(|s| s.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(again[0].lease_owner.as_deref(), Some("other"));
+}
+
 async fn a_live_lease_is_not_claimed_and_a_claim_bumps_the_token() {
     let env = Env::new().await;
     let probe = Probe::open(&env.local).await;
@@ -115,22 +142,18 @@ async fn a_live_lease_is_not_claimed_and_a_claim_bumps_the_token() {
     let keys = vec![(probe::NAME.to_string(), 1)];
     assert!(env
         .store
-        .claim("other", Duration::from_secs(60), &keys, 10)
+        .claim("other", Duration::from_secs(60), &keys, 10, &[])
         .await
         .unwrap()
         .is_empty());
-    // A graceful release makes it claimable at once.
-    assert_eq!(
-        env.store
-            .release(&first.config().owner, &[id])
-            .await
-            .unwrap(),
-        1
-    );
+    // A graceful release makes it claimable at once. The holder is stopped first: a mediator
+    // still running would be woken by the release and could take the saga back itself.
+    let owner = first.config().owner.clone();
     drop(first);
+    assert_eq!(env.store.release(&owner, &[id]).await.unwrap(), 1);
     let claimed = env
         .store
-        .claim("other", Duration::from_secs(60), &keys, 10)
+        .claim("other", Duration::from_secs(60), &keys, 10, &[])
         .await
         .unwrap();
     assert_eq!(claimed.iter().map(|s| s.id).collect::<Vec<_>>(), [id]);
@@ -164,7 +187,7 @@ async fn an_unknown_definition_version_is_left_untouched() {
     let v2 = vec![(probe::NAME.to_string(), 2)];
     assert!(env
         .store
-        .claim("v2-only", Duration::from_secs(60), &v2, 10)
+        .claim("v2-only", Duration::from_secs(60), &v2, 10, &[])
         .await
         .unwrap()
         .is_empty());
@@ -251,6 +274,7 @@ async fn a_definition_changed_without_a_new_version_fails_the_saga_instead_of_ru
 
 on_both!(
     a_stale_owner_write_is_refused_after_another_mediator_claims,
+    a_mediator_does_not_take_from_itself_a_saga_it_drives_whose_lease_lapsed,
     a_live_lease_is_not_claimed_and_a_claim_bumps_the_token,
     an_unknown_definition_version_is_left_untouched,
     an_unreadable_saga_is_failed_and_does_not_block_the_others,

@@ -87,8 +87,8 @@ impl Inner {
     }
 
     /// Starts driving `saga`. A driver of the same saga still here holds a stale lease (the
-    /// store only hands out a saga whose lease expired or was released, e.g. by an operator), so
-    /// it is stopped: its writes would be refused anyway.
+    /// store hands this mediator a saga it drives only once that lease was released, e.g. by an
+    /// operator), so it is stopped: its writes would be refused anyway.
     fn spawn_driver(self: &Arc<Self>, saga: SagaState, resumed: bool) {
         let mut active = self.active();
         let id = saga.id;

@@ -39,7 +39,13 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             let limit = room.min(CLAIM_BATCH);
             match inner
                 .store
-                .claim(&inner.config.owner, inner.config.lease, &keys, limit)
+                .claim(
+                    &inner.config.owner,
+                    inner.config.lease,
+                    &keys,
+                    limit,
+                    &inner.in_flight_ids(),
+                )
                 .await
             {
                 Ok(claimed) => {

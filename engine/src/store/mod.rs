@@ -185,13 +185,17 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// Takes the lease of up to `limit` sagas that are `running` or `compensating`, whose lease
     /// is free or expired and whose next attempt is due, restricted to the given definitions
-    /// (name, version). Each claim bumps the fencing token.
+    /// (name, version). Each claim bumps the fencing token. A saga in `driving` whose lease
+    /// `owner` itself holds is left alone even once that lease expired (a heartbeat came late):
+    /// its driver is still at work in this mediator, and taking the saga from it would only cut
+    /// its step short and count an interruption. Other mediators may still take it.
     async fn claim(
         &self,
         owner: &str,
         lease: Duration,
         definitions: &[(String, u32)],
         limit: usize,
+        driving: &[Uuid],
     ) -> Result<Vec<SagaState>, StoreError>;
 
     /// Extends the leases that `owner` still holds on `ids`; returns how many were extended.

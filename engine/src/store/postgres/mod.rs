@@ -185,6 +185,7 @@ impl SagaStore for PostgresStore {
         lease: Duration,
         definitions: &[(String, u32)],
         limit: usize,
+        driving: &[Uuid],
     ) -> Result<Vec<SagaState>, StoreError> {
         let keys: Vec<String> = definitions
             .iter()
@@ -195,6 +196,7 @@ impl SagaStore for PostgresStore {
             .bind(millis(lease))
             .bind(keys)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(driving)
             .fetch_all(&self.pool)
             .await?;
         if !rows.is_empty() {

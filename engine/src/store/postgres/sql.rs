@@ -75,6 +75,7 @@ pub(super) const CLAIM: &str = concat!(
     ") AND (next_attempt_at IS NULL OR next_attempt_at <= ",
     now_ms!(),
     ") AND (definition || '@' || version) = ANY($3::TEXT[]) ",
+    "AND NOT (lease_owner IS NOT DISTINCT FROM $1::TEXT AND id = ANY($5::UUID[])) ",
     "ORDER BY COALESCE(next_attempt_at, 0), id LIMIT $4::BIGINT FOR UPDATE SKIP LOCKED) AS c ",
     "WHERE s.id = c.id RETURNING s.*"
 );

@@ -280,6 +280,7 @@ impl SagaStore for SqliteStore {
         lease: Duration,
         definitions: &[(String, u32)],
         limit: usize,
+        driving: &[Uuid],
     ) -> Result<Vec<SagaState>, StoreError> {
         let keys = json_list(definitions.iter().map(|(n, v)| format!("{n}@{v}")));
         let rows: Vec<SagaRow> = sqlx::query_as(CLAIM)
@@ -287,6 +288,7 @@ impl SagaStore for SqliteStore {
             .bind(millis(lease))
             .bind(keys)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(json_list(driving))
             .fetch_all(&self.writer)
             .await?;
         if !rows.is_empty() {

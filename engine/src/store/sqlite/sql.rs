@@ -115,6 +115,7 @@ pub(super) const CLAIM: &str = concat!(
     ") AND (next_attempt_at IS NULL OR next_attempt_at <= ",
     now_ms!(),
     ") AND (definition || '@' || version) IN (SELECT value FROM json_each(?3)) ",
+    "AND NOT (lease_owner IS ?1 AND id IN (SELECT value FROM json_each(?5))) ",
     "ORDER BY COALESCE(next_attempt_at, 0), id LIMIT ?4) RETURNING *"
 );
 
