@@ -146,6 +146,11 @@ impl Default for ListQuery {
     }
 }
 
+/// A duration in whole milliseconds, as the stores keep times (saturating).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The smallest UUID v7 of a millisecond: ids compare with it as creation times do.
 pub(crate) fn id_floor(at: Millis) -> Uuid {
     uuid::Builder::from_unix_timestamp_millis(at.max(0) as u64, &[0; 10]).into_uuid()

@@ -4,13 +4,14 @@
 //! as [`StoreError::Corrupt`] naming the saga and what was wrong.
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::event::HistoryEvent;
 use crate::state::SagaState;
-use crate::store::StoreError;
+use crate::store::{millis, StoreError, Transition};
 
 /// An id column: hyphenated text (SQLite) or a native UUID (PostgreSQL).
 pub(super) trait IdColumn {
@@ -39,20 +40,94 @@ impl IdColumn for Uuid {
 }
 
 /// A JSON column: text (SQLite) or a decoded value (PostgreSQL `jsonb`).
-pub(super) trait JsonColumn {
+pub(super) trait JsonColumn: Sized {
     /// Decodes it into `T`.
     fn decode<T: DeserializeOwned>(self) -> Result<T, String>;
+    /// Encodes `value` as this column holds it.
+    fn encode<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Self>;
 }
 
 impl JsonColumn for String {
     fn decode<T: DeserializeOwned>(self) -> Result<T, String> {
         serde_json::from_str(&self).map_err(|e| e.to_string())
     }
+    fn encode<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
+        serde_json::to_string(value)
+    }
 }
 
 impl JsonColumn for Value {
     fn decode<T: DeserializeOwned>(self) -> Result<T, String> {
         serde_json::from_value(self).map_err(|e| e.to_string())
+    }
+    fn encode<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
+        serde_json::to_value(value)
+    }
+}
+
+/// A transition's instance row as both backends bind it, encoded by the transition's caller;
+/// `J` is the backend's JSON column kind.
+pub(super) struct InstanceWrite<J> {
+    /// Create the instance (`true`) or update it.
+    pub(super) insert: bool,
+    pub(super) definition: String,
+    pub(super) version: i64,
+    pub(super) status: &'static str,
+    pub(super) current_step: i64,
+    pub(super) data: J,
+    pub(super) steps: J,
+    pub(super) last_error: Option<String>,
+    /// Milliseconds from the commit to the next attempt.
+    pub(super) retry_after: Option<i64>,
+    pub(super) lease_owner: Option<String>,
+    /// Milliseconds from the commit to the lease's expiry.
+    pub(super) lease_ms: Option<i64>,
+    /// The fencing token the stored instance must still have.
+    pub(super) expected_token: i64,
+    pub(super) last_seq: i64,
+    pub(super) fencing_token: i64,
+    /// The `last_seq` the stored instance must still have.
+    pub(super) expected_seq: i64,
+    pub(super) awaiting: Option<J>,
+    pub(super) before_deadline: bool,
+}
+
+/// What a transition whose data cannot be serialized reports, for saga `id`.
+pub(super) fn unserializable(id: Uuid) -> impl Fn(serde_json::Error) -> StoreError + Copy {
+    move |e| StoreError::Corrupt {
+        id: id.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl<J: JsonColumn> InstanceWrite<J> {
+    /// Encodes `t`'s instance row; fails only if its data cannot be serialized.
+    pub(super) fn new(t: &Transition<'_>) -> Result<Self, StoreError> {
+        let s = t.state;
+        let corrupt = unserializable(s.id);
+        Ok(Self {
+            insert: t.expected_token.is_none(),
+            definition: s.definition.clone(),
+            version: i64::from(s.version),
+            status: s.status.as_str(),
+            current_step: i64::try_from(s.current_step).unwrap_or(i64::MAX),
+            data: J::encode(&s.data).map_err(corrupt)?,
+            steps: J::encode(&s.steps).map_err(corrupt)?,
+            last_error: s.last_error.clone(),
+            retry_after: t.retry_after.map(millis),
+            lease_owner: t.lease.map(|l| l.owner.to_string()),
+            lease_ms: t.lease.map(|l| millis(l.duration)),
+            expected_token: t.expected_token.unwrap_or(s.fencing_token),
+            last_seq: s.last_seq,
+            fencing_token: s.fencing_token,
+            expected_seq: t.expected_seq(),
+            awaiting: s
+                .awaiting
+                .map(|a| J::encode(&a))
+                .transpose()
+                .map_err(corrupt)?,
+            before_deadline: t.before_deadline,
+        })
     }
 }
 

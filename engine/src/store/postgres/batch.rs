@@ -7,9 +7,9 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::millis;
 use super::sql::{INSERT_SAGA, REMOVE_OUTBOX, UPDATE_SAGA};
 use crate::store::group::{self, Batch, Failure, Outcome};
+use crate::store::rows::{unserializable, InstanceWrite};
 use crate::store::{StoreError, Transition};
 
 /// One write queued for the writer.
@@ -18,23 +18,7 @@ pub(super) type Write = group::Write<Encoded, Vec<Uuid>>;
 /// A transition with every value as PostgreSQL binds it.
 pub(super) struct Encoded {
     id: Uuid,
-    insert: bool,
-    definition: String,
-    version: i64,
-    status: &'static str,
-    current_step: i64,
-    data: Value,
-    steps: Value,
-    last_error: Option<String>,
-    retry_after: Option<i64>,
-    lease_owner: Option<String>,
-    lease_ms: Option<i64>,
-    expected_token: i64,
-    last_seq: i64,
-    fencing_token: i64,
-    expected_seq: i64,
-    awaiting: Option<Value>,
-    before_deadline: bool,
+    row: InstanceWrite<Value>,
     seqs: Vec<i64>,
     event_ids: Vec<Uuid>,
     kinds: Vec<&'static str>,
@@ -51,33 +35,10 @@ impl Encoded {
     /// Encodes `t`; fails only if its data cannot be serialized.
     pub(super) fn new(t: &Transition<'_>) -> Result<Self, StoreError> {
         let s = t.state;
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-            id: s.id.to_string(),
-            reason: e.to_string(),
-        };
+        let corrupt = unserializable(s.id);
         Ok(Self {
             id: s.id,
-            insert: t.expected_token.is_none(),
-            definition: s.definition.clone(),
-            version: i64::from(s.version),
-            status: s.status.as_str(),
-            current_step: s.current_step as i64,
-            data: s.data.clone(),
-            steps: serde_json::to_value(&s.steps).map_err(corrupt)?,
-            last_error: s.last_error.clone(),
-            retry_after: t.retry_after.map(millis),
-            lease_owner: t.lease.map(|l| l.owner.to_string()),
-            lease_ms: t.lease.map(|l| millis(l.duration)),
-            expected_token: t.expected_token.unwrap_or(s.fencing_token),
-            last_seq: s.last_seq,
-            fencing_token: s.fencing_token,
-            expected_seq: t.expected_seq(),
-            awaiting: s
-                .awaiting
-                .map(serde_json::to_value)
-                .transpose()
-                .map_err(corrupt)?,
-            before_deadline: t.before_deadline,
+            row: InstanceWrite::new(t)?,
             seqs: t.events.iter().map(|e| e.seq).collect(),
             event_ids: t.events.iter().map(|e| e.event_id).collect(),
             kinds: t.events.iter().map(|e| e.kind.as_str()).collect(),
@@ -102,29 +63,26 @@ impl Encoded {
     /// and the last sequence number, with its history, outbox and wake-up as CTEs that insert
     /// only if the instance write matched.
     async fn write(&self, db: &mut PgConnection, channel: &str) -> Result<Outcome, sqlx::Error> {
-        let sql = if self.insert {
-            INSERT_SAGA
-        } else {
-            UPDATE_SAGA
-        };
+        let row = &self.row;
+        let sql = if row.insert { INSERT_SAGA } else { UPDATE_SAGA };
         let row: Option<(i64, i64)> = sqlx::query_as(sql)
             .bind(self.id)
-            .bind(&self.definition)
-            .bind(self.version)
-            .bind(self.status)
-            .bind(self.current_step)
-            .bind(&self.data)
-            .bind(&self.steps)
-            .bind(&self.last_error)
-            .bind(self.retry_after)
-            .bind(&self.lease_owner)
-            .bind(self.lease_ms)
-            .bind(self.expected_token)
-            .bind(self.last_seq)
-            .bind(self.fencing_token)
-            .bind(self.expected_seq)
-            .bind(&self.awaiting)
-            .bind(self.before_deadline)
+            .bind(&row.definition)
+            .bind(row.version)
+            .bind(row.status)
+            .bind(row.current_step)
+            .bind(&row.data)
+            .bind(&row.steps)
+            .bind(&row.last_error)
+            .bind(row.retry_after)
+            .bind(&row.lease_owner)
+            .bind(row.lease_ms)
+            .bind(row.expected_token)
+            .bind(row.last_seq)
+            .bind(row.fencing_token)
+            .bind(row.expected_seq)
+            .bind(&row.awaiting)
+            .bind(row.before_deadline)
             .bind(&self.seqs)
             .bind(&self.event_ids)
             .bind(&self.kinds)
@@ -139,7 +97,7 @@ impl Encoded {
             .await?;
         Ok(match row {
             Some((at, _)) => Ok(at),
-            None if self.insert => Err(StoreError::Duplicate(self.id)),
+            None if self.row.insert => Err(StoreError::Duplicate(self.id)),
             None => Err(StoreError::LeaseLost(self.id)),
         })
     }

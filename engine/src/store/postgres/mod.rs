@@ -23,7 +23,8 @@ use sql::*;
 use super::group::{Counters, Pipeline};
 use super::rows::{decode_outbox, EventRow as Event, SagaRow as Saga};
 use super::{
-    Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, WriteStats, OUTBOX_HOLD,
+    millis, Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, WriteStats,
+    OUTBOX_HOLD,
 };
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
@@ -41,10 +42,6 @@ const COMMITTERS: usize = 2;
 /// How long a query waits for a connection before failing (and being retried by its caller),
 /// so an unreachable server is reported in seconds, not minutes.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// The PostgreSQL implementation of [`SagaStore`]. The tables live in the connection's current
 /// schema: add `?options[search_path]=NAME` to the URL to keep several stores in one database.

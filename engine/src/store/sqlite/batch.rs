@@ -15,6 +15,7 @@ use super::flush::WalFlusher;
 use super::sql::write_batch;
 use super::{json_list, millis};
 use crate::store::group::{self, Batch, Failure, Outcome};
+use crate::store::rows::{unserializable, InstanceWrite};
 use crate::store::{StoreError, Transition};
 
 /// One write queued for the writer.
@@ -26,24 +27,7 @@ pub(super) struct Encoded {
     saga: Uuid,
     /// The id as stored (hyphenated text).
     id: String,
-    insert: bool,
-    definition: String,
-    version: i64,
-    status: &'static str,
-    current_step: i64,
-    data: String,
-    steps: String,
-    last_error: Option<String>,
-    /// Milliseconds from the commit to the next attempt.
-    retry_after: Option<i64>,
-    lease_owner: Option<String>,
-    lease_ms: Option<i64>,
-    fencing_token: i64,
-    last_seq: i64,
-    awaiting: Option<String>,
-    expected_token: i64,
-    expected_seq: i64,
-    before_deadline: bool,
+    row: InstanceWrite<String>,
     /// History rows (JSON arrays led by the saga's id), elements of the script's `events`.
     events: Vec<String>,
     /// Outbox rows (JSON arrays led by the saga's id), elements of the script's `outbox`.
@@ -54,10 +38,7 @@ impl Encoded {
     /// Encodes `t`; fails only if its data cannot be serialized.
     pub(super) fn new(t: &Transition<'_>) -> Result<Self, StoreError> {
         let s = t.state;
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-            id: s.id.to_string(),
-            reason: e.to_string(),
-        };
+        let corrupt = unserializable(s.id);
         let events = t
             .events
             .iter()
@@ -83,27 +64,7 @@ impl Encoded {
         Ok(Self {
             saga: s.id,
             id: s.id.to_string(),
-            insert: t.expected_token.is_none(),
-            definition: s.definition.clone(),
-            version: i64::from(s.version),
-            status: s.status.as_str(),
-            current_step: i64::try_from(s.current_step).unwrap_or(i64::MAX),
-            data: s.data.to_string(),
-            steps: serde_json::to_string(&s.steps).map_err(corrupt)?,
-            last_error: s.last_error.clone(),
-            retry_after: t.retry_after.map(millis),
-            lease_owner: t.lease.map(|l| l.owner.to_string()),
-            lease_ms: t.lease.map(|l| millis(l.duration)),
-            fencing_token: s.fencing_token,
-            last_seq: s.last_seq,
-            awaiting: s
-                .awaiting
-                .map(|a| serde_json::to_string(&a))
-                .transpose()
-                .map_err(corrupt)?,
-            expected_token: t.expected_token.unwrap_or(s.fencing_token),
-            expected_seq: t.expected_seq(),
-            before_deadline: t.before_deadline,
+            row: InstanceWrite::new(t)?,
             events,
             outbox,
         })
@@ -116,25 +77,26 @@ impl Encoded {
         query: QueryAs<'q, Sqlite, O, SqliteArguments<'q>>,
         at: i64,
     ) -> QueryAs<'q, Sqlite, O, SqliteArguments<'q>> {
+        let row = &self.row;
         query
             .bind(self.id.as_str())
-            .bind(self.insert)
-            .bind(self.definition.as_str())
-            .bind(self.version)
-            .bind(self.status)
-            .bind(self.current_step)
-            .bind(self.data.as_str())
-            .bind(self.steps.as_str())
-            .bind(self.last_error.as_deref())
-            .bind(self.retry_after.map(|ms| at.saturating_add(ms)))
-            .bind(self.lease_owner.as_deref())
-            .bind(self.lease_ms.map(|ms| at.saturating_add(ms)))
-            .bind(self.fencing_token)
-            .bind(self.last_seq)
-            .bind(self.awaiting.as_deref())
-            .bind(self.expected_token)
-            .bind(self.expected_seq)
-            .bind(self.before_deadline)
+            .bind(row.insert)
+            .bind(row.definition.as_str())
+            .bind(row.version)
+            .bind(row.status)
+            .bind(row.current_step)
+            .bind(row.data.as_str())
+            .bind(row.steps.as_str())
+            .bind(row.last_error.as_deref())
+            .bind(row.retry_after.map(|ms| at.saturating_add(ms)))
+            .bind(row.lease_owner.as_deref())
+            .bind(row.lease_ms.map(|ms| at.saturating_add(ms)))
+            .bind(row.fencing_token)
+            .bind(row.last_seq)
+            .bind(row.awaiting.as_deref())
+            .bind(row.expected_token)
+            .bind(row.expected_seq)
+            .bind(row.before_deadline)
     }
 }
 
@@ -233,7 +195,7 @@ impl Batch for Writer {
         let mut done = transitions.iter().map(|t| {
             if applied.contains(&t.id) {
                 Ok(at)
-            } else if t.insert {
+            } else if t.row.insert {
                 Err(StoreError::Duplicate(t.saga))
             } else {
                 Err(StoreError::LeaseLost(t.saga))

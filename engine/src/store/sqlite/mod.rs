@@ -21,16 +21,13 @@ use sql::*;
 use super::group::{Counters, Pipeline};
 use super::rows::{decode_outbox, EventRow as Event, SagaRow as Saga};
 use super::{
-    Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, WriteStats, OUTBOX_HOLD,
+    millis, Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, WriteStats,
+    OUTBOX_HOLD,
 };
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
 use crate::state::{SagaState, SagaStatus};
 use flush::WalFlusher;
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Rows as SQLite returns them: ids and JSON as text.
 type SagaRow = Saga<String, String>;
