@@ -108,7 +108,8 @@ string_enum!(StepStatus {
     CompensationFailed => "compensation_failed",
 });
 
-/// Progress of one step of a saga instance.
+/// Progress of one step of a saga instance. Stored with every transition, so counters at zero,
+/// flags that are false and absent errors are left out of its JSON (and read back as such).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
     /// The step's name.
@@ -117,31 +118,41 @@ pub struct StepState {
     pub status: StepStatus,
     /// Whether the step has a compensation (recorded so an operator can see what remains to
     /// undo without the definition at hand).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub has_compensation: bool,
     /// Attempts of the action started so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
     /// Attempts of the compensation started so far.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub compensation_attempts: u32,
     /// Compensation attempts made before the current round (an operator retry starts a new
     /// round): the retry policy counts only the attempts since, while attempt numbers keep
     /// growing so a reply to an old attempt never matches a new one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub compensation_round_start: u32,
     /// Attempts of the action cut off by a crash or a lost lease (not failures: they count
     /// against the mediator's `max_interruptions`, not the retry policy).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub interruptions: u32,
     /// The same, for the compensation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub compensation_interruptions: u32,
     /// Set when an attempt timed out or panicked: its effect may have happened, so the step is
     /// compensated even though it did not complete.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub outcome_unknown: bool,
     /// The last error of the action or compensation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl StepState {
@@ -244,5 +255,27 @@ impl SagaState {
     pub fn current(&self) -> Option<&StepState> {
         let done = matches!(self.status, SagaStatus::Completed | SagaStatus::Compensated);
         (!done).then(|| self.steps.get(self.current_step)).flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_stored_without_its_defaults_and_reads_back_the_same() {
+        let pending = StepState::pending("reserve", true);
+        let text = serde_json::to_string(&pending).unwrap();
+        assert_eq!(
+            text,
+            r#"{"name":"reserve","status":"pending","has_compensation":true}"#
+        );
+        assert_eq!(serde_json::from_str::<StepState>(&text).unwrap(), pending);
+        // Rows written before defaults were left out still read.
+        let full = r#"{"name":"reserve","status":"pending","has_compensation":true,
+            "attempts":0,"compensation_attempts":0,"compensation_round_start":0,
+            "interruptions":0,"compensation_interruptions":0,"outcome_unknown":false,
+            "last_error":null}"#;
+        assert_eq!(serde_json::from_str::<StepState>(full).unwrap(), pending);
     }
 }
