@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Pool, Postgres, Sqlite};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
 
 use crate::BoxError;
 
@@ -64,20 +64,12 @@ async fn sqlite(url: &str, concurrency: usize, length: Duration) -> Result<f64, 
     .execute(&pool)
     .await?;
     let rate = drive(concurrency, length, move |account| {
-        let pool: Pool<Sqlite> = pool.clone();
-        async move {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE accounts SET balance = balance + 1 WHERE id = ?1")
-                .bind(account)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO history (account, delta, at) VALUES (?1, 1, unixepoch())")
-                .bind(account)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
-        }
+        transaction(
+            pool.clone(),
+            "UPDATE accounts SET balance = balance + 1 WHERE id = ?1",
+            "INSERT INTO history (account, delta, at) VALUES (?1, 1, unixepoch())",
+            account,
+        )
     })
     .await;
     for file in ["", "-wal", "-shm"] {
@@ -105,28 +97,37 @@ async fn postgres(url: &str, concurrency: usize, length: Duration) -> Result<f64
         .await?;
     let work = pool.clone();
     let rate = drive(concurrency, length, move |account| {
-        let pool: Pool<Postgres> = work.clone();
-        async move {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE saga_bench_accounts SET balance = balance + 1 WHERE id = $1")
-                .bind(account)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO saga_bench_history (account, delta, at) VALUES ($1, 1, now())",
-            )
-            .bind(account)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        }
+        transaction(
+            work.clone(),
+            "UPDATE saga_bench_accounts SET balance = balance + 1 WHERE id = $1",
+            "INSERT INTO saga_bench_history (account, delta, at) VALUES ($1, 1, now())",
+            account,
+        )
     })
     .await;
     sqlx::query("DROP TABLE IF EXISTS saga_bench_accounts, saga_bench_history")
         .execute(&pool)
         .await?;
     rate
+}
+
+/// One pgbench-style transaction: `update` then `insert`, each taking the account as its one
+/// parameter, committed together.
+async fn transaction<DB: Database>(
+    pool: Pool<DB>,
+    update: &'static str,
+    insert: &'static str,
+    account: i64,
+) -> Result<(), sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    let mut tx = pool.begin().await?;
+    sqlx::query(update).bind(account).execute(&mut *tx).await?;
+    sqlx::query(insert).bind(account).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 /// Runs `transaction` from `concurrency` clients for `length`; returns commits per second.

@@ -259,3 +259,22 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// One integer that `sql` selects from the participants' tables in `pool`.
+pub async fn scalar(pool: &sqlx::SqlitePool, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Charges made, shipments sent and confirmations sent, across all orders, in `pool`.
+pub async fn delivered(pool: &sqlx::SqlitePool) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM payments_charges WHERE status = 'charged'), \
+         (SELECT COUNT(*) FROM shipments), (SELECT COUNT(*) FROM order_confirmations)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}

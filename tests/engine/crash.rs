@@ -107,15 +107,7 @@ pub(crate) async fn check_with(
         .await
         .unwrap();
     let pool = SqlitePool::connect(&db.local).await.unwrap();
-    let count = |sql: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
+    let count = |sql: &'static str| crate::common::scalar(&pool, sql);
     let sagas = store.list(&Default::default()).await.unwrap();
     if sagas.is_empty() {
         // Died before the saga's first commit: the caller was never told it started. Only a

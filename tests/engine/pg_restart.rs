@@ -203,13 +203,7 @@ async fn sagas_finish_when_postgres_restarts_mid_run() {
     let effects = crate::common::effects(&participants, &crate::common::good_order("r0")).await;
     assert_eq!((effects.charged, effects.shipments), (1_000, 1));
     let pool = sqlx::SqlitePool::connect(&local).await.unwrap();
-    let (charges, shipments, confirmations): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM payments_charges WHERE status = 'charged'), \
-         (SELECT COUNT(*) FROM shipments), (SELECT COUNT(*) FROM order_confirmations)",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (charges, shipments, confirmations) = crate::common::delivered(&pool).await;
     let n = SAGAS as i64;
     assert_eq!((charges, shipments, confirmations), (n, n, n));
 }

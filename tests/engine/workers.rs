@@ -157,15 +157,7 @@ async fn run() {
 
     // Each effect applied once; every compensated one undone.
     let pool = sqlx::SqlitePool::connect(&local).await.unwrap();
-    let one = |sql: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
+    let one = |sql: &'static str| crate::common::scalar(&pool, sql);
     let completed = completed as i64;
     assert_eq!(
         one("SELECT available FROM inventory_stock WHERE sku = 'widget'").await,

@@ -254,13 +254,7 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_the_next_worker_finishes() 
         .all(|s| s["status"] == "completed"));
     // Each order charged and shipped exactly once, whatever ran twice.
     let pool = sqlx::SqlitePool::connect(&db.local).await.unwrap();
-    let (charges, shipments, confirmations): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM payments_charges WHERE status = 'charged'), \
-         (SELECT COUNT(*) FROM shipments), (SELECT COUNT(*) FROM order_confirmations)",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (charges, shipments, confirmations) = crate::common::delivered(&pool).await;
     assert_eq!((charges, shipments, confirmations), (30, 30, 30));
     let stock: i64 =
         sqlx::query_scalar("SELECT available FROM inventory_stock WHERE sku = 'widget'")

@@ -101,13 +101,13 @@ impl Encoded {
 }
 
 /// Joins JSON texts into one JSON array.
-fn array<'a>(items: impl Iterator<Item = &'a String>) -> String {
+fn array<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
     let mut out = String::from("[");
     for item in items {
         if out.len() > 1 {
             out.push(',');
         }
-        out.push_str(item);
+        out.push_str(item.as_ref());
     }
     out.push(']');
     out
@@ -155,14 +155,13 @@ impl Batch for Writer {
                 Write::RemoveOutbox(_) => None,
             })
             .collect();
-        let removed: Vec<String> = writes
+        let removed: Vec<&str> = writes
             .iter()
             .filter_map(|w| match w {
                 Write::RemoveOutbox(ids) => Some(ids.trim_start_matches('[').trim_end_matches(']')),
                 Write::Transition(_) => None,
             })
             .filter(|ids| !ids.is_empty())
-            .map(str::to_string)
             .collect();
         let at = now_ms();
         let script = write_batch(transitions.len());
