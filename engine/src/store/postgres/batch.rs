@@ -1,13 +1,12 @@
 //! PostgreSQL's side of group commit: a transition encoded by its caller, and a batch of them
-//! (with outbox clean-ups) written in one transaction. A batch of one is a single statement in
-//! autocommit, one round trip, as a lone transition always was.
+//! (with outbox clean-ups) written by one statement in autocommit: one round trip and one commit,
+//! whatever the batch's size.
 
 use async_trait::async_trait;
-use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::sql::{INSERT_SAGA, REMOVE_OUTBOX, UPDATE_SAGA};
+use super::sql::WRITE_BATCH;
 use crate::store::group::{self, Batch, Failure, Outcome};
 use crate::store::rows::{unserializable, InstanceWrite};
 use crate::store::{StoreError, Transition};
@@ -15,20 +14,25 @@ use crate::store::{StoreError, Transition};
 /// One write queued for the writer.
 pub(super) type Write = group::Write<Encoded, Vec<Uuid>>;
 
-/// A transition with every value as PostgreSQL binds it.
+/// A transition as the batch statement takes it, encoded by its caller; JSON goes as text and
+/// the statement casts it.
 pub(super) struct Encoded {
     id: Uuid,
-    row: InstanceWrite<Value>,
-    seqs: Vec<i64>,
-    event_ids: Vec<Uuid>,
-    kinds: Vec<&'static str>,
-    step_names: Vec<Option<String>>,
-    attempts: Vec<Option<i64>>,
-    details: Vec<Value>,
-    outbox_ids: Vec<Uuid>,
-    envelopes: Vec<Value>,
+    row: InstanceWrite<String>,
+    events: Vec<Event>,
+    outbox: Vec<(Uuid, String)>,
     /// Left runnable with no owner (enqueued, released by an operator): wake a mediator.
     runnable: bool,
+}
+
+/// A history row.
+struct Event {
+    seq: i64,
+    event_id: Uuid,
+    kind: &'static str,
+    step: Option<String>,
+    attempt: Option<i64>,
+    detail: String,
 }
 
 impl Encoded {
@@ -36,83 +40,37 @@ impl Encoded {
     pub(super) fn new(t: &Transition<'_>) -> Result<Self, StoreError> {
         let s = t.state;
         let corrupt = unserializable(s.id);
+        let events = t
+            .events
+            .iter()
+            .map(|e| {
+                Ok(Event {
+                    seq: e.seq,
+                    event_id: e.event_id,
+                    kind: e.kind.as_str(),
+                    step: e.step.clone(),
+                    attempt: e.attempt.map(i64::from),
+                    detail: serde_json::to_string(&e.detail)?,
+                })
+            })
+            .collect::<serde_json::Result<_>>()
+            .map_err(corrupt)?;
+        let outbox = t
+            .outbox
+            .iter()
+            .map(|m| Ok((m.event_id, serde_json::to_string(m)?)))
+            .collect::<serde_json::Result<_>>()
+            .map_err(corrupt)?;
         Ok(Self {
             id: s.id,
             row: InstanceWrite::new(t)?,
-            seqs: t.events.iter().map(|e| e.seq).collect(),
-            event_ids: t.events.iter().map(|e| e.event_id).collect(),
-            kinds: t.events.iter().map(|e| e.kind.as_str()).collect(),
-            step_names: t.events.iter().map(|e| e.step.clone()).collect(),
-            attempts: t.events.iter().map(|e| e.attempt.map(i64::from)).collect(),
-            details: t.events.iter().map(|e| e.detail.clone()).collect(),
-            outbox_ids: t.outbox.iter().map(|m| m.event_id).collect(),
-            envelopes: t
-                .outbox
-                .iter()
-                .map(serde_json::to_value)
-                .collect::<Result<_, _>>()
-                .map_err(corrupt)?,
+            events,
+            outbox,
             runnable: t.lease.is_none()
                 && !s.status.is_final()
                 && s.awaiting.is_none()
                 && t.retry_after.is_none(),
         })
-    }
-
-    /// Runs the transition's statement: the instance write, checked against the fencing token
-    /// and the last sequence number, with its history, outbox and wake-up as CTEs that insert
-    /// only if the instance write matched.
-    async fn write(&self, db: &mut PgConnection, channel: &str) -> Result<Outcome, sqlx::Error> {
-        let row = &self.row;
-        let sql = if row.insert { INSERT_SAGA } else { UPDATE_SAGA };
-        let row: Option<(i64, i64)> = sqlx::query_as(sql)
-            .bind(self.id)
-            .bind(&row.definition)
-            .bind(row.version)
-            .bind(row.status)
-            .bind(row.current_step)
-            .bind(&row.data)
-            .bind(&row.steps)
-            .bind(&row.last_error)
-            .bind(row.retry_after)
-            .bind(&row.lease_owner)
-            .bind(row.lease_ms)
-            .bind(row.expected_token)
-            .bind(row.last_seq)
-            .bind(row.fencing_token)
-            .bind(row.expected_seq)
-            .bind(&row.awaiting)
-            .bind(row.before_deadline)
-            .bind(&self.seqs)
-            .bind(&self.event_ids)
-            .bind(&self.kinds)
-            .bind(&self.step_names)
-            .bind(&self.attempts)
-            .bind(&self.details)
-            .bind(&self.outbox_ids)
-            .bind(&self.envelopes)
-            .bind(channel)
-            .bind(self.runnable)
-            .fetch_optional(db)
-            .await?;
-        Ok(match row {
-            Some((at, _)) => Ok(at),
-            None if self.row.insert => Err(StoreError::Duplicate(self.id)),
-            None => Err(StoreError::LeaseLost(self.id)),
-        })
-    }
-}
-
-impl Write {
-    async fn run(&self, db: &mut PgConnection, channel: &str) -> Result<Outcome, sqlx::Error> {
-        match self {
-            Write::Transition(t) => t.write(db, channel).await,
-            Write::RemoveOutbox(ids) => sqlx::query(REMOVE_OUTBOX)
-                .bind(ids)
-                .execute(db)
-                .await
-                .map(|_| Ok(0)),
-        }
     }
 }
 
@@ -129,26 +87,82 @@ impl Batch for Writer {
     type Removal = Vec<Uuid>;
 
     async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, Failure> {
-        if let [write] = writes {
-            // In autocommit the statement is the commit: losing the connection during it
-            // leaves the outcome unknown.
-            let mut db = self.pool.acquire().await.map_err(Failure::RolledBack)?;
-            return match write.run(&mut db, &self.channel).await {
-                Ok(outcome) => Ok(vec![outcome]),
-                Err(e @ (sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) => {
-                    Err(Failure::Unknown(e))
-                }
-                Err(e) => Err(Failure::RolledBack(e)),
-            };
-        }
-        let mut tx = self.pool.begin().await.map_err(Failure::RolledBack)?;
-        let mut outcomes = Vec::with_capacity(writes.len());
-        for write in writes {
-            let outcome = write.run(&mut tx, &self.channel).await;
-            outcomes.push(outcome.map_err(Failure::RolledBack)?);
-        }
-        tx.commit().await.map_err(Failure::Unknown)?;
-        Ok(outcomes)
+        // The pipeline puts at most one write per saga in a batch.
+        let ts: Vec<&Encoded> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Transition(t) => Some(t.as_ref()),
+                Write::RemoveOutbox(_) => None,
+            })
+            .collect();
+        let removed: Vec<Uuid> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::RemoveOutbox(ids) => Some(ids),
+                Write::Transition(_) => None,
+            })
+            .flatten()
+            .copied()
+            .collect();
+        let rows = || ts.iter().map(|t| &t.row);
+        let events = || ts.iter().flat_map(|t| t.events.iter().map(|e| (t.id, e)));
+        let outbox = || ts.iter().flat_map(|t| t.outbox.iter().map(|m| (t.id, m)));
+        let query = sqlx::query_as(WRITE_BATCH)
+            .bind(ts.iter().map(|t| t.id).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.insert).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.definition.as_str()).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.version).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.status).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.current_step).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.data.as_str()).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.steps.as_str()).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.last_error.as_deref()).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.retry_after).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.lease_owner.as_deref()).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.lease_ms).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.fencing_token).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.last_seq).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.expected_token).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.expected_seq).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.awaiting.as_deref()).collect::<Vec<_>>())
+            .bind(rows().map(|r| r.before_deadline).collect::<Vec<_>>())
+            .bind(ts.iter().map(|t| t.runnable).collect::<Vec<_>>())
+            .bind(events().map(|(id, _)| id).collect::<Vec<_>>())
+            .bind(events().map(|(_, e)| e.seq).collect::<Vec<_>>())
+            .bind(events().map(|(_, e)| e.event_id).collect::<Vec<_>>())
+            .bind(events().map(|(_, e)| e.kind).collect::<Vec<_>>())
+            .bind(events().map(|(_, e)| e.step.as_deref()).collect::<Vec<_>>())
+            .bind(events().map(|(_, e)| e.attempt).collect::<Vec<_>>())
+            .bind(events().map(|(_, e)| e.detail.as_str()).collect::<Vec<_>>())
+            .bind(outbox().map(|(id, _)| id).collect::<Vec<_>>())
+            .bind(outbox().map(|(_, m)| m.0).collect::<Vec<_>>())
+            .bind(outbox().map(|(_, m)| m.1.as_str()).collect::<Vec<_>>())
+            .bind(removed)
+            .bind(self.channel.as_str());
+        let mut db = self.pool.acquire().await.map_err(Failure::RolledBack)?;
+        // In autocommit the statement is the commit: losing the connection during it leaves the
+        // outcome unknown; any other error means the statement, and so the batch, rolled back.
+        let (at, applied, _notified): (i64, Vec<Uuid>, i64) =
+            query.fetch_one(&mut *db).await.map_err(|e| match e {
+                sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => Failure::Unknown(e),
+                e => Failure::RolledBack(e),
+            })?;
+        let mut done = ts.iter().map(|t| {
+            if applied.contains(&t.id) {
+                Ok(at)
+            } else if t.row.insert {
+                Err(StoreError::Duplicate(t.id))
+            } else {
+                Err(StoreError::LeaseLost(t.id))
+            }
+        });
+        Ok(writes
+            .iter()
+            .map(|w| match w {
+                Write::Transition(_) => done.next().unwrap_or(Err(StoreError::Closed)),
+                Write::RemoveOutbox(_) => Ok(0),
+            })
+            .collect())
     }
 }
 

@@ -38,7 +38,7 @@ type EventRow = Event<Uuid, Value>;
 const POOL_SIZE: u32 = 16;
 /// Batches committed at once: while one waits for its commit to reach the disk, the next
 /// gathers the transitions queued meanwhile.
-const COMMITTERS: usize = 2;
+const COMMITTERS: usize = 4;
 /// How long a query waits for a connection before failing (and being retried by its caller),
 /// so an unreachable server is reported in seconds, not minutes.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,7 +1,8 @@
 //! The SQL the PostgreSQL store runs, as constants. Times come from the database clock
-//! (`now_ms!`, the transaction's start time, so one statement sees one instant). A transition is
-//! one statement: the instance write, its history and its outbox rows are data-modifying CTEs
-//! that insert only if the instance write matched, so it commits in a single round trip.
+//! (`now_ms!`, the transaction's start time, so one statement sees one instant). A batch of
+//! transitions is one statement: the instance writes, their history and their outbox rows are
+//! data-modifying CTEs that insert only for the instance writes that matched, so a batch commits
+//! in a single round trip.
 
 /// The database clock in milliseconds since the Unix epoch.
 macro_rules! now_ms {
@@ -10,60 +11,68 @@ macro_rules! now_ms {
     };
 }
 
-/// History rows and outbox rows of a transition, inserted only when the instance write `w`
-/// matched; `n` notifies idle mediators when the saga is left runnable without an owner.
-macro_rules! transition_tail {
-    () => {
-        concat!(
-            ", h AS (INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) ",
-            "SELECT w.id, e.seq, e.event_id, e.kind, e.step, e.attempt, w.updated_at, e.detail FROM w, ",
-            "UNNEST($18::BIGINT[], $19::UUID[], $20::TEXT[], $21::TEXT[], $22::BIGINT[], $23::JSONB[]) ",
-            "AS e (seq, event_id, kind, step, attempt, detail)), ",
-            "o AS (INSERT INTO saga_outbox (event_id, envelope, created_at) ",
-            "SELECT m.event_id, jsonb_set(m.envelope, '{occurred_at}', to_jsonb(w.updated_at)), w.updated_at ",
-            "FROM w, UNNEST($24::UUID[], $25::JSONB[]) WITH ORDINALITY AS m (event_id, envelope, n) ORDER BY m.n), ",
-            "n AS (SELECT pg_notify($26::TEXT, '') FROM w WHERE $27::BOOLEAN) ",
-            "SELECT w.updated_at, (SELECT COUNT(*) FROM n) FROM w"
-        )
-    };
-}
-
-pub(super) const INSERT_SAGA: &str = concat!(
-    "WITH w AS (INSERT INTO saga_instances (id, definition, version, status, current_step, data, ",
+/// A batch of transitions and outbox clean-ups, as one statement in autocommit: one round trip
+/// and one commit whatever the batch's size. The transitions come as parallel arrays, one
+/// element per transition (`$1`-`$19`), their history rows (`$20`-`$26`) and outbox rows
+/// (`$27`-`$29`) as parallel arrays led by their saga's id; `$30` are the outbox ids to forget and
+/// `$31` the wake-up channel. A new saga is inserted unless its id is taken; an update applies only
+/// if the stored fencing token and last sequence number are still what its writer read (and, for a
+/// reply, before its deadline). History and outbox rows are written only for the transitions that
+/// applied, and idle mediators are notified if one of those left its saga runnable without an
+/// owner. Returns the commit time and the ids of the transitions that applied.
+pub(super) const WRITE_BATCH: &str = concat!(
+    "WITH b AS (SELECT * FROM UNNEST($1::UUID[], $2::BOOLEAN[], $3::TEXT[], $4::BIGINT[], ",
+    "$5::TEXT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], $11::TEXT[], ",
+    "$12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[], $17::TEXT[], ",
+    "$18::BOOLEAN[], $19::BOOLEAN[]) AS b (id, is_insert, definition, version, status, ",
+    "current_step, data, steps, last_error, retry_after, lease_owner, lease_ms, fencing_token, ",
+    "last_seq, expected_token, expected_seq, awaiting, before_deadline, runnable)), ",
+    "i AS (INSERT INTO saga_instances (id, definition, version, status, current_step, data, ",
     "steps, last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, last_seq, ",
-    "awaiting, created_at, updated_at) VALUES ($1::UUID, $2::TEXT, $3::BIGINT, $4::TEXT, $5::BIGINT, ",
-    "$6::JSONB, $7::JSONB, $8::TEXT, ",
+    "awaiting, created_at, updated_at) SELECT id, definition, version, status, current_step, ",
+    "data::JSONB, steps::JSONB, last_error, ",
     now_ms!(),
-    " + $9::BIGINT, $10::TEXT, ",
+    " + retry_after, lease_owner, ",
     now_ms!(),
-    " + $11::BIGINT, $12::BIGINT, $13::BIGINT, $16::JSONB, ",
+    " + lease_ms, fencing_token, last_seq, awaiting::JSONB, ",
     now_ms!(),
     ", ",
     now_ms!(),
-    ") ON CONFLICT (id) DO NOTHING RETURNING id, updated_at), ",
-    // $14, $15 and $17 only matter to updates; referenced so both statements bind alike.
-    "unused AS (SELECT $14::BIGINT, $15::BIGINT, $17::BOOLEAN)",
-    transition_tail!()
+    " FROM b WHERE is_insert ON CONFLICT (id) DO NOTHING RETURNING id), ",
+    "u AS (UPDATE saga_instances AS s SET status = b.status, current_step = b.current_step, ",
+    "data = b.data::JSONB, steps = b.steps::JSONB, last_error = b.last_error, next_attempt_at = ",
+    now_ms!(),
+    " + b.retry_after, lease_owner = b.lease_owner, lease_expires_at = ",
+    now_ms!(),
+    " + b.lease_ms, last_seq = b.last_seq, fencing_token = b.fencing_token, ",
+    "awaiting = b.awaiting::JSONB, updated_at = ",
+    now_ms!(),
+    " FROM b WHERE s.id = b.id AND NOT b.is_insert AND s.fencing_token = b.expected_token ",
+    "AND s.last_seq = b.expected_seq AND s.definition = b.definition AND s.version = b.version ",
+    "AND (NOT b.before_deadline OR s.next_attempt_at > ",
+    now_ms!(),
+    ") RETURNING s.id), ",
+    "w AS (SELECT id FROM i UNION ALL SELECT id FROM u), ",
+    "h AS (INSERT INTO saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) ",
+    "SELECT e.saga_id, e.seq, e.event_id, e.kind, e.step, e.attempt, ",
+    now_ms!(),
+    ", e.detail::JSONB FROM UNNEST($20::UUID[], $21::BIGINT[], $22::UUID[], $23::TEXT[], ",
+    "$24::TEXT[], $25::BIGINT[], $26::TEXT[]) AS e (saga_id, seq, event_id, kind, step, attempt, ",
+    "detail) WHERE e.saga_id IN (SELECT id FROM w)), ",
+    "o AS (INSERT INTO saga_outbox (event_id, envelope, created_at) ",
+    "SELECT m.event_id, jsonb_set(m.envelope::JSONB, '{occurred_at}', to_jsonb(",
+    now_ms!(),
+    ")), ",
+    now_ms!(),
+    " FROM UNNEST($27::UUID[], $28::UUID[], $29::TEXT[]) WITH ORDINALITY ",
+    "AS m (saga_id, event_id, envelope, n) WHERE m.saga_id IN (SELECT id FROM w) ORDER BY m.n), ",
+    "d AS (DELETE FROM saga_outbox WHERE event_id = ANY($30::UUID[])), ",
+    "n AS (SELECT pg_notify($31::TEXT, '') WHERE EXISTS ",
+    "(SELECT 1 FROM b JOIN w ON w.id = b.id WHERE b.runnable)) ",
+    "SELECT ",
+    now_ms!(),
+    ", ARRAY(SELECT id FROM w), (SELECT COUNT(*) FROM n)"
 );
-
-pub(super) const UPDATE_SAGA: &str = concat!(
-    "WITH w AS (UPDATE saga_instances SET status = $4::TEXT, current_step = $5::BIGINT, ",
-    "data = $6::JSONB, steps = $7::JSONB, last_error = $8::TEXT, next_attempt_at = ",
-    now_ms!(),
-    " + $9::BIGINT, lease_owner = $10::TEXT, lease_expires_at = ",
-    now_ms!(),
-    " + $11::BIGINT, last_seq = $13::BIGINT, fencing_token = $14::BIGINT, awaiting = $16::JSONB, ",
-    "updated_at = ",
-    now_ms!(),
-    " WHERE id = $1::UUID AND fencing_token = $12::BIGINT AND last_seq = $15::BIGINT ",
-    "AND definition = $2::TEXT AND version = $3::BIGINT AND (NOT $17::BOOLEAN OR next_attempt_at > ",
-    now_ms!(),
-    ") RETURNING id, updated_at)",
-    transition_tail!()
-);
-
-/// Forgets the outbox rows whose ids are in `$1`.
-pub(super) const REMOVE_OUTBOX: &str = "DELETE FROM saga_outbox WHERE event_id = ANY($1::UUID[])";
 
 pub(super) const CLAIM: &str = concat!(
     "UPDATE saga_instances AS s SET lease_owner = $1::TEXT, lease_expires_at = ",
