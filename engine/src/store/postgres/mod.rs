@@ -38,7 +38,7 @@ type EventRow = Event<Uuid, Value>;
 const POOL_SIZE: u32 = 16;
 /// Batches committed at once: while one waits for its commit to reach the disk, the next
 /// gathers the transitions queued meanwhile.
-const COMMITTERS: usize = 4;
+const COMMITTERS: usize = 2;
 /// How long a query waits for a connection before failing (and being retried by its caller),
 /// so an unreachable server is reported in seconds, not minutes.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +58,23 @@ pub struct PostgresStore {
     counters: Arc<Counters>,
 }
 
+/// The committers' own connections, one each, so a batch never waits behind other queries for
+/// a connection. A batch finds its sagas by id; while a table is small the planner would rather
+/// scan all of it, and keeps doing so as it grows, so these connections scan only when there is
+/// no index to use.
+fn writer_pool(options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(COMMITTERS as u32)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|db, _| {
+            Box::pin(async move {
+                sqlx::query("SET enable_seqscan = off").execute(db).await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options)
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://USER@HOST:PORT/DATABASE`) and runs the
     /// migrations (PostgreSQL's migrator takes an advisory lock, so processes starting together
@@ -71,7 +88,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(open_err)?;
         let schema: String = sqlx::query_scalar("SELECT current_schema()::TEXT")
@@ -103,7 +120,7 @@ impl PostgresStore {
         let wake = wake::Listener::new(pool.clone(), channel.clone());
         let counters = Arc::new(Counters::default());
         let writer = batch::Writer {
-            pool: pool.clone(),
+            pool: writer_pool(options.clone()),
             channel: channel.clone(),
         };
         let pipeline = Pipeline::start(Arc::new(writer), COMMITTERS, counters.clone());
