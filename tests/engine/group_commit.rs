@@ -186,13 +186,13 @@ async fn a_failing_statement_fails_only_its_own_transition() {
     let env = Env::new().await;
     let store = env.store.as_ref();
     let sagas = created(store, 3).await;
-    let first = store.history(sagas[0].id).await.unwrap()[0].clone();
+    let first = store.history(sagas[1].id).await.unwrap()[0].clone();
     let mut steps: Vec<_> = sagas
         .iter()
         .map(|s| next(s, EventKind::StepCompleted))
         .collect();
-    // Saga 1's event reuses an event id already stored: the database rejects the row.
-    steps[1].1.event_id = first.event_id;
+    // Saga 1's event reuses a sequence number already stored: the database rejects the row.
+    steps[1].1.seq = first.seq;
     let writes: Vec<Transition> = steps
         .iter()
         .zip(&sagas)
