@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::Inner;
@@ -20,6 +21,8 @@ const ORPHANED_AFTER: Duration = Duration::from_secs(5);
 const SWEEP_BATCH: usize = 512;
 /// Batches per sweep, at most.
 const SWEEP_ROUNDS: usize = 20;
+/// Outbox clean-ups committing at once, at most, before the dispatcher waits for one.
+const MAX_REMOVING: usize = 64;
 
 /// What the dispatcher is asked to do, in order.
 pub(crate) enum Dispatch {
@@ -83,13 +86,22 @@ impl Recent {
     }
 }
 
+/// What the dispatcher keeps between jobs.
+#[derive(Default)]
+struct Dispatcher {
+    recent: Recent,
+    /// Removals of published events from the outbox, committing while the dispatcher goes on
+    /// publishing (they share commits with transitions instead of holding up the next events).
+    removing: JoinSet<()>,
+}
+
 /// Runs the dispatcher until the mediator stops.
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispatch>) {
-    let mut recent = Recent::default();
+    let state = &mut Dispatcher::default();
     if inner.config.dispatch {
         // Rows another sweeper holds are taken too: it may be the crashed process this one
         // replaces, and waiting out its hold would delay them for nothing.
-        sweep(&inner, &mut recent, Duration::ZERO, true).await;
+        sweep(&inner, state, Duration::ZERO, true).await;
     }
     let mut every = tokio::time::interval(ORPHANED_AFTER);
     every.tick().await;
@@ -103,25 +115,27 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispa
                     match job {
                         Dispatch::Events(events) => batch.extend(events),
                         Dispatch::Sweep => {
-                            publish(&inner, &mut recent, std::mem::take(&mut batch)).await;
-                            sweep(&inner, &mut recent, Duration::ZERO, false).await;
+                            publish(&inner, state, std::mem::take(&mut batch)).await;
+                            sweep(&inner, state, Duration::ZERO, false).await;
                         }
                         Dispatch::Flush(done) => {
-                            publish(&inner, &mut recent, std::mem::take(&mut batch)).await;
+                            publish(&inner, state, std::mem::take(&mut batch)).await;
+                            // Published and gone from the outbox.
+                            while state.removing.join_next().await.is_some() {}
                             let _ = done.send(());
                         }
                     }
                 }
-                publish(&inner, &mut recent, batch).await;
+                publish(&inner, state, batch).await;
             }
-            _ = every.tick(), if inner.config.dispatch => sweep(&inner, &mut recent, ORPHANED_AFTER, false).await,
+            _ = every.tick(), if inner.config.dispatch => sweep(&inner, state, ORPHANED_AFTER, false).await,
         }
     }
 }
 
 /// Publishes outbox events at least `min_age` old that no other sweeper holds (unless
 /// `include_claimed`).
-async fn sweep(inner: &Inner, recent: &mut Recent, min_age: Duration, include_claimed: bool) {
+async fn sweep(inner: &Inner, state: &mut Dispatcher, min_age: Duration, include_claimed: bool) {
     // Bounded, so a backlog cannot keep the dispatcher from live events for long.
     for _ in 0..SWEEP_ROUNDS {
         match inner
@@ -133,7 +147,7 @@ async fn sweep(inner: &Inner, recent: &mut Recent, min_age: Duration, include_cl
             Ok(events) => {
                 let full = events.len() == SWEEP_BATCH;
                 tracing::info!(count = events.len(), "publishing events left in the outbox");
-                publish(inner, recent, events).await;
+                publish(inner, state, events).await;
                 if !full {
                     return;
                 }
@@ -146,10 +160,12 @@ async fn sweep(inner: &Inner, recent: &mut Recent, min_age: Duration, include_cl
     }
 }
 
-async fn publish(inner: &Inner, recent: &mut Recent, events: Vec<Envelope>) {
+/// Publishes `events` in order, then has the published ones removed from the outbox.
+async fn publish(inner: &Inner, state: &mut Dispatcher, events: Vec<Envelope>) {
     if events.is_empty() {
         return;
     }
+    let recent = &mut state.recent;
     let mut published = Vec::with_capacity(events.len());
     for event in events {
         let id = event.event_id;
@@ -170,8 +186,15 @@ async fn publish(inner: &Inner, recent: &mut Recent, events: Vec<Envelope>) {
             }
         }
     }
-    if let Err(error) = inner.store.outbox_remove(&published).await {
-        // They will be published again by a sweep: at least once.
-        tracing::warn!(%error, "clearing published events from the outbox failed");
+    while state.removing.try_join_next().is_some() {}
+    if state.removing.len() >= MAX_REMOVING {
+        state.removing.join_next().await;
     }
+    let store = inner.store.clone();
+    state.removing.spawn(async move {
+        if let Err(error) = store.outbox_remove(&published).await {
+            // They will be published again by a sweep: at least once.
+            tracing::warn!(%error, "clearing published events from the outbox failed");
+        }
+    });
 }
