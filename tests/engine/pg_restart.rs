@@ -11,6 +11,7 @@ use saga::engine::mediator::enqueue;
 use saga::engine::{store, Registry, SagaStatus};
 use saga::sagas::{order, Participants};
 use serde_json::Value;
+use sqlx::Connection;
 
 use crate::cli::{order as order_json, Worker, SAGA};
 
@@ -176,8 +177,17 @@ async fn sagas_finish_when_postgres_restarts_mid_run() {
         }
     };
     crate::common::until("some sagas to complete", || confirmed(10)).await;
+    // Hold the participants' database while the server restarts: their writes wait, so no saga
+    // finishes meanwhile and the restart comes mid-run however fast the worker is.
+    let mut hold = sqlx::SqliteConnection::connect(&local).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut hold)
+        .await
+        .unwrap();
     server.ctl(&["restart"]).unwrap();
     assert!(!confirmed(SAGAS as i64).await, "the restart came mid-run");
+    sqlx::query("ROLLBACK").execute(&mut hold).await.unwrap();
+    drop(hold);
 
     // Read through a fresh store: the test's own connections died with the server too.
     let store = store::open(&server.url(), store::OpenMode::MustExist)

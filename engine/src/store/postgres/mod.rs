@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{Connection, PgPool, Postgres, QueryBuilder};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -39,6 +39,8 @@ const POOL_SIZE: u32 = 16;
 /// Batches committed at once: while one waits for its commit to reach the disk, the next
 /// gathers the transitions queued meanwhile.
 const COMMITTERS: usize = 2;
+/// A connection idle for longer than this is checked before it is used again.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How long a query waits for a connection before failing (and being retried by its caller),
 /// so an unreachable server is reported in seconds, not minutes.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,14 +60,30 @@ pub struct PostgresStore {
     counters: Arc<Counters>,
 }
 
+/// How this store's pools hand out connections. A connection is checked (one round trip) only
+/// if it sat idle for a while, when the server may have dropped it; one in steady use is not,
+/// which would add a round trip to every batch and query.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|db, meta| {
+            Box::pin(async move {
+                if meta.idle_for > CHECK_IDLE_AFTER {
+                    db.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// The committers' own connections, one each, so a batch never waits behind other queries for
 /// a connection. A batch finds its sagas by id; while a table is small the planner would rather
 /// scan all of it, and keeps doing so as it grows, so these connections scan only when there is
 /// no index to use.
 fn writer_pool(options: PgConnectOptions) -> PgPool {
-    PgPoolOptions::new()
+    pool_options()
         .max_connections(COMMITTERS as u32)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(|db, _| {
             Box::pin(async move {
                 sqlx::query("SET enable_seqscan = off").execute(db).await?;
@@ -85,9 +103,8 @@ impl PostgresStore {
             source,
         };
         let options = PgConnectOptions::from_str(url).map_err(open_err)?;
-        let pool = PgPoolOptions::new()
+        let pool = pool_options()
             .max_connections(POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
             .map_err(open_err)?;
