@@ -1,13 +1,14 @@
 //! Group commit through the store trait, on both backends: transitions submitted together share
 //! one commit, and sharing never weakens a guarantee: a refused or failing transition writes
-//! nothing and does not affect the others, and two writes of one saga stay in order.
+//! nothing and does not affect the others, and two writes of one saga stay in order. Outbox
+//! clean-ups ride with transitions, or commit alone when none comes.
 
 use std::time::Duration;
 
 use futures::future::join_all;
 use saga::engine::store::{Lease, Transition};
 use saga::engine::{
-    EventKind, HistoryEvent, SagaState, SagaStatus, SagaStore, StoreError, WriteStats,
+    Envelope, EventKind, HistoryEvent, SagaState, SagaStatus, SagaStore, StoreError, WriteStats,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -247,8 +248,49 @@ async fn two_writes_of_one_saga_submitted_together_apply_in_order() {
     assert_eq!(store.get(sagas[0].id).await.unwrap().unwrap().last_seq, 3);
 }
 
+/// Creates a saga whose SagaStarted event is also in the outbox; returns it and the event's id.
+async fn created_with_outbox(store: &dyn SagaStore) -> (SagaState, Uuid) {
+    let (state, event) = next(&saga(Uuid::now_v7()), EventKind::SagaStarted);
+    let outbox = [Envelope::of(&state.definition, &event)];
+    let mut write = transition(&state, &event, None);
+    write.outbox = &outbox;
+    store.apply(&write).await.unwrap();
+    (store.get(state.id).await.unwrap().unwrap(), event.event_id)
+}
+
+async fn outbox_held(store: &dyn SagaStore) -> Vec<Uuid> {
+    let held = store.outbox_claim(Duration::ZERO, 100, true).await.unwrap();
+    held.iter().map(|e| e.event_id).collect()
+}
+
+async fn an_outbox_clean_up_rides_with_the_next_transition_or_commits_alone() {
+    let env = Env::new().await;
+    let store = env.store.as_ref();
+    let (first, published) = created_with_outbox(store).await;
+    let (_, left) = created_with_outbox(store).await;
+    assert_eq!(outbox_held(store).await, [published, left]);
+
+    // A clean-up waits for the next transition's batch rather than take a commit of its own.
+    let (step, event) = next(&first, EventKind::StepCompleted);
+    let write = transition(&step, &event, Some(first.fencing_token));
+    let before = store.write_stats();
+    let ids = [published];
+    let (removed, applied) = futures::join!(store.outbox_remove(&ids), store.apply(&write));
+    removed.unwrap();
+    applied.unwrap();
+    assert_eq!(delta(before, store.write_stats()), (1, 1));
+    assert_eq!(outbox_held(store).await, [left]);
+
+    // With no transition to ride with, it commits alone.
+    let before = store.write_stats();
+    store.outbox_remove(&[left]).await.unwrap();
+    assert_eq!(delta(before, store.write_stats()), (1, 0));
+    assert!(outbox_held(store).await.is_empty());
+}
+
 on_both!(
     transitions_submitted_together_share_one_commit,
+    an_outbox_clean_up_rides_with_the_next_transition_or_commits_alone,
     a_refused_transition_in_a_batch_writes_nothing_and_spares_the_others,
     a_failing_statement_fails_only_its_own_transition,
     two_writes_of_one_saga_submitted_together_apply_in_order,

@@ -4,10 +4,13 @@
 //! share one commit. There is no waiting window: a write that finds the pipeline idle commits at
 //! once, alone, so latency at low load is that of a plain commit. A caller hears back only after
 //! the transaction committed; a write whose caller gave up before its batch began is dropped.
+//! Outbox clean-ups are in no hurry: they wait to ride in the next batch of transitions, and
+//! commit on their own only if none comes for a moment.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -17,6 +20,8 @@ use super::{StoreError, WriteStats};
 
 /// Writes per transaction, at most: bounds a batch's size and how long its lock is held.
 const MAX_BATCH: usize = 256;
+/// How long a lingering write waits for a batch to ride in before it commits on its own.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// How a batch failed as a whole.
 pub(super) enum Failure {
@@ -121,10 +126,21 @@ impl Counters {
     }
 }
 
+/// Writes waiting to ride in the next batch.
+type Lingering<W> = Arc<std::sync::Mutex<Vec<Job<W>>>>;
+
+/// Takes the lingering writes (a poisoned list is still a valid list).
+fn take<W>(lingering: &Lingering<W>) -> Vec<Job<W>> {
+    std::mem::take(&mut *lingering.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// The queue in front of a backend's committers. Dropping it stops them once they have written
-/// what is queued.
+/// what is queued (lingering writes included).
 pub(super) struct Pipeline<T, R> {
     queue: mpsc::UnboundedSender<Job<Write<T, R>>>,
+    lingering: Lingering<Write<T, R>>,
+    /// Starts the linger timer of a write that found none lingering.
+    linger: mpsc::Sender<()>,
 }
 
 impl<T, R> std::fmt::Debug for Pipeline<T, R> {
@@ -142,10 +158,38 @@ impl<T: Encoded, R: Send + Sync + 'static> Pipeline<T, R> {
     {
         let (queue, jobs) = mpsc::unbounded_channel();
         let jobs = Arc::new(Mutex::new(jobs));
+        let lingering: Lingering<Write<T, R>> = Arc::default();
         for _ in 0..committers.max(1) {
-            tokio::spawn(commit_loop(backend.clone(), jobs.clone(), counters.clone()));
+            tokio::spawn(commit_loop(
+                backend.clone(),
+                jobs.clone(),
+                lingering.clone(),
+                counters.clone(),
+            ));
         }
-        Self { queue }
+        let (linger, timer) = mpsc::channel(1);
+        tokio::spawn(linger_timer(timer, lingering.clone(), queue.downgrade()));
+        Self {
+            queue,
+            lingering,
+            linger,
+        }
+    }
+
+    /// Like [`Pipeline::submit`], for a write in no hurry: it rides in the next batch, or commits
+    /// on its own once it has waited [`LINGER`] for one.
+    pub(super) async fn submit_lingering(&self, write: Write<T, R>) -> Outcome {
+        let (reply, outcome) = oneshot::channel();
+        let first = {
+            let mut lingering = self.lingering.lock().unwrap_or_else(|e| e.into_inner());
+            lingering.push(Job { write, reply });
+            lingering.len() == 1
+        };
+        if first {
+            // Full means a timer is already starting.
+            let _ = self.linger.try_send(());
+        }
+        outcome.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Queues `write` and waits until its batch committed (or failed).
@@ -158,10 +202,36 @@ impl<T: Encoded, R: Send + Sync + 'static> Pipeline<T, R> {
     }
 }
 
-/// One committer: takes what is queued (waiting only when nothing is), writes it, answers.
+impl<T, R> Drop for Pipeline<T, R> {
+    fn drop(&mut self) {
+        for job in take(&self.lingering) {
+            let _ = self.queue.send(job);
+        }
+    }
+}
+
+/// Sends the writes still lingering [`LINGER`] after the first of them came to the committers,
+/// until the pipeline is dropped.
+async fn linger_timer<W>(
+    mut started: mpsc::Receiver<()>,
+    lingering: Lingering<W>,
+    queue: mpsc::WeakUnboundedSender<Job<W>>,
+) {
+    while started.recv().await.is_some() {
+        tokio::time::sleep(LINGER).await;
+        let Some(queue) = queue.upgrade() else { return };
+        for job in take(&lingering) {
+            let _ = queue.send(job);
+        }
+    }
+}
+
+/// One committer: takes what is queued (waiting only when nothing is) and what lingers, writes
+/// it, answers.
 async fn commit_loop<B: Batch>(
     backend: Arc<B>,
     jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job<WriteOf<B>>>>>,
+    lingering: Lingering<WriteOf<B>>,
     counters: Arc<Counters>,
 ) {
     // A second write of a saga already in a batch waits for the next one.
@@ -193,6 +263,8 @@ async fn commit_loop<B: Batch>(
                 }
                 batch.push(job);
             }
+            // Lingering writes are outbox clean-ups: no saga, nothing to keep apart.
+            batch.extend(take(&lingering));
             batch
         };
         // A caller that stopped waiting (its saga's driver was stopped) is not written for.

@@ -205,7 +205,7 @@ impl SagaStore for PostgresStore {
     async fn outbox_remove(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
         if !event_ids.is_empty() {
             let write = batch::Write::RemoveOutbox(event_ids.to_vec());
-            self.pipeline.submit(write).await?;
+            self.pipeline.submit_lingering(write).await?;
         }
         Ok(())
     }

@@ -265,7 +265,7 @@ impl SagaStore for SqliteStore {
     async fn outbox_remove(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
         if !event_ids.is_empty() {
             self.pipeline
-                .submit(batch::remove_outbox(event_ids))
+                .submit_lingering(batch::remove_outbox(event_ids))
                 .await?;
         }
         Ok(())
