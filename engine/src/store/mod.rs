@@ -106,8 +106,8 @@ pub struct Transition<'a> {
     /// future by the database clock: a reply that comes after its deadline is late.
     pub before_deadline: bool,
     /// Events to publish once committed (one per history event, and any participant command),
-    /// written to the outbox in the same transaction. Their `occurred_at` is set to the commit
-    /// time.
+    /// written to the outbox in the same transaction. Read back from the outbox, their
+    /// `occurred_at` is the commit time.
     pub outbox: &'a [Envelope],
 }
 

@@ -229,18 +229,23 @@ impl<I: IdColumn, J: JsonColumn> TryFrom<EventRow<I, J>> for HistoryEvent {
     }
 }
 
-/// Outbox rows `(position, event_id, envelope)` in commit order, decoded; the ids of rows that
-/// cannot be decoded come back apart, for the caller to drop (they could never be published,
-/// and keeping them would block every sweep behind them).
+/// Outbox rows `(position, event_id, envelope, created_at)` in commit order, decoded; the ids of
+/// rows that cannot be decoded come back apart, for the caller to drop (they could never be
+/// published, and keeping them would block every sweep behind them). An event occurred when
+/// its transition committed, which is when its row was created: the stored envelope is written
+/// before that time is known.
 pub(super) fn decode_outbox<I: IdColumn, J: JsonColumn>(
-    mut rows: Vec<(i64, I, J)>,
+    mut rows: Vec<(i64, I, J, i64)>,
 ) -> (Vec<crate::bus::Envelope>, Vec<I>) {
-    rows.sort_unstable_by_key(|(position, _, _)| *position);
+    rows.sort_unstable_by_key(|(position, ..)| *position);
     let mut events = Vec::with_capacity(rows.len());
     let mut unreadable = Vec::new();
-    for (_, id, envelope) in rows {
-        match envelope.decode() {
-            Ok(event) => events.push(event),
+    for (_, id, envelope, created_at) in rows {
+        match envelope.decode::<crate::bus::Envelope>() {
+            Ok(event) => events.push(crate::bus::Envelope {
+                occurred_at: created_at,
+                ..event
+            }),
             Err(error) => {
                 tracing::error!(event_id = %id.text(), %error, "unreadable outbox event dropped");
                 unreadable.push(id);

@@ -60,9 +60,7 @@ pub(super) const WRITE_BATCH: &str = concat!(
     "$24::TEXT[], $25::BIGINT[], $26::TEXT[]) AS e (saga_id, seq, event_id, kind, step, attempt, ",
     "detail) WHERE e.saga_id IN (SELECT id FROM w)), ",
     "o AS (INSERT INTO saga_outbox (event_id, envelope, created_at) ",
-    "SELECT m.event_id, jsonb_set(m.envelope::JSONB, '{occurred_at}', to_jsonb(",
-    now_ms!(),
-    ")), ",
+    "SELECT m.event_id, m.envelope::JSONB, ",
     now_ms!(),
     " FROM UNNEST($27::UUID[], $28::UUID[], $29::TEXT[]) WITH ORDINALITY ",
     "AS m (saga_id, event_id, envelope, n) WHERE m.saga_id IN (SELECT id FROM w) ORDER BY m.n), ",
@@ -110,7 +108,7 @@ pub(super) const OUTBOX_CLAIM: &str = concat!(
     " - $1::BIGINT AND ($3::BOOLEAN OR claimed_until IS NULL OR claimed_until <= ",
     now_ms!(),
     ") ORDER BY position LIMIT $2::BIGINT FOR UPDATE SKIP LOCKED) AS c ",
-    "WHERE o.position = c.position RETURNING o.position, o.event_id, o.envelope"
+    "WHERE o.position = c.position RETURNING o.position, o.event_id, o.envelope, o.created_at"
 );
 
 pub(super) const QUARANTINE: &str = concat!(

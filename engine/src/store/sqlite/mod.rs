@@ -242,7 +242,7 @@ impl SagaStore for SqliteStore {
         limit: usize,
         include_claimed: bool,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(OUTBOX_CLAIM)
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(OUTBOX_CLAIM)
             .bind(millis(min_age))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(include_claimed)

@@ -72,7 +72,7 @@ const BATCH_TAIL: &str = concat!(
     "e.value ->> 5, i.at, e.value -> 6 FROM temp.saga_batch_input AS i, json_each(i.events) AS e ",
     "JOIN temp.saga_batch AS b ON b.id = e.value ->> 0 WHERE b.applies ORDER BY e.key; ",
     "INSERT INTO main.saga_outbox (event_id, envelope, created_at) ",
-    "SELECT e.value ->> 1, json_set(e.value -> 2, '$.occurred_at', i.at), i.at ",
+    "SELECT e.value ->> 1, e.value -> 2, i.at ",
     "FROM temp.saga_batch_input AS i, json_each(i.outbox) AS e ",
     "JOIN temp.saga_batch AS b ON b.id = e.value ->> 0 WHERE b.applies ORDER BY e.key; ",
     "DELETE FROM main.saga_outbox WHERE event_id IN ",
@@ -138,5 +138,5 @@ pub(super) const OUTBOX_CLAIM: &str = concat!(
     now_ms!(),
     " - ?1 AND (?3 OR claimed_until IS NULL OR claimed_until <= ",
     now_ms!(),
-    ") ORDER BY position LIMIT ?2) RETURNING position, event_id, envelope"
+    ") ORDER BY position LIMIT ?2) RETURNING position, event_id, envelope, created_at"
 );
