@@ -1,5 +1,5 @@
 //! The shared store: one PostgreSQL database (or one schema of it) that any number of mediator
-//! processes work on together. A transition is a single statement, claims skip rows other
+//! processes work on together. A batch of transitions is a single statement, claims skip rows other
 //! mediators have locked (`FOR UPDATE SKIP LOCKED`), and a saga left runnable without an owner
 //! is announced with `NOTIFY`, so idle mediators wake at once instead of polling fast.
 
