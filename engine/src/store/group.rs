@@ -62,6 +62,27 @@ pub(super) trait Batch: Send + Sync + 'static {
 pub(super) trait Encoded: Send + Sync + 'static {
     /// The saga it is a transition of.
     fn saga(&self) -> Uuid;
+    /// Whether it creates the saga (or updates it).
+    fn creates(&self) -> bool;
+}
+
+/// The outcomes of a committed batch's `writes`, in order: a transition `applied` says went in
+/// committed at `at`; any other was refused, a new saga because its id was taken, an update
+/// because its writer no longer held the saga.
+pub(super) fn outcomes<T: Encoded, R>(
+    writes: &[Write<T, R>],
+    at: i64,
+    applied: impl Fn(&T) -> bool,
+) -> Vec<Outcome> {
+    writes
+        .iter()
+        .map(|w| match w {
+            Write::Transition(t) if applied(t) => Ok(at),
+            Write::Transition(t) if t.creates() => Err(StoreError::Duplicate(t.saga())),
+            Write::Transition(t) => Err(StoreError::LeaseLost(t.saga())),
+            Write::RemoveOutbox(_) => Ok(0),
+        })
+        .collect()
 }
 
 /// One queued write.
@@ -354,6 +375,9 @@ mod tests {
     impl Encoded for Saga {
         fn saga(&self) -> Uuid {
             self.0
+        }
+        fn creates(&self) -> bool {
+            false
         }
     }
 

@@ -147,27 +147,15 @@ impl Batch for Writer {
                 sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => Failure::Unknown(e),
                 e => Failure::RolledBack(e),
             })?;
-        let mut done = ts.iter().map(|t| {
-            if applied.contains(&t.id) {
-                Ok(at)
-            } else if t.row.insert {
-                Err(StoreError::Duplicate(t.id))
-            } else {
-                Err(StoreError::LeaseLost(t.id))
-            }
-        });
-        Ok(writes
-            .iter()
-            .map(|w| match w {
-                Write::Transition(_) => done.next().unwrap_or(Err(StoreError::Closed)),
-                Write::RemoveOutbox(_) => Ok(0),
-            })
-            .collect())
+        Ok(group::outcomes(writes, at, |t| applied.contains(&t.id)))
     }
 }
 
 impl group::Encoded for Encoded {
     fn saga(&self) -> Uuid {
         self.id
+    }
+    fn creates(&self) -> bool {
+        self.row.insert
     }
 }

@@ -191,22 +191,7 @@ impl Batch for Writer {
             .into_iter()
             .filter_map(|(id, applies)| applies.then_some(id))
             .collect();
-        let mut done = transitions.iter().map(|t| {
-            if applied.contains(&t.id) {
-                Ok(at)
-            } else if t.row.insert {
-                Err(StoreError::Duplicate(t.saga))
-            } else {
-                Err(StoreError::LeaseLost(t.saga))
-            }
-        });
-        Ok(writes
-            .iter()
-            .map(|w| match w {
-                Write::Transition(_) => done.next().unwrap_or(Err(StoreError::Closed)),
-                Write::RemoveOutbox(_) => Ok(0),
-            })
-            .collect())
+        Ok(group::outcomes(writes, at, |t| applied.contains(&t.id)))
     }
 }
 
@@ -218,5 +203,8 @@ pub(super) fn remove_outbox<T: std::fmt::Display>(ids: &[T]) -> Write {
 impl group::Encoded for Encoded {
     fn saga(&self) -> Uuid {
         self.saga
+    }
+    fn creates(&self) -> bool {
+        self.row.insert
     }
 }
