@@ -28,6 +28,11 @@ struct Server {
 /// Runs a PostgreSQL tool as the `postgres` user when this process is root (the server refuses
 /// to run as root), as this user otherwise.
 fn pg(bin: &Path, tool: &str, args: &[&str]) -> std::process::Output {
+    pg_command(bin, tool, args).output().unwrap()
+}
+
+/// The command [`pg`] runs, to start it without waiting.
+fn pg_command(bin: &Path, tool: &str, args: &[&str]) -> Command {
     let tool = bin.join(tool);
     let mut cmd = match is_root() {
         true => {
@@ -37,7 +42,8 @@ fn pg(bin: &Path, tool: &str, args: &[&str]) -> std::process::Output {
         }
         false => Command::new(&tool),
     };
-    cmd.args(args).stdin(Stdio::null()).output().unwrap()
+    cmd.args(args).stdin(Stdio::null());
+    cmd
 }
 
 fn is_root() -> bool {
@@ -95,6 +101,12 @@ impl Server {
     }
 
     fn ctl(&self, action: &[&str]) -> Result<(), String> {
+        let out = self.ctl_command(action).output().unwrap();
+        Self::ctl_result(action, out)
+    }
+
+    /// `pg_ctl ACTION` on this server, not started yet.
+    fn ctl_command(&self, action: &[&str]) -> Command {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=",
             self.port
@@ -104,7 +116,10 @@ impl Server {
         let log = self.data.with_file_name("server.log").display().to_string();
         let mut args = vec!["-D", &data, "-l", &log, "-w", "-m", "fast", "-o", &options];
         args.extend_from_slice(action);
-        let out = pg(&self.bin, "pg_ctl", &args);
+        pg_command(&self.bin, "pg_ctl", &args)
+    }
+
+    fn ctl_result(action: &[&str], out: std::process::Output) -> Result<(), String> {
         match out.status.success() {
             true => Ok(()),
             false => Err(format!(
@@ -177,17 +192,24 @@ async fn sagas_finish_when_postgres_restarts_mid_run() {
         }
     };
     crate::common::until("some sagas to complete", || confirmed(10)).await;
-    // Hold the participants' database while the server restarts: their writes wait, so no saga
-    // finishes meanwhile and the restart comes mid-run however fast the worker is.
+    // Hold the participants' database: their writes wait, so no saga can finish, and the
+    // restart comes mid-run however fast the worker is. The hold ends as the restart begins, so
+    // the steps that waited finish and commit while the server goes down.
     let mut hold = sqlx::SqliteConnection::connect(&local).await.unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut hold)
         .await
         .unwrap();
-    server.ctl(&["restart"]).unwrap();
-    assert!(!confirmed(SAGAS as i64).await, "the restart came mid-run");
+    assert!(!confirmed(SAGAS as i64).await, "the restart comes mid-run");
+    let restart = server
+        .ctl_command(&["restart"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     sqlx::query("ROLLBACK").execute(&mut hold).await.unwrap();
     drop(hold);
+    Server::ctl_result(&["restart"], restart.wait_with_output().unwrap()).unwrap();
 
     // Read through a fresh store: the test's own connections died with the server too.
     let store = store::open(&server.url(), store::OpenMode::MustExist)

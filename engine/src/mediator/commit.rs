@@ -44,6 +44,12 @@ pub(crate) async fn write_checked(
 ) -> Result<Written, StoreError> {
     let mut next = change.state;
     let first_seq = current.map_or(0, |c| c.last_seq) + 1;
+    // The commit time is not known before the commit: meanwhile the events (and so the stored
+    // envelopes) carry this process's clock. The store takes the commit time for history and
+    // outbox rows, and the outbox reads it back from there.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let events: Vec<HistoryEvent> = change
         .events
         .into_iter()
@@ -55,7 +61,7 @@ pub(crate) async fn write_checked(
             kind: e.kind,
             step: e.step,
             attempt: e.attempt,
-            at: 0,
+            at: now,
             detail: e.detail,
         })
         .collect();

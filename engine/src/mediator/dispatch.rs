@@ -138,6 +138,9 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispa
 async fn sweep(inner: &Inner, state: &mut Dispatcher, min_age: Duration, include_claimed: bool) {
     // Bounded, so a backlog cannot keep the dispatcher from live events for long.
     for _ in 0..SWEEP_ROUNDS {
+        // What this dispatcher published is gone from the outbox before it reads it again (it
+        // would read the same rows over and over).
+        while state.removing.join_next().await.is_some() {}
         match inner
             .store
             .outbox_claim(min_age, SWEEP_BATCH, include_claimed)

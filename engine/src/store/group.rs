@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use super::{StoreError, WriteStats};
 
-/// Writes per transaction, at most: bounds a batch's size and how long its lock is held.
+/// Queued writes per transaction, at most: bounds a batch's size and how long its lock is held.
+/// (The outbox clean-ups lingering at that moment join it too.)
 const MAX_BATCH: usize = 256;
 /// How long a lingering write waits for a batch to ride in before it commits on its own.
 const LINGER: Duration = Duration::from_millis(20);
@@ -156,7 +157,7 @@ fn take<W>(lingering: &Lingering<W>) -> Vec<Job<W>> {
 }
 
 /// The queue in front of a backend's committers. Dropping it stops them once they have written
-/// what is queued (lingering writes included).
+/// what is queued.
 pub(super) struct Pipeline<T, R> {
     queue: mpsc::UnboundedSender<Job<Write<T, R>>>,
     lingering: Lingering<Write<T, R>>,
@@ -220,14 +221,6 @@ impl<T: Encoded, R: Send + Sync + 'static> Pipeline<T, R> {
             .send(Job { write, reply })
             .map_err(|_| StoreError::Closed)?;
         outcome.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-impl<T, R> Drop for Pipeline<T, R> {
-    fn drop(&mut self) {
-        for job in take(&self.lingering) {
-            let _ = self.queue.send(job);
-        }
     }
 }
 

@@ -140,12 +140,13 @@ impl Batch for Writer {
             .bind(removed)
             .bind(self.channel.as_str());
         let mut db = self.pool.acquire().await.map_err(Failure::RolledBack)?;
-        // In autocommit the statement is the commit: losing the connection during it leaves the
-        // outcome unknown; any other error means the statement, and so the batch, rolled back.
+        // In autocommit the statement is the commit. An error the server reports (or one in
+        // encoding, before anything was sent) means the statement, and so the batch, rolled
+        // back; after any other (a lost connection, an unreadable answer) the outcome is unknown.
         let (at, applied, _notified): (i64, Vec<Uuid>, i64) =
             query.fetch_one(&mut *db).await.map_err(|e| match e {
-                sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => Failure::Unknown(e),
-                e => Failure::RolledBack(e),
+                sqlx::Error::Database(_) | sqlx::Error::Encode(_) => Failure::RolledBack(e),
+                e => Failure::Unknown(e),
             })?;
         Ok(group::outcomes(writes, at, |t| applied.contains(&t.id)))
     }

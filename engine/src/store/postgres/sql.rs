@@ -19,7 +19,8 @@ macro_rules! now_ms {
 /// if the stored fencing token and last sequence number are still what its writer read (and, for a
 /// reply, before its deadline). History and outbox rows are written only for the transitions that
 /// applied, and idle mediators are notified if one of those left its saga runnable without an
-/// owner. Returns the commit time and the ids of the transitions that applied.
+/// owner. Returns the commit time, the ids of the transitions that applied, and how many
+/// notifications were sent (0 or 1).
 pub(super) const WRITE_BATCH: &str = concat!(
     "WITH b AS (SELECT * FROM UNNEST($1::UUID[], $2::BOOLEAN[], $3::TEXT[], $4::BIGINT[], ",
     "$5::TEXT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], $11::TEXT[], ",
