@@ -3,9 +3,9 @@
 //! whatever the batch's size.
 
 use async_trait::async_trait;
-use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::connections::Connections;
 use super::sql::WRITE_BATCH;
 use crate::store::group::{self, Batch, Failure, Outcome};
 use crate::store::rows::{unserializable, InstanceWrite};
@@ -74,9 +74,9 @@ impl Encoded {
     }
 }
 
-/// The committers' connections, writing batches.
+/// The committers' side of the store, writing batches.
 pub(super) struct Writer {
-    pub(super) pool: PgPool,
+    pub(super) connections: Connections,
     /// The `NOTIFY` channel of this schema's runnable sagas.
     pub(super) channel: String,
 }
@@ -139,15 +139,23 @@ impl Batch for Writer {
             .bind(outbox().map(|(_, m)| m.1.as_str()).collect::<Vec<_>>())
             .bind(removed)
             .bind(self.channel.as_str());
-        let mut db = self.pool.acquire().await.map_err(Failure::RolledBack)?;
+        let mut db = self.connections.take().await.map_err(Failure::RolledBack)?;
         // In autocommit the statement is the commit. An error the server reports (or one in
         // encoding, before anything was sent) means the statement, and so the batch, rolled
         // back; after any other (a lost connection, an unreadable answer) the outcome is unknown.
-        let (at, applied, _notified): (i64, Vec<Uuid>, i64) =
-            query.fetch_one(&mut *db).await.map_err(|e| match e {
-                sqlx::Error::Database(_) | sqlx::Error::Encode(_) => Failure::RolledBack(e),
-                e => Failure::Unknown(e),
-            })?;
+        let answer: Result<(i64, Vec<Uuid>, i64), sqlx::Error> = query.fetch_one(&mut db).await;
+        let (at, applied, _notified) = match answer {
+            Ok(answer) => {
+                self.connections.put_back(db);
+                answer
+            }
+            Err(e @ (sqlx::Error::Database(_) | sqlx::Error::Encode(_))) => {
+                self.connections.put_back(db);
+                return Err(Failure::RolledBack(e));
+            }
+            // The connection is dropped: the next batch opens a new one.
+            Err(e) => return Err(Failure::Unknown(e)),
+        };
         Ok(group::outcomes(writes, at, |t| applied.contains(&t.id)))
     }
 }

@@ -4,6 +4,7 @@
 //! is announced with `NOTIFY`, so idle mediators wake at once instead of polling fast.
 
 mod batch;
+mod connections;
 mod sql;
 mod wake;
 
@@ -18,6 +19,7 @@ use sqlx::{Connection, PgPool, Postgres, QueryBuilder};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use connections::CHECK_IDLE_AFTER;
 use sql::*;
 
 use super::group::{Counters, Pipeline};
@@ -39,8 +41,6 @@ const POOL_SIZE: u32 = 16;
 /// Batches committed at once: while one waits for its commit to reach the disk, the next
 /// gathers the transitions queued meanwhile.
 const COMMITTERS: usize = 2;
-/// A connection idle for longer than this is checked before it is used again.
-const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How long a query waits for a connection before failing (and being retried by its caller),
 /// so an unreachable server is reported in seconds, not minutes.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,9 +60,9 @@ pub struct PostgresStore {
     counters: Arc<Counters>,
 }
 
-/// How this store's pools hand out connections. A connection is checked (one round trip) only
-/// if it sat idle for a while, when the server may have dropped it; one in steady use is not,
-/// which would add a round trip to every batch and query.
+/// How the store's pool hands out connections: one is checked (a round trip) before use only if
+/// it sat idle for a while, when the server may have dropped it, not before every query. (sqlx
+/// also checks each one as it is handed back, off the caller's path.)
 fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -75,22 +75,6 @@ fn pool_options() -> PgPoolOptions {
                 Ok(true)
             })
         })
-}
-
-/// The committers' own connections, one each, so a batch never waits behind other queries for
-/// a connection. A batch finds its sagas by id; while a table is small the planner would rather
-/// scan all of it, and keeps doing so as it grows, so these connections scan only when there is
-/// no index to use.
-fn writer_pool(options: PgConnectOptions) -> PgPool {
-    pool_options()
-        .max_connections(COMMITTERS as u32)
-        .after_connect(|db, _| {
-            Box::pin(async move {
-                sqlx::query("SET enable_seqscan = off").execute(db).await?;
-                Ok(())
-            })
-        })
-        .connect_lazy_with(options)
 }
 
 impl PostgresStore {
@@ -137,7 +121,7 @@ impl PostgresStore {
         let wake = wake::Listener::new(pool.clone(), channel.clone());
         let counters = Arc::new(Counters::default());
         let writer = batch::Writer {
-            pool: writer_pool(options.clone()),
+            connections: connections::Connections::new(options.clone(), ACQUIRE_TIMEOUT),
             channel: channel.clone(),
         };
         let pipeline = Pipeline::start(Arc::new(writer), COMMITTERS, counters.clone());
