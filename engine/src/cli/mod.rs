@@ -134,7 +134,7 @@ fn parse_status(text: &str) -> Result<SagaStatus, String> {
 
 fn parse_since(text: &str) -> Result<i64, String> {
     if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(output::now_ms() - ago.as_millis() as i64);
+        return Ok(store::now_ms() - ago.as_millis() as i64);
     }
     humantime::parse_rfc3339_weak(text)
         .map(|t| {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::state::{Millis, SagaState, SagaStatus, StepStatus};
+use crate::store::now_ms;
 
 /// Whether to colour output: stdout is a terminal and `NO_COLOR` is unset.
 pub(crate) fn colour() -> bool {
@@ -69,14 +70,6 @@ pub(crate) fn status_text(status: &str) -> String {
         }
         _ => status.to_string(),
     }
-}
-
-/// Now, in milliseconds since the epoch (this machine's clock; only used for display).
-pub(crate) fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
 
 fn system_time(at: Millis) -> SystemTime {

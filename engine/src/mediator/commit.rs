@@ -47,9 +47,7 @@ pub(crate) async fn write_checked(
     // The commit time is not known before the commit: meanwhile the events (and so the stored
     // envelopes) carry this process's clock. The store takes the commit time for history and
     // outbox rows, and the outbox reads it back from there.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now = crate::store::now_ms();
     let events: Vec<HistoryEvent> = change
         .events
         .into_iter()

@@ -95,6 +95,13 @@ struct Dispatcher {
     removing: JoinSet<()>,
 }
 
+impl Dispatcher {
+    /// Waits until every removal under way has committed (or failed).
+    async fn removed(&mut self) {
+        while self.removing.join_next().await.is_some() {}
+    }
+}
+
 /// Runs the dispatcher until the mediator stops.
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispatch>) {
     let state = &mut Dispatcher::default();
@@ -121,7 +128,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispa
                         Dispatch::Flush(done) => {
                             publish(&inner, state, std::mem::take(&mut batch)).await;
                             // Published and gone from the outbox.
-                            while state.removing.join_next().await.is_some() {}
+                            state.removed().await;
                             let _ = done.send(());
                         }
                     }
@@ -140,7 +147,7 @@ async fn sweep(inner: &Inner, state: &mut Dispatcher, min_age: Duration, include
     for _ in 0..SWEEP_ROUNDS {
         // What this dispatcher published is gone from the outbox before it reads it again (it
         // would read the same rows over and over).
-        while state.removing.join_next().await.is_some() {}
+        state.removed().await;
         match inner
             .store
             .outbox_claim(min_age, SWEEP_BATCH, include_claimed)

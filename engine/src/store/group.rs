@@ -97,14 +97,29 @@ pub(super) enum Write<T, R> {
 /// The writes a backend `B` takes.
 pub(super) type WriteOf<B> = Write<<B as Batch>::Transition, <B as Batch>::Removal>;
 
+impl<T, R> Write<T, R> {
+    /// The transition this write is, if it is one.
+    pub(super) fn transition(&self) -> Option<&T> {
+        match self {
+            Write::Transition(t) => Some(t),
+            Write::RemoveOutbox(_) => None,
+        }
+    }
+
+    /// The outbox ids this write forgets, if it is a clean-up.
+    pub(super) fn removal(&self) -> Option<&R> {
+        match self {
+            Write::RemoveOutbox(ids) => Some(ids),
+            Write::Transition(_) => None,
+        }
+    }
+}
+
 impl<T: Encoded, R> Write<T, R> {
     /// The saga this is a transition of (`None` for other writes). A batch holds at most one
     /// write per saga, so a backend can apply a batch's transitions as one set.
     fn saga(&self) -> Option<Uuid> {
-        match self {
-            Write::Transition(t) => Some(t.saga()),
-            Write::RemoveOutbox(_) => None,
-        }
+        self.transition().map(Encoded::saga)
     }
 
     /// What this write reports when its batch's commit may or may not have happened.

@@ -151,6 +151,13 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Now on this machine's clock, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
 /// The smallest UUID v7 of a millisecond: ids compare with it as creation times do.
 pub(crate) fn id_floor(at: Millis) -> Uuid {
     uuid::Builder::from_unix_timestamp_millis(at.max(0) as u64, &[0; 10]).into_uuid()

@@ -88,19 +88,10 @@ impl Batch for Writer {
 
     async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, Failure> {
         // The pipeline puts at most one write per saga in a batch.
-        let ts: Vec<&Encoded> = writes
-            .iter()
-            .filter_map(|w| match w {
-                Write::Transition(t) => Some(t.as_ref()),
-                Write::RemoveOutbox(_) => None,
-            })
-            .collect();
+        let ts: Vec<&Encoded> = writes.iter().filter_map(Write::transition).collect();
         let removed: Vec<Uuid> = writes
             .iter()
-            .filter_map(|w| match w {
-                Write::RemoveOutbox(ids) => Some(ids),
-                Write::Transition(_) => None,
-            })
+            .filter_map(Write::removal)
             .flatten()
             .copied()
             .collect();

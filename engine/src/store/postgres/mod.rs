@@ -121,7 +121,7 @@ impl PostgresStore {
         let wake = wake::Listener::new(pool.clone(), channel.clone());
         let counters = Arc::new(Counters::default());
         let writer = batch::Writer {
-            connections: connections::Connections::new(options.clone(), ACQUIRE_TIMEOUT),
+            connections: connections::Connections::new(options, ACQUIRE_TIMEOUT),
             channel: channel.clone(),
         };
         let pipeline = Pipeline::start(Arc::new(writer), COMMITTERS, counters.clone());

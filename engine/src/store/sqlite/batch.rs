@@ -3,7 +3,6 @@
 //! connection's thread, whatever the batch's size.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use sqlx::query::QueryAs;
@@ -12,8 +11,8 @@ use sqlx::{Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::flush::WalFlusher;
+use super::json_list;
 use super::sql::write_batch;
-use super::{json_list, millis};
 use crate::store::group::{self, Batch, Failure, Outcome};
 use crate::store::rows::{unserializable, InstanceWrite};
 use crate::store::{StoreError, Transition};
@@ -113,16 +112,6 @@ fn array<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
     out
 }
 
-/// The commit time of a batch: milliseconds since the Unix epoch on this machine's clock, which
-/// is the database's (SQLite runs in this process).
-fn now_ms() -> i64 {
-    millis(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
-}
-
 /// The single writer connection, writing batches.
 pub(super) struct Writer {
     pub(super) pool: SqlitePool,
@@ -148,22 +137,15 @@ impl Batch for Writer {
 
     async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, Failure> {
         // The pipeline puts at most one write per saga in a batch.
-        let transitions: Vec<&Encoded> = writes
-            .iter()
-            .filter_map(|w| match w {
-                Write::Transition(t) => Some(t.as_ref()),
-                Write::RemoveOutbox(_) => None,
-            })
-            .collect();
+        let transitions: Vec<&Encoded> = writes.iter().filter_map(Write::transition).collect();
         let removed: Vec<&str> = writes
             .iter()
-            .filter_map(|w| match w {
-                Write::RemoveOutbox(ids) => Some(ids.trim_start_matches('[').trim_end_matches(']')),
-                Write::Transition(_) => None,
-            })
+            .filter_map(Write::removal)
+            .map(|ids| ids.trim_start_matches('[').trim_end_matches(']'))
             .filter(|ids| !ids.is_empty())
             .collect();
-        let at = now_ms();
+        // SQLite runs in this process: its clock is the database's.
+        let at = crate::store::now_ms();
         let script = write_batch(transitions.len());
         let mut query = sqlx::query_as(&script)
             .bind(at)
