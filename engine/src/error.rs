@@ -144,6 +144,9 @@ pub enum EngineError {
     /// The store failed or refused a write.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The event bus failed (joining it at start, a subscription).
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
     /// The mediator is shutting down and takes no new work.
     #[error("the mediator is shutting down")]
     ShuttingDown,

@@ -122,8 +122,9 @@ pub(crate) async fn run(
     let mediator = Mediator::builder(store, registry)
         .faults(faults)
         .claim(false)
-        .start();
-    let mut events = mediator.subscribe(Filter::all());
+        .start()
+        .await?;
+    let mut events = mediator.subscribe(Filter::all()).await?;
     let id = mediator.start_json(&args.definition, data).await?;
     if !args.json {
         println!("saga {id}");
@@ -191,7 +192,8 @@ pub(crate) async fn worker(
         .lease(args.lease)
         .poll_interval(args.poll)
         .faults(faults)
-        .start();
+        .start()
+        .await?;
     eprintln!(
         "worker {} on {url}: up to {} steps at once; Ctrl-C to stop",
         mediator.config().owner,

@@ -1,5 +1,5 @@
 //! CLI errors and the exit codes they map to: 0 success, 1 refused or not in the expected
-//! state, 2 usage, 3 not found, 4 store unreachable or corrupt.
+//! state, 2 usage, 3 not found, 4 store unreachable or corrupt, 5 event bus unreachable.
 
 use std::process::ExitCode;
 
@@ -22,6 +22,9 @@ pub enum CliError {
     /// The store cannot be reached or read.
     #[error("{0}")]
     Store(String),
+    /// The event bus (broker) cannot be reached or refused the operation.
+    #[error("{0}")]
+    Bus(String),
 }
 
 impl CliError {
@@ -32,6 +35,7 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::NotFound(_) => 3,
             CliError::Store(_) => 4,
+            CliError::Bus(_) => 5,
         })
     }
 }
@@ -39,6 +43,17 @@ impl CliError {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         CliError::Store(e.to_string())
+    }
+}
+
+impl From<crate::bus::BusError> for CliError {
+    fn from(e: crate::bus::BusError) -> Self {
+        use crate::bus::BusError;
+        match e {
+            BusError::NoSuchDeadLetter(_) => CliError::NotFound(e.to_string()),
+            BusError::Config(_) | BusError::Malformed(_) => CliError::Usage(e.to_string()),
+            _ => CliError::Bus(e.to_string()),
+        }
     }
 }
 
@@ -56,6 +71,7 @@ impl From<EngineError> for CliError {
                 CliError::Refused(e.to_string())
             }
             EngineError::Store(e) => e.into(),
+            EngineError::Bus(e) => e.into(),
         }
     }
 }

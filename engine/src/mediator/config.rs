@@ -8,7 +8,8 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use uuid::Uuid;
 
 use super::{dispatch, listen, scheduler, Inner, Mediator};
-use crate::bus::{EventBus, InProcessBus};
+use crate::bus::{ConsumeOptions, EventBus, InProcessBus};
+use crate::error::EngineError;
 use crate::fault::FaultPlan;
 use crate::registry::Registry;
 use crate::store::SagaStore;
@@ -43,6 +44,11 @@ pub struct MediatorConfig {
     /// How many times an attempt may be cut off by a crash or a lost lease before the step
     /// fails with an unknown outcome: bounds a step that kills its process every time.
     pub max_interruptions: u32,
+    /// The consumer group this mediator joins for replies and initiating events: every
+    /// mediator of one deployment shares it, so each message is handled by one of them.
+    pub group: String,
+    /// How that group treats its messages (redelivery, dead-lettering).
+    pub consume: ConsumeOptions,
 }
 
 impl Default for MediatorConfig {
@@ -63,6 +69,13 @@ impl Default for MediatorConfig {
             claim: true,
             dispatch: true,
             max_interruptions: 10,
+            group: "mediator".to_string(),
+            consume: ConsumeOptions {
+                // A store that is down for a while: about ten seconds of redeliveries before a
+                // message goes to the dead letters.
+                max_deliveries: 10,
+                ..ConsumeOptions::default()
+            },
         }
     }
 }
@@ -149,9 +162,22 @@ impl MediatorBuilder {
         self
     }
 
-    /// Starts the mediator's background tasks: it begins resuming unfinished sagas at once.
-    /// Must be called inside a tokio runtime.
-    pub fn start(self) -> Mediator {
+    /// The consumer group to join for replies and initiating events (default `mediator`).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.config.group = group.into();
+        self
+    }
+
+    /// How the mediators' consumer group treats its messages.
+    pub fn consume_options(mut self, options: ConsumeOptions) -> Self {
+        self.config.consume = options;
+        self
+    }
+
+    /// Joins the bus's consumer group and starts the mediator's background tasks: it begins
+    /// resuming unfinished sagas at once, and hears every reply and initiating event published
+    /// once this returns. Fails if the bus cannot be joined.
+    pub async fn start(self) -> Result<Mediator, EngineError> {
         let (shutdown, _) = watch::channel(false);
         let (dispatcher, jobs) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
@@ -160,24 +186,22 @@ impl MediatorBuilder {
             permits: Semaphore::new(self.config.concurrency),
             config: self.config,
             bus: self.bus.unwrap_or_else(|| Arc::new(InProcessBus::new())),
+            local: InProcessBus::new(),
             dispatcher,
             active: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown,
             refused: std::sync::atomic::AtomicU64::new(0),
         });
+        let consumer = listen::join(&inner).await?;
         let mut background = vec![
             tokio::spawn(scheduler::heartbeat(inner.clone())),
             tokio::spawn(dispatch::run(inner.clone(), jobs)),
+            tokio::spawn(listen::run(inner.clone(), consumer)),
         ];
-        let replies = listen::subscribe_replies(&inner);
-        background.push(tokio::spawn(listen::replies(inner.clone(), replies)));
-        if let Some(events) = listen::subscribe(&inner) {
-            background.push(tokio::spawn(listen::triggers(inner.clone(), events)));
-        }
         if inner.config.claim {
             background.push(tokio::spawn(scheduler::run(inner.clone())));
         }
-        Mediator { inner, background }
+        Ok(Mediator { inner, background })
     }
 }

@@ -3,16 +3,15 @@
 //! operator's command wrote from another process) are found in the outbox at start-up and by a
 //! periodic sweep, so every event is delivered at least once.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
 use super::Inner;
-use crate::bus::Envelope;
+use crate::bus::{Envelope, EventBus, Recent};
+use crate::event::EventKind;
 
 /// Outbox events older than this are taken to be orphaned (their writer is gone or has no
 /// dispatcher) and are published by whichever mediator sweeps first.
@@ -60,35 +59,12 @@ impl Inner {
     }
 }
 
-/// The ids this dispatcher published lately. An event can reach it twice, from its own commit
-/// and from an outbox sweep that read the row before the commit's hand-over was processed; it is
-/// published once. (Across processes, consumers still drop duplicates by id.)
-#[derive(Default)]
-struct Recent {
-    ids: HashSet<Uuid>,
-    order: VecDeque<Uuid>,
-}
-
-impl Recent {
-    const CAPACITY: usize = 65_536;
-
-    /// Records a published `id`, forgetting the oldest beyond the capacity.
-    fn insert(&mut self, id: Uuid) {
-        if !self.ids.insert(id) {
-            return;
-        }
-        self.order.push_back(id);
-        if self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
-            }
-        }
-    }
-}
-
 /// What the dispatcher keeps between jobs.
 #[derive(Default)]
 struct Dispatcher {
+    /// The ids this dispatcher published lately. An event can reach it twice, from its own
+    /// commit and from an outbox sweep that read the row before the commit's hand-over was
+    /// processed; it is published once. (Across processes, consumers drop duplicates by id.)
     recent: Recent,
     /// Removals of published events from the outbox, committing while the dispatcher goes on
     /// publishing (they share commits with transitions instead of holding up the next events).
@@ -170,32 +146,29 @@ async fn sweep(inner: &Inner, state: &mut Dispatcher, min_age: Duration, include
     }
 }
 
-/// Publishes `events` in order, then has the published ones removed from the outbox.
+/// Publishes `events` in order (all sent before their confirms are awaited), then has the
+/// confirmed ones removed from the outbox.
 async fn publish(inner: &Inner, state: &mut Dispatcher, events: Vec<Envelope>) {
     if events.is_empty() {
         return;
     }
-    let recent = &mut state.recent;
     let mut published = Vec::with_capacity(events.len());
+    let mut batch = Vec::with_capacity(events.len());
+    let one_by_one = inner.config.faults.watches_crash_points();
     for event in events {
-        let id = event.event_id;
-        if recent.ids.contains(&id) {
-            published.push(id);
+        if state.recent.contains(&event.event_id) {
+            published.push(event.event_id);
             continue;
         }
         // Committed and in the outbox, not yet published (once per event, so a run's crash
         // points do not depend on how events happen to be batched).
         inner.config.faults.crash_point("before_dispatch").await;
-        match inner.bus.publish(event).await {
-            Ok(()) => {
-                recent.insert(id);
-                published.push(id);
-            }
-            Err(error) => {
-                tracing::warn!(%error, event_id = %id, "publishing failed; the outbox keeps it")
-            }
+        batch.push(event);
+        if one_by_one {
+            send(inner, state, std::mem::take(&mut batch), &mut published).await;
         }
     }
+    send(inner, state, batch, &mut published).await;
     while state.removing.try_join_next().is_some() {}
     if state.removing.len() >= MAX_REMOVING {
         state.removing.join_next().await;
@@ -207,4 +180,40 @@ async fn publish(inner: &Inner, state: &mut Dispatcher, events: Vec<Envelope>) {
             tracing::warn!(%error, "clearing published events from the outbox failed");
         }
     });
+}
+
+/// Publishes `batch` and records the confirmed ids; a saga's final events are echoed to this
+/// mediator's own waiters.
+async fn send(
+    inner: &Inner,
+    state: &mut Dispatcher,
+    batch: Vec<Envelope>,
+    published: &mut Vec<uuid::Uuid>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let finals: Vec<Envelope> = batch
+        .iter()
+        .filter(|e| e.kind.parse::<EventKind>().is_ok_and(|k| k.is_final()))
+        .cloned()
+        .collect();
+    let ids: Vec<uuid::Uuid> = batch.iter().map(|e| e.event_id).collect();
+    let results = inner.bus.publish_all(batch).await;
+    for (id, result) in ids.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                state.recent.insert(id);
+                published.push(id);
+            }
+            Err(error) => {
+                tracing::warn!(%error, event_id = %id, "publishing failed; the outbox keeps it")
+            }
+        }
+    }
+    for event in finals {
+        if state.recent.contains(&event.event_id) {
+            let _ = inner.local.publish(event).await;
+        }
+    }
 }

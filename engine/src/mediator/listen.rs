@@ -1,9 +1,15 @@
-//! What the mediator hears on the bus: initiating events, which start sagas.
+//! What the mediator hears on the bus: participants' replies, which advance sagas waiting for
+//! them, and initiating events, which start sagas. Both arrive through one consumer group that
+//! every mediator of a deployment joins, so each message is handled by one of them; it is
+//! acknowledged only once the transition it caused has committed (or once it is known to change
+//! nothing), and what can never be handled goes to the dead letters.
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use super::Inner;
-use crate::bus::{Envelope, Filter, Subscription};
+use crate::bus::{BusError, Consumer, Delivery, Envelope, Filter};
 use crate::error::EngineError;
 use crate::participant::{Reply, REPLY};
 use crate::state::Awaiting;
@@ -11,86 +17,117 @@ use crate::step::Phase;
 use crate::store::StoreError;
 use crate::transition::{self, Next};
 
-/// Subscribes to the initiating events of the registered triggers, if any. Done when the
-/// mediator starts, so no event published after `start()` returns is missed.
-pub(crate) fn subscribe(inner: &Inner) -> Option<Subscription> {
-    let triggers = inner.registry.triggers();
-    (!triggers.is_empty()).then(|| {
-        inner
-            .bus
-            .subscribe(Filter::types(triggers.iter().map(|t| t.event_type.clone())))
-    })
+/// Messages handled at once, at most.
+const HANDLING: usize = 256;
+
+/// Joins the mediators' consumer group for replies and the registered triggers' events. Done
+/// before the mediator starts, so nothing published once it has started is missed.
+pub(crate) async fn join(inner: &Inner) -> Result<Consumer, BusError> {
+    let mut types = vec![REPLY.to_string()];
+    types.extend(inner.registry.triggers().iter().map(|t| t.event_type.clone()));
+    inner
+        .bus
+        .consume(
+            &inner.config.group,
+            Filter::types(types),
+            inner.config.consume.clone(),
+        )
+        .await
 }
 
-/// Starts sagas from their initiating events until the mediator stops.
-pub(crate) async fn triggers(inner: Arc<Inner>, mut events: Subscription) {
-    let triggers = inner.registry.triggers().to_vec();
-    while let Some(event) = events.next().await {
-        for trigger in triggers.iter().filter(|t| t.event_type == event.kind) {
-            let data = match (trigger.map)(&event) {
-                Ok(data) => data,
-                Err(reason) => {
-                    tracing::warn!(event_id = %event.event_id, event = %event.kind, %reason, "initiating event ignored");
-                    continue;
-                }
-            };
-            start_from_event(&inner, &trigger.saga, &event, data).await;
-        }
-    }
+/// What became of a message.
+enum Handled {
+    /// Done, or known to change nothing: acknowledge it.
+    Done,
+    /// Not now (the store is unavailable): deliver it again later.
+    Retry(String),
+    /// It can never be handled: dead-letter it.
+    Poison(String),
 }
 
-/// Starts `saga` from an initiating event, retrying while the store is unavailable; a saga that
-/// already exists for this event means the event was a duplicate.
-async fn start_from_event(
-    inner: &Arc<Inner>,
-    saga: &str,
-    event: &Envelope,
-    data: serde_json::Value,
-) {
-    let mut delay = std::time::Duration::from_millis(50);
-    for _ in 0..8 {
-        match inner.start(saga, event.event_id, data.clone()).await {
-            Ok(id) => {
-                tracing::info!(saga_id = %id, event = %event.kind, "saga started by an event");
-                return;
-            }
-            Err(EngineError::Store(StoreError::Duplicate(id))) => {
-                tracing::info!(saga_id = %id, event_id = %event.event_id, "duplicate initiating event; the saga already exists");
-                return;
-            }
-            Err(EngineError::Store(error)) => {
-                tracing::warn!(event_id = %event.event_id, %error, "starting a saga from an event failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(2));
-            }
-            Err(error) => {
-                tracing::warn!(event_id = %event.event_id, event = %event.kind, %error, "initiating event ignored");
-                return;
-            }
-        }
-    }
-    tracing::error!(event_id = %event.event_id, "initiating event dropped: the store stayed unavailable");
-}
-
-/// Subscribes to participants' replies. Done when the mediator starts, like [`subscribe`].
-pub(crate) fn subscribe_replies(inner: &Inner) -> Subscription {
-    inner.bus.subscribe(Filter::types([REPLY]))
-}
-
-/// Applies participants' replies until the mediator stops. A reply that does not match what its
-/// saga awaits (a duplicate, a late one, one for an old attempt or an unknown saga) changes
-/// nothing and is logged at warn.
-pub(crate) async fn replies(inner: Arc<Inner>, mut events: Subscription) {
-    while let Some(event) = events.next().await {
-        let reply = match Reply::parse(&event) {
-            Ok(reply) => reply,
-            Err(reason) => {
-                tracing::warn!(event_id = %event.event_id, saga_id = ?event.saga_id, %reason, "malformed reply ignored");
-                continue;
-            }
+/// Handles the group's messages until the mediator stops, each in its own task.
+pub(crate) async fn run(inner: Arc<Inner>, mut consumer: Consumer) {
+    let permits = Arc::new(Semaphore::new(HANDLING));
+    while let Some(delivery) = consumer.next().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
         };
-        if let Err(error) = apply_reply(&inner, &reply).await {
-            tracing::warn!(saga_id = %reply.saga_id, %error, "applying a reply failed; the reply deadline will retry the step");
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            settle(&inner, delivery).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn settle(inner: &Arc<Inner>, delivery: Delivery) {
+    let event = delivery.event();
+    let handled = if event.kind == REPLY {
+        reply(inner, event).await
+    } else {
+        trigger(inner, event).await
+    };
+    let (event_id, kind) = (event.event_id, event.kind.clone());
+    let settled = match handled {
+        Handled::Done => delivery.ack().await,
+        Handled::Retry(reason) => delivery.retry(&reason).await,
+        Handled::Poison(reason) => {
+            tracing::warn!(%event_id, event = %kind, %reason, "message cannot be handled");
+            delivery.reject(&reason).await
+        }
+    };
+    if let Err(error) = settled {
+        tracing::warn!(%event_id, event = %kind, %error, "settling a message failed; the bus will deliver it again");
+    }
+}
+
+/// Starts the saga an initiating event asks for. Its id is the event's id, so a saga that
+/// already exists means the event was a duplicate.
+async fn trigger(inner: &Arc<Inner>, event: &Envelope) -> Handled {
+    let Some(trigger) = inner
+        .registry
+        .triggers()
+        .iter()
+        .find(|t| t.event_type == event.kind)
+    else {
+        return Handled::Poison(format!("no trigger for events of type `{}`", event.kind));
+    };
+    let data = match (trigger.map)(event) {
+        Ok(data) => data,
+        Err(reason) => return Handled::Poison(format!("initiating event does not fit: {reason}")),
+    };
+    match inner.start(&trigger.saga, event.event_id, data).await {
+        Ok(id) => {
+            tracing::info!(saga_id = %id, event = %event.kind, "saga started by an event");
+            Handled::Done
+        }
+        Err(EngineError::Store(StoreError::Duplicate(id))) => {
+            tracing::info!(saga_id = %id, event_id = %event.event_id, "duplicate initiating event; the saga already exists");
+            Handled::Done
+        }
+        Err(error @ (EngineError::Store(_) | EngineError::ShuttingDown)) => {
+            tracing::warn!(event_id = %event.event_id, %error, "starting a saga from an event failed; it will be delivered again");
+            Handled::Retry(error.to_string())
+        }
+        Err(error) => Handled::Poison(error.to_string()),
+    }
+}
+
+/// Applies a participant's reply. One that does not match what its saga awaits (a duplicate, a
+/// late one, one for an old attempt or an unknown saga) changes nothing and is logged at warn.
+async fn reply(inner: &Arc<Inner>, event: &Envelope) -> Handled {
+    let reply = match Reply::parse(event) {
+        Ok(reply) => reply,
+        Err(reason) => {
+            tracing::warn!(event_id = %event.event_id, saga_id = ?event.saga_id, %reason, "malformed reply");
+            return Handled::Poison(format!("malformed reply: {reason}"));
+        }
+    };
+    match apply_reply(inner, &reply).await {
+        Ok(()) => Handled::Done,
+        Err(error) => {
+            tracing::warn!(saga_id = %reply.saga_id, %error, "applying a reply failed; it will be delivered again");
+            Handled::Retry(error.to_string())
         }
     }
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 pub use config::{MediatorBuilder, MediatorConfig, DEFAULT_MAX_PAYLOAD_BYTES};
 
-use crate::bus::{EventBus, Filter, Subscription};
+use crate::bus::{BusError, EventBus, Filter, InProcessBus, Subscription};
 use crate::error::EngineError;
 use crate::event::{EventKind, HistoryEvent};
 use crate::fault::FaultPlan;
@@ -36,6 +36,9 @@ pub(crate) struct Inner {
     config: MediatorConfig,
     /// Where events are published (and replies and initiating events heard).
     bus: Arc<dyn EventBus>,
+    /// This mediator's own echo of the final events it published, for [`Mediator::wait`]
+    /// (which then needs no broker subscription of its own).
+    local: InProcessBus,
     /// Hands committed events to the dispatcher task.
     dispatcher: mpsc::UnboundedSender<dispatch::Dispatch>,
     /// Bounds the step attempts running at once.
@@ -187,8 +190,8 @@ impl Mediator {
     }
 
     /// Waits until the saga is final (completed, compensated or failed) and returns its state.
-    /// Woken by this mediator's events; re-reads the store every poll interval for sagas driven
-    /// by other processes.
+    /// Woken by the final events this mediator publishes; re-reads the store every poll
+    /// interval for sagas finished by other processes.
     pub async fn wait(&self, id: Uuid) -> Result<SagaState, EngineError> {
         let finals = [
             EventKind::SagaCompleted,
@@ -197,8 +200,9 @@ impl Mediator {
         ];
         let mut events = self
             .inner
-            .bus
-            .subscribe(Filter::types(finals.map(|k| k.as_str())));
+            .local
+            .subscribe(Filter::types(finals.map(|k| k.as_str())))
+            .await?;
         loop {
             let saga = self.get(id).await?;
             if saga.status.is_final() {
@@ -218,9 +222,10 @@ impl Mediator {
         }
     }
 
-    /// Events on this mediator's bus that match `filter`, as they are published.
-    pub fn subscribe(&self, filter: Filter) -> Subscription {
-        self.inner.bus.subscribe(filter)
+    /// Events on this mediator's bus that match `filter`, as they are published (from any
+    /// process, on a broker).
+    pub async fn subscribe(&self, filter: Filter) -> Result<Subscription, BusError> {
+        self.inner.bus.subscribe(filter).await
     }
 
     /// The bus this mediator publishes to and listens on.
