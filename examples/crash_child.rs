@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clap::{Parser, Subcommand};
-use saga::engine::bus::BusError;
+use saga::engine::bus::{BusError, ConsumeOptions, Consumer, DeadLetters, Route};
 use saga::engine::{
     store, Envelope, EventBus, FaultPlan, Filter, InProcessBus, Mediator, Registry, RetryPolicy,
     Subscription,
@@ -83,8 +83,25 @@ impl EventBus for RecordingBus {
         self.inner.publish(event).await
     }
 
-    fn subscribe(&self, filter: Filter) -> Subscription {
-        self.inner.subscribe(filter)
+    async fn publish_raw(&self, route: &Route, body: &[u8]) -> Result<(), BusError> {
+        self.inner.publish_raw(route, body).await
+    }
+
+    async fn subscribe(&self, filter: Filter) -> Result<Subscription, BusError> {
+        self.inner.subscribe(filter).await
+    }
+
+    async fn consume(
+        &self,
+        group: &str,
+        filter: Filter,
+        options: ConsumeOptions,
+    ) -> Result<Consumer, BusError> {
+        self.inner.consume(group, filter, options).await
+    }
+
+    fn dead_letters(&self) -> Arc<dyn DeadLetters> {
+        self.inner.dead_letters()
     }
 }
 
@@ -138,7 +155,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .bus(bus)
         .lease(Duration::from_millis(300))
         .poll_interval(Duration::from_millis(20))
-        .start();
+        .start().await?;
     match args.mode {
         Mode::Start { order_id, .. } => {
             let o = Order::new(

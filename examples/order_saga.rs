@@ -112,14 +112,14 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
     if args.events {
         // The participants: separate tasks that only see the bus.
-        services::spawn_with_faults(bus.clone(), &participants, &Service::ALL, &faults);
+        services::spawn_with_faults(bus.clone(), &participants, &Service::ALL, &faults).await?;
         println!("mode: over events (every published event is printed)");
     }
     let mediator = Mediator::builder(store, registry)
         .faults(faults)
         .bus(bus.clone())
-        .start();
-    let mut events = mediator.subscribe(Filter::all());
+        .start().await?;
+    let mut events = mediator.subscribe(Filter::all()).await?;
     for (expect, order) in scenarios {
         println!();
         println!(

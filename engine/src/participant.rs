@@ -5,8 +5,9 @@
 //! attempt, whose payload is `{"phase", "idempotency_key", "data"}`. The participant answers with
 //! an envelope of type [`REPLY`] carrying the same correlation and a payload
 //! `{"phase", "outcome": "success"|"failure", "output", "reason", "retryable"}`; [`Command`]
-//! parses the one and builds the other.
+//! parses the one and builds the other, and [`serve`] runs a participant service over a bus.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::bus::Envelope;
+use crate::bus::{BusError, ConsumeOptions, Delivery, Envelope, EventBus, Filter};
 use crate::step::{Phase, SagaData, Step, StepContext, StepError, Work};
 
 /// The event type of every participant's reply.
@@ -198,5 +199,70 @@ impl Reply {
             phase: p.phase,
             outcome,
         })
+    }
+}
+
+/// Commands a participant service handles at once, at most.
+const SERVING: usize = 256;
+
+/// Runs a participant service: joins consumer group `group` for the `commands` types, and for
+/// each command calls `handler`, publishes the reply it returns, and acknowledges the command
+/// only once the bus confirmed the reply. A command that cannot be parsed goes to the dead
+/// letters; one whose reply cannot be published is delivered again (the handler sees it again
+/// with the same idempotency key, so it must apply each effect at most once per key).
+///
+/// Every instance of a service joins the same `group`, so each command reaches one of them.
+/// Returns once the group is joined; the service runs until the returned task is aborted or
+/// the bus goes away.
+pub async fn serve<H, F>(
+    bus: Arc<dyn EventBus>,
+    group: &str,
+    commands: &[&str],
+    handler: H,
+) -> Result<tokio::task::JoinHandle<()>, BusError>
+where
+    H: Fn(Command) -> F + Send + Sync + 'static,
+    F: Future<Output = Envelope> + Send + 'static,
+{
+    let filter = Filter::types(commands.iter().copied());
+    let mut consumer = bus
+        .consume(group, filter, ConsumeOptions::default())
+        .await?;
+    let handler = Arc::new(handler);
+    let permits = Arc::new(tokio::sync::Semaphore::new(SERVING));
+    Ok(tokio::spawn(async move {
+        while let Some(delivery) = consumer.next().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (bus, handler) = (bus.clone(), handler.clone());
+            tokio::spawn(async move {
+                answer(bus.as_ref(), delivery, handler.as_ref()).await;
+                drop(permit);
+            });
+        }
+    }))
+}
+
+/// Handles one command delivery: reply published, then the command acknowledged.
+async fn answer<H, F>(bus: &dyn EventBus, delivery: Delivery, handler: &H)
+where
+    H: Fn(Command) -> F,
+    F: Future<Output = Envelope>,
+{
+    let command = match Command::parse(delivery.event()) {
+        Ok(command) => command,
+        Err(reason) => {
+            let _ = delivery.reject(&format!("malformed command: {reason}")).await;
+            return;
+        }
+    };
+    let reply = handler(command).await;
+    let settled = match bus.publish(reply).await {
+        Ok(()) => delivery.ack().await,
+        Err(error) => delivery.retry(&format!("publishing the reply failed: {error}")).await,
+    };
+    if let Err(error) = settled {
+        tracing::warn!(%error, "settling a command failed; it will be delivered again");
     }
 }

@@ -89,14 +89,14 @@ pub async fn run(
     let mediator = Arc::new(
         Mediator::builder(store.clone(), registry)
             .concurrency(concurrency.max(64))
-            .start(),
+            .start().await?,
     );
     let finished = Arc::new(Finished::default());
     let mut finals = mediator.subscribe(Filter::types([
         "SagaCompleted",
         "SagaCompensated",
         "SagaFailed",
-    ]));
+    ])).await?;
     let listener = {
         let finished = finished.clone();
         tokio::spawn(async move {

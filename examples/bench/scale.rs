@@ -52,13 +52,13 @@ pub async fn in_flight(store: Arc<dyn SagaStore>, n: usize) -> Result<(), BoxErr
         Mediator::builder(store.clone(), registry)
             .concurrency(n)
             .max_in_flight(n)
-            .start(),
+            .start().await?,
     );
     let mut finals = mediator.subscribe(Filter::types([
         "SagaCompleted",
         "SagaCompensated",
         "SagaFailed",
-    ]));
+    ])).await?;
     reset_peak_rss();
     let started = Instant::now();
     // Started by 64 callers at once, each returning when its saga is durable.
@@ -208,7 +208,7 @@ pub async fn fill_and_time(store: Arc<dyn SagaStore>, url: &str, n: usize) -> Re
 async fn templates(store: Arc<dyn SagaStore>) -> Result<[Uuid; 3], BoxError> {
     let mut registry = Registry::new();
     registry.register(order::definition()?)?;
-    let mediator = Mediator::builder(store, registry).start();
+    let mediator = Mediator::builder(store, registry).start().await?;
     let mut ids = [Uuid::nil(); 3];
     let customers = ["template", order::DECLINED, order::STUCK];
     let expected = [

@@ -19,7 +19,7 @@ async fn saga_rows(env: &Env) -> (i64, i64) {
 
 async fn an_unknown_saga_name_is_refused() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     let err = m.start("NoSuchSaga", &good_order("x")).await.unwrap_err();
     assert!(matches!(&err, EngineError::UnknownSaga(n) if n == "NoSuchSaga"));
     assert_eq!(err.to_string(), "no saga named `NoSuchSaga` is registered");
@@ -28,7 +28,7 @@ async fn an_unknown_saga_name_is_refused() {
 
 async fn data_that_does_not_fit_the_saga_is_refused() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     let err = m
         .start_json(order::NAME, json!({ "order_id": 42 }))
         .await
@@ -48,7 +48,7 @@ async fn data_that_does_not_fit_the_saga_is_refused() {
 
 async fn data_over_the_size_limit_is_refused() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     let mut o = good_order("huge");
     o.address.street = "x".repeat(3 * 1024 * 1024);
     let err = m.start(order::NAME, &o).await.unwrap_err();
@@ -67,7 +67,7 @@ async fn data_over_the_size_limit_is_refused() {
 
 async fn an_unknown_saga_id_is_not_found() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     let id = Uuid::now_v7();
     assert!(matches!(m.get(id).await.unwrap_err(), EngineError::NotFound(x) if x == id));
     let err = m.history(id).await.unwrap_err();

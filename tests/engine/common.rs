@@ -113,17 +113,19 @@ impl Env {
     }
 
     /// A mediator with fast test settings.
-    pub fn mediator(&self, faults: FaultPlan) -> Mediator {
-        fast(Mediator::builder(self.store.clone(), self.registry()).faults(faults))
+    pub async fn mediator(&self, faults: FaultPlan) -> Mediator {
+        fast(Mediator::builder(self.store.clone(), self.registry()).faults(faults)).await
     }
 }
 
 /// Test settings: short lease, frequent fallback poll.
-pub fn fast(builder: saga::engine::MediatorBuilder) -> Mediator {
+pub async fn fast(builder: saga::engine::MediatorBuilder) -> Mediator {
     builder
         .lease(Duration::from_millis(600))
         .poll_interval(Duration::from_millis(50))
         .start()
+        .await
+        .unwrap()
 }
 
 /// OrderSaga with millisecond backoffs and a short timeout.

@@ -16,7 +16,7 @@ async fn saga_with_undispatched_events(env: &Env) -> (uuid::Uuid, usize) {
         Mediator::builder(env.store.clone(), env.registry())
             .faults(FaultPlan::new())
             .dispatch(false),
-    );
+    ).await;
     let id = m.start(order::NAME, &good_order("o1")).await.unwrap();
     assert_eq!(wait(&m, id).await.status, SagaStatus::Completed);
     let events = env.store.history(id).await.unwrap().len();
@@ -75,7 +75,7 @@ async fn an_outbox_sweep_holds_what_it_took_from_other_sweepers() {
 
 async fn an_id_prefix_finds_its_saga_and_a_bad_prefix_finds_nothing() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     let id = m.start(order::NAME, &good_order("p1")).await.unwrap();
     let text = id.to_string();
     for len in [4, 9, 20, 36] {
@@ -127,7 +127,7 @@ async fn an_idle_mediator_is_woken_by_work_another_process_enqueues() {
     let idle = Mediator::builder(env.store.clone(), env.registry())
         .lease(Duration::from_secs(5))
         .poll_interval(Duration::from_secs(3600))
-        .start();
+        .start().await.unwrap();
     let completed = |id| {
         let store = env.store.clone();
         async move { store.get(id).await.unwrap().unwrap().status == SagaStatus::Completed }

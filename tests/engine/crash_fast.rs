@@ -35,7 +35,7 @@ fn scratch() -> tempfile::TempDir {
     }
 }
 
-fn mediator(
+async fn mediator(
     store: Arc<dyn saga::engine::SagaStore>,
     p: &Participants,
     faults: FaultPlan,
@@ -48,7 +48,7 @@ fn mediator(
         .bus(bus)
         .lease(Duration::from_millis(40))
         .poll_interval(Duration::from_millis(5))
-        .start()
+        .start().await.unwrap()
 }
 
 /// One run: crash at `point`:`nth` under `scenario`, recover, check. Returns whether the point
@@ -60,7 +60,7 @@ async fn one_run(dir: &Path, i: usize, scenario: usize, point: &str, nth: u32) -
     let what = format!("run {i}: crash at {point}:{nth}, fail at {fail_at:?}");
     let participants = Participants::open(&db.local).await.unwrap();
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
-    let mut seen = bus.subscribe(Filter::all());
+    let mut seen = bus.subscribe(Filter::all()).await.unwrap();
     let base = fail_at.map_or(FaultPlan::new(), |s| FaultPlan::new().fail_at(s));
 
     let (faults, stopped) = base.clone().halt_at(point, nth);
@@ -71,7 +71,7 @@ async fn one_run(dir: &Path, i: usize, scenario: usize, point: &str, nth: u32) -
         &participants,
         faults,
         bus.clone(),
-    ));
+    ).await);
     let mut runner = {
         let first = first.clone();
         tokio::spawn(async move {
@@ -117,7 +117,7 @@ async fn one_run(dir: &Path, i: usize, scenario: usize, point: &str, nth: u32) -
         &participants,
         base,
         bus.clone(),
-    );
+    ).await;
     until(&format!("{what}: recovery"), || async {
         second
             .store()
@@ -205,7 +205,7 @@ async fn a_zombie_frozen_past_its_lease_cannot_write_after_another_mediator_took
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
     // Frozen right after charge_payment's effect, before it is recorded.
     let (faults, frozen) = FaultPlan::new().freeze_at("after_action", 3);
-    let zombie = mediator(env.store.clone(), &env.participants, faults, bus.clone());
+    let zombie = mediator(env.store.clone(), &env.participants, faults, bus.clone()).await;
     let id = zombie
         .start(order::NAME, &good_order("zombie"))
         .await
@@ -213,7 +213,7 @@ async fn a_zombie_frozen_past_its_lease_cannot_write_after_another_mediator_took
     frozen.reached().await;
 
     // Its lease lapses (no heartbeat while frozen); another mediator takes over and finishes.
-    let other = mediator(env.reopen().await, &env.participants, FaultPlan::new(), bus);
+    let other = mediator(env.reopen().await, &env.participants, FaultPlan::new(), bus).await;
     let saga = wait(&other, id).await;
     assert_eq!(saga.status, SagaStatus::Completed);
     let history = other.history(id).await.unwrap();

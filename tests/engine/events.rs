@@ -37,8 +37,8 @@ async fn types_until_final(events: &mut Subscription, id: Uuid) -> Vec<String> {
 
 async fn every_transition_is_published_in_order_with_its_envelope() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
-    let mut events = m.subscribe(Filter::all().definition(order::NAME));
+    let m = env.mediator(FaultPlan::new()).await;
+    let mut events = m.subscribe(Filter::all().definition(order::NAME)).await.unwrap();
     let id = m.start(order::NAME, &good_order("ev-ok")).await.unwrap();
     let seen = types_until_final(&mut events, id).await;
     let history = lines(&m.history(id).await.unwrap());
@@ -85,8 +85,8 @@ async fn the_event_sequence_for_a_failure_at_each_step() {
     ];
     let env = Env::new().await;
     for (step, tail) in cases {
-        let m = env.mediator(FaultPlan::new().fail_at(step));
-        let mut events = m.subscribe(Filter::all());
+        let m = env.mediator(FaultPlan::new().fail_at(step)).await;
+        let mut events = m.subscribe(Filter::all()).await.unwrap();
         let id = m
             .start(order::NAME, &good_order(&format!("ev-{step}")))
             .await
@@ -119,8 +119,8 @@ async fn the_event_sequence_for_a_failure_at_each_step() {
 async fn events_committed_but_not_published_before_a_crash_are_delivered_after_restart() {
     let env = Env::new().await;
     // This mediator commits but never publishes, as if it died between commit and dispatch.
-    let first = fast(Mediator::builder(env.store.clone(), env.registry()).dispatch(false));
-    let mut silent = first.subscribe(Filter::all());
+    let first = fast(Mediator::builder(env.store.clone(), env.registry()).dispatch(false)).await;
+    let mut silent = first.subscribe(Filter::all()).await.unwrap();
     let id = first
         .start(order::NAME, &good_order("ev-crash"))
         .await
@@ -130,8 +130,8 @@ async fn events_committed_but_not_published_before_a_crash_are_delivered_after_r
     drop(first);
 
     let bus = std::sync::Arc::new(saga::engine::InProcessBus::new());
-    let mut events = saga::engine::EventBus::subscribe(bus.as_ref(), Filter::all());
-    let second = fast(Mediator::builder(env.reopen().await, env.registry()).bus(bus.clone()));
+    let mut events = saga::engine::EventBus::subscribe(bus.as_ref(), Filter::all()).await.unwrap();
+    let second = fast(Mediator::builder(env.reopen().await, env.registry()).bus(bus.clone())).await;
     let mut delivered: Vec<Envelope> = Vec::new();
     until("the outbox to be delivered", || {
         while let Some(e) = events.try_next() {
@@ -163,11 +163,11 @@ async fn events_committed_but_not_published_before_a_crash_are_delivered_after_r
 
 async fn a_slow_subscriber_and_a_panicking_one_do_not_stop_sagas() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     // Never reads: its queue grows, nobody waits for it.
-    let _slow = m.subscribe(Filter::all());
+    let _slow = m.subscribe(Filter::all()).await.unwrap();
     // Panics on the first event it sees.
-    let mut doomed = m.subscribe(Filter::types(["StepCompleted"]));
+    let mut doomed = m.subscribe(Filter::types(["StepCompleted"])).await.unwrap();
     let crashing = tokio::spawn(async move {
         if let Some(e) = doomed.next().await {
             panic!("subscriber failed on {}", e.kind);
@@ -192,12 +192,12 @@ async fn a_slow_subscriber_and_a_panicking_one_do_not_stop_sagas() {
 
 async fn an_initiating_event_starts_a_saga_once_however_often_it_is_delivered() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     let placed = Envelope::new(
         order::ORDER_PLACED,
         serde_json::to_value(good_order("placed-1")).unwrap(),
     );
-    let mut done = m.subscribe(Filter::types(["SagaCompleted"]));
+    let mut done = m.subscribe(Filter::types(["SagaCompleted"])).await.unwrap();
     m.bus().publish(placed.clone()).await.unwrap();
     m.bus().publish(placed.clone()).await.unwrap();
     let finished = tokio::time::timeout(BOUND, done.next())
@@ -217,7 +217,7 @@ async fn an_initiating_event_starts_a_saga_once_however_often_it_is_delivered() 
 
 async fn a_malformed_initiating_event_starts_nothing() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     m.bus()
         .publish(Envelope::new(
             order::ORDER_PLACED,
@@ -236,7 +236,7 @@ async fn a_malformed_initiating_event_starts_nothing() {
         order::ORDER_PLACED,
         serde_json::to_value(good_order("placed-2")).unwrap(),
     );
-    let mut done = m.subscribe(Filter::types(["SagaCompleted"]));
+    let mut done = m.subscribe(Filter::types(["SagaCompleted"])).await.unwrap();
     m.bus().publish(good.clone()).await.unwrap();
     let finished = tokio::time::timeout(BOUND, done.next())
         .await
@@ -248,8 +248,8 @@ async fn a_malformed_initiating_event_starts_nothing() {
 
 async fn each_transition_event_carries_its_history_position() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new().fail_at("create_shipment"));
-    let mut events = m.subscribe(Filter::all());
+    let m = env.mediator(FaultPlan::new().fail_at("create_shipment")).await;
+    let mut events = m.subscribe(Filter::all()).await.unwrap();
     let id = m.start(order::NAME, &good_order("ev-seq")).await.unwrap();
     let mut seqs = Vec::new();
     let collect = async {

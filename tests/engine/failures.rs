@@ -11,7 +11,7 @@ use crate::common::*;
 async fn assert_compensated(o: Order, faults: FaultPlan, failed_step: &str, undone: &[&str]) {
     let env = Env::new().await;
     let before = effects(&env.participants, &o).await;
-    let m = env.mediator(faults);
+    let m = env.mediator(faults).await;
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
 

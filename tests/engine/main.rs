@@ -4,6 +4,9 @@
 
 #[macro_use]
 mod backend;
+#[macro_use]
+mod brokers;
+mod bus_conformance;
 mod common;
 mod conformance;
 mod crash;

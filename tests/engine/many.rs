@@ -15,7 +15,7 @@ async fn five_hundred_concurrent_sagas_with_mixed_outcomes_all_end_final() {
         .set_stock("widget", 100_000)
         .await
         .unwrap();
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     let mut expected: HashMap<uuid::Uuid, (Order, SagaStatus)> = HashMap::new();
     let mut starts = Vec::new();
     for i in 0..500 {

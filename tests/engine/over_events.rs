@@ -15,9 +15,9 @@ async fn running(env: &Env) -> (Mediator, Arc<dyn EventBus>) {
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
     let mut registry = saga::engine::Registry::new();
     events::register(&mut registry, &fast_options()).unwrap();
-    services::spawn(bus.clone(), &env.participants, &Service::ALL);
+    services::spawn(bus.clone(), &env.participants, &Service::ALL).await.unwrap();
     (
-        fast(Mediator::builder(env.store.clone(), registry).bus(bus.clone())),
+        fast(Mediator::builder(env.store.clone(), registry).bus(bus.clone())).await,
         bus,
     )
 }
@@ -51,7 +51,7 @@ async fn flow(events: &mut Subscription, id: Uuid) -> Vec<String> {
 }
 
 async fn place(m: &Mediator, bus: &Arc<dyn EventBus>, order: &Order) -> (Uuid, Vec<String>) {
-    let mut events = bus.subscribe(Filter::all());
+    let mut events = bus.subscribe(Filter::all()).await.unwrap();
     let placed = Envelope::new(
         saga::sagas::order::ORDER_PLACED,
         serde_json::to_value(order).unwrap(),

@@ -76,12 +76,12 @@ async fn setup(reply_timeout: Duration, attempts: u32) -> Setup {
 async fn setup_with(registry: Registry, poll: Duration) -> Setup {
     let env = Env::new().await;
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
-    let commands = bus.subscribe(Filter::types(["DoB", "UndoB", "DoC"]));
+    let commands = bus.subscribe(Filter::types(["DoB", "UndoB", "DoC"])).await.unwrap();
     let m = Mediator::builder(env.store.clone(), registry)
         .bus(bus.clone())
         .lease(Duration::from_millis(600))
         .poll_interval(poll)
-        .start();
+        .start().await.unwrap();
     Setup {
         env,
         bus,
@@ -126,7 +126,7 @@ async fn snapshot(m: &Mediator, id: Uuid) -> (SagaState, usize) {
 /// Returns once the listener has processed every reply published before: it handles replies in
 /// order, so a marker saga's replies, published last, are applied last.
 async fn settle(s: &Setup) {
-    let commands = s.bus.subscribe(Filter::types(["DoB", "UndoB", "DoC"]));
+    let commands = s.bus.subscribe(Filter::types(["DoB", "UndoB", "DoC"])).await.unwrap();
     let marker = s.m.start(NAME, &Data::default()).await.unwrap();
     let responder = answer_all(&s.bus, commands, marker);
     assert_eq!(wait(&s.m, marker).await.status, SagaStatus::Completed);
@@ -311,7 +311,7 @@ async fn unknown_and_malformed_replies_change_nothing() {
 async fn a_participant_that_never_answers_is_timed_out_and_compensated() {
     let s = setup(Duration::from_millis(200), 2).await;
     // DoB is never answered; every UndoB is.
-    let mut undo = s.bus.subscribe(Filter::types(["UndoB"]));
+    let mut undo = s.bus.subscribe(Filter::types(["UndoB"])).await.unwrap();
     let bus = s.bus.clone();
     let responder = tokio::spawn(async move {
         while let Some(e) = undo.next().await {
@@ -360,7 +360,7 @@ async fn a_reply_wait_survives_a_restart() {
             registry(Duration::from_secs(30), 3, false),
         )
         .bus(bus.clone()),
-    );
+    ).await;
     bus.publish(command.success(&json!({ "value": "after restart" })))
         .await
         .unwrap();

@@ -15,7 +15,7 @@ async fn a_saga_interrupted_mid_step_is_finished_by_the_next_mediator() {
     let first = fast(Mediator::builder(
         env.store.clone(),
         probe::registry(&probe, &Plan::holding("b", Phase::Action)),
-    ));
+    )).await;
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -26,7 +26,7 @@ async fn a_saga_interrupted_mid_step_is_finished_by_the_next_mediator() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &Plan::open()),
-    ));
+    )).await;
     let saga = wait(&second, id).await;
     assert_eq!(saga.status, SagaStatus::Completed);
     assert!(
@@ -83,7 +83,7 @@ async fn a_backoff_wait_survives_a_restart_and_is_not_cut_short() {
     };
     let faults = FaultPlan::new().inject("b", Phase::Action, Fault::FailTimes(1));
     let first =
-        fast(Mediator::builder(env.store.clone(), probe::registry(&probe, &plan())).faults(faults));
+        fast(Mediator::builder(env.store.clone(), probe::registry(&probe, &plan())).faults(faults)).await;
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -115,7 +115,7 @@ async fn a_backoff_wait_survives_a_restart_and_is_not_cut_short() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &plan()),
-    ));
+    )).await;
     let saga = wait(&second, id).await;
     assert_eq!(saga.status, SagaStatus::Completed);
 
@@ -160,7 +160,7 @@ async fn an_interrupted_compensation_is_resumed_in_reverse_order() {
             probe::registry(&probe, &Plan::holding("b", Phase::Compensation)),
         )
         .faults(faults()),
-    );
+    ).await;
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -174,7 +174,7 @@ async fn an_interrupted_compensation_is_resumed_in_reverse_order() {
     let second = fast(
         Mediator::builder(env.reopen().await, probe::registry(&probe, &Plan::open()))
             .faults(faults()),
-    );
+    ).await;
     let saga = wait(&second, id).await;
     assert_eq!(saga.status, SagaStatus::Compensated);
     let undo: Vec<(String, String)> = probe
@@ -213,7 +213,7 @@ async fn a_graceful_shutdown_hands_unfinished_sagas_over_at_once() {
     let first = Mediator::builder(env.store.clone(), probe::registry(&probe, &plan))
         .lease(Duration::from_secs(3600))
         .shutdown_grace(Duration::from_secs(30))
-        .start();
+        .start().await.unwrap();
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -231,7 +231,7 @@ async fn a_graceful_shutdown_hands_unfinished_sagas_over_at_once() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &Plan::open()),
-    ));
+    )).await;
     assert_eq!(wait(&second, id).await.status, SagaStatus::Completed);
     let b_calls = probe
         .calls()
@@ -255,7 +255,7 @@ async fn a_step_that_kills_its_process_every_time_is_not_retried_forever() {
         let m = fast(
             Mediator::builder(env.reopen().await, probe::registry(&probe, &held()))
                 .max_interruptions(2),
-        );
+        ).await;
         let saga = match id {
             None => m.start(probe::NAME, &ProbeData::default()).await.unwrap(),
             Some(id) => id,
@@ -270,7 +270,7 @@ async fn a_step_that_kills_its_process_every_time_is_not_retried_forever() {
     let last = fast(
         Mediator::builder(env.reopen().await, probe::registry(&probe, &held()))
             .max_interruptions(2),
-    );
+    ).await;
     let saga = wait(&last, id).await;
     assert_eq!(saga.status, SagaStatus::Compensated);
     assert_eq!(saga.steps[1].attempts, 3);
@@ -296,8 +296,8 @@ async fn an_ambiguous_commit_is_recovered_without_doing_anything_twice() {
         let m = fast(
             Mediator::builder(env.store.clone(), env.registry())
                 .faults(FaultPlan::new().ambiguous_commit(nth)),
-        );
-        let mut events = m.subscribe(saga::engine::Filter::all());
+        ).await;
+        let mut events = m.subscribe(saga::engine::Filter::all()).await.unwrap();
         let o = good_order(&format!("ambiguous-{nth}"));
         let id = m.start(saga::sagas::order::NAME, &o).await.unwrap();
         let saga = wait(&m, id).await;

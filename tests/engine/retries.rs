@@ -10,7 +10,7 @@ use crate::common::*;
 async fn a_step_failing_twice_then_succeeding_completes_with_its_attempts_recorded() {
     let env = Env::new().await;
     let m =
-        env.mediator(FaultPlan::new().inject("charge_payment", Phase::Action, Fault::FailTimes(2)));
+        env.mediator(FaultPlan::new().inject("charge_payment", Phase::Action, Fault::FailTimes(2))).await;
     let o = good_order("flaky-pay");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -51,7 +51,7 @@ async fn a_step_failing_twice_then_succeeding_completes_with_its_attempts_record
 
 async fn a_non_retryable_error_is_not_retried() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     let o = order("declined-once", "henry", "widget", 1, 500_000, "US");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -71,7 +71,7 @@ async fn a_non_retryable_error_is_not_retried() {
 async fn a_step_that_retries_out_is_compensated_like_any_failure() {
     let env = Env::new().await;
     let m =
-        env.mediator(FaultPlan::new().inject("create_shipment", Phase::Action, Fault::FailAlways));
+        env.mediator(FaultPlan::new().inject("create_shipment", Phase::Action, Fault::FailAlways)).await;
     let o = good_order("ship-down");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -89,19 +89,19 @@ async fn a_step_that_retries_out_is_compensated_like_any_failure() {
 }
 
 /// A mediator on which `step` hangs past a 200 ms timeout, with no retry.
-fn hanging_at(env: &Env, step: &str) -> Mediator {
+async fn hanging_at(env: &Env, step: &str) -> Mediator {
     let registry = env.registry_with(&Options {
         step_timeout: Duration::from_millis(200),
         retry: saga::engine::RetryPolicy::no_retry(),
         ..fast_options()
     });
     let faults = FaultPlan::new().inject(step, Phase::Action, Fault::Hang);
-    fast(Mediator::builder(env.store.clone(), registry).faults(faults))
+    fast(Mediator::builder(env.store.clone(), registry).faults(faults)).await
 }
 
 async fn a_step_that_hangs_past_its_timeout_fails_and_is_itself_compensated() {
     let env = Env::new().await;
-    let m = hanging_at(&env, "charge_payment");
+    let m = hanging_at(&env, "charge_payment").await;
     let o = good_order("hangs");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -139,7 +139,7 @@ async fn a_panicking_step_is_a_failure_and_the_mediator_keeps_serving() {
         .register(crate::probe::definition(&probe, &plan))
         .unwrap();
     let faults = FaultPlan::new().inject("reserve_inventory", Phase::Action, Fault::Panic);
-    let m = fast(Mediator::builder(env.store.clone(), registry).faults(faults));
+    let m = fast(Mediator::builder(env.store.clone(), registry).faults(faults)).await;
     let probe_data = crate::probe::ProbeData::default;
     let id = m.start(order::NAME, &good_order("panics")).await.unwrap();
     let other = m.start(crate::probe::NAME, &probe_data()).await.unwrap();
@@ -176,7 +176,7 @@ async fn a_compensation_failing_twice_then_succeeding_ends_compensated() {
         Phase::Compensation,
         Fault::FailTimes(2),
     );
-    let m = env.mediator(faults);
+    let m = env.mediator(faults).await;
     let o = good_order("undo-flaky");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -208,7 +208,7 @@ async fn a_compensation_failing_past_its_retries_ends_failed_and_skips_nothing_s
         Phase::Compensation,
         Fault::FailAlways,
     );
-    let m = env.mediator(faults);
+    let m = env.mediator(faults).await;
     let o = good_order("undo-broken");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -250,7 +250,7 @@ async fn output_rejected_after_the_effect_is_compensated_with_its_step() {
     let probe = crate::probe::Probe::open(&env.local).await;
     let registry = crate::probe::registry(&probe, &crate::probe::Plan::open());
     // {"done":["a"]} fits in 16 bytes; {"done":["a","b"]} does not, so b's output is rejected.
-    let m = fast(Mediator::builder(env.store.clone(), registry).max_payload_bytes(16));
+    let m = fast(Mediator::builder(env.store.clone(), registry).max_payload_bytes(16)).await;
     let id = m
         .start(crate::probe::NAME, &crate::probe::ProbeData::default())
         .await
@@ -280,7 +280,7 @@ async fn output_rejected_after_the_effect_is_compensated_with_its_step() {
 
 async fn a_pivot_with_an_unknown_outcome_stops_for_an_operator_instead_of_compensating() {
     let env = Env::new().await;
-    let m = hanging_at(&env, "create_shipment");
+    let m = hanging_at(&env, "create_shipment").await;
     let o = good_order("pivot-unknown");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;

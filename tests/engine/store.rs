@@ -17,7 +17,7 @@ async fn held_saga(env: &Env, probe: &Probe, lease: Duration) -> (Mediator, Uuid
         probe::registry(probe, &Plan::holding("b", saga::engine::Phase::Action)),
     )
     .lease(lease)
-    .start();
+    .start().await.unwrap();
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -201,7 +201,7 @@ async fn an_unknown_definition_version_is_left_untouched() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &Plan::open()),
-    ));
+    )).await;
     assert_eq!(wait(&second, id).await.status, SagaStatus::Completed);
 }
 
@@ -223,7 +223,7 @@ async fn an_unreadable_saga_is_failed_and_does_not_block_the_others() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &Plan::open()),
-    ));
+    )).await;
     assert_eq!(wait(&second, good).await.status, SagaStatus::Completed);
     // Unreadable through the store until then, so read the status column itself.
     let failed =
@@ -260,7 +260,7 @@ async fn a_definition_changed_without_a_new_version_fails_the_saga_instead_of_ru
         .unwrap();
     let mut registry = saga::engine::Registry::new();
     registry.register(changed).unwrap();
-    let second = fast(Mediator::builder(env.reopen().await, registry));
+    let second = fast(Mediator::builder(env.reopen().await, registry)).await;
     let saga = wait(&second, id).await;
     assert_eq!(saga.status, SagaStatus::Failed);
     let error = saga.last_error.unwrap();

@@ -22,7 +22,7 @@ const HAPPY: [&str; 12] = [
 
 async fn an_order_completes_with_every_effect_applied_once() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new());
+    let m = env.mediator(FaultPlan::new()).await;
     let o = good_order("ok-1");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -58,7 +58,7 @@ async fn a_retriable_step_after_the_pivot_is_retried_until_it_succeeds() {
     let env = Env::new().await;
     // More failures than the 3-attempt policy of the other steps allows: retriable ignores it.
     let faults = FaultPlan::new().inject("confirm_order", Phase::Action, Fault::FailTimes(6));
-    let m = env.mediator(faults);
+    let m = env.mediator(faults).await;
     let o = good_order("confirm-flaky");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -82,7 +82,7 @@ async fn a_retriable_step_after_the_pivot_is_retried_until_it_succeeds() {
 
 async fn a_non_retryable_error_after_the_pivot_stops_the_saga_as_failed() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new().fail_at("confirm_order"));
+    let m = env.mediator(FaultPlan::new().fail_at("confirm_order")).await;
     let o = good_order("confirm-broken");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::error::CliError;
 use super::output::{print_json, status_text, Summary};
 use super::read::resolve;
-use crate::bus::{Filter, Subscription};
+use crate::bus::{EventBus, Filter, Subscription};
 use crate::fault::FaultPlan;
 use crate::mediator::{enqueue, Mediator};
 use crate::operator;
@@ -175,6 +175,7 @@ pub(crate) struct WorkerArgs {
 pub(crate) async fn worker(
     store: Arc<dyn SagaStore>,
     registry: Registry,
+    bus: Arc<dyn EventBus>,
     url: &str,
     args: WorkerArgs,
 ) -> Result<(), CliError> {
@@ -192,6 +193,7 @@ pub(crate) async fn worker(
         .lease(args.lease)
         .poll_interval(args.poll)
         .faults(faults)
+        .bus(bus)
         .start()
         .await?;
     eprintln!(

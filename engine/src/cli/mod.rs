@@ -3,9 +3,10 @@
 //! The `saga` binary of this workspace is this entry with the bundled sagas registered.
 //!
 //! Exit codes: 0 success; 1 refused, or the saga did not end as asked; 2 usage error; 3 not
-//! found; 4 store unreachable or corrupt.
+//! found; 4 store unreachable or corrupt; 5 event bus unreachable.
 
 mod act;
+mod dead;
 mod error;
 mod output;
 mod read;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 pub use error::CliError;
 
+use crate::bus::{self, BusConfig};
 use crate::registry::Registry;
 use crate::state::SagaStatus;
 use crate::store::{self, ListQuery, OpenMode};
@@ -39,6 +41,14 @@ struct Cli {
     /// Print one JSON document (stable field names) instead of tables
     #[arg(long, global = true)]
     json: bool,
+    /// Event bus URL: nats://HOST:4222 or amqp://USER:PASS@HOST:5672/%2f [default:
+    /// $SAGA_BUS_URL, else the in-process bus]
+    #[arg(long, global = true, value_name = "URL")]
+    bus: Option<String>,
+    /// What the bus's streams, exchanges and queues are named under [default:
+    /// $SAGA_BUS_PREFIX, else saga]
+    #[arg(long, global = true, value_name = "PREFIX")]
+    bus_prefix: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,6 +133,41 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         poll: Duration,
     },
+    /// List, show and replay the messages consumer groups gave up on (needs --bus)
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadCommand {
+    /// List dead letters, oldest first
+    List {
+        /// At most this many
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one dead letter: its reason, route and body
+    Show {
+        /// Dead letter id (from `list`)
+        id: String,
+    },
+    /// Publish a dead letter again on its route and remove it from the dead letters
+    Replay {
+        /// Dead letter id (from `list`)
+        id: String,
+    },
+}
+
+/// What the registration callback of [`main`] is told: the store and bus in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Context {
+    /// The store's URL.
+    pub database_url: String,
+    /// The bus URL, if a broker is in use (`None`: the in-process bus).
+    pub bus_url: Option<String>,
 }
 
 fn parse_status(text: &str) -> Result<SagaStatus, String> {
@@ -147,11 +192,11 @@ fn parse_since(text: &str) -> Result<i64, String> {
         })
 }
 
-/// Runs the CLI with the sagas `register` returns for the database URL in use, and returns the
+/// Runs the CLI with the sagas `register` returns for the store and bus in use, and returns the
 /// process exit code. `register` should not touch the database; it is called for every command.
 pub fn main<F>(register: F) -> ExitCode
 where
-    F: FnOnce(&str) -> Result<Registry, BoxError>,
+    F: FnOnce(&Context) -> Result<Registry, BoxError>,
 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -197,11 +242,16 @@ where
 
 async fn run<F>(cli: Cli, register: F) -> Result<ExitCode, CliError>
 where
-    F: FnOnce(&str) -> Result<Registry, BoxError>,
+    F: FnOnce(&Context) -> Result<Registry, BoxError>,
 {
     let url = store::database_url(cli.database.as_deref());
+    let bus_config = BusConfig::from_flags(cli.bus.as_deref(), cli.bus_prefix.as_deref());
+    let context = Context {
+        database_url: url.clone(),
+        bus_url: bus_config.url.clone(),
+    };
     let registry = || {
-        register(&url)
+        register(&context)
             .map_err(|e| CliError::Store(format!("cannot set up the registered sagas: {e}")))
     };
     let json = cli.json;
@@ -259,14 +309,29 @@ where
             lease,
             poll,
         } => {
+            let registry = registry()?;
             let store = store::open(&url, OpenMode::CreateIfMissing).await?;
+            let bus = bus::connect(&bus_config).await?;
             let args = act::WorkerArgs {
                 concurrency,
                 max_in_flight,
                 lease,
                 poll,
             };
-            act::worker(store, registry()?, &url, args).await?;
+            act::worker(store, registry, bus, &url, args).await?;
+        }
+        Command::DeadLetters { command } => {
+            if bus_config.url.is_none() {
+                return Err(CliError::Usage(
+                    "dead letters live on a broker: give --bus URL (or set SAGA_BUS_URL)".into(),
+                ));
+            }
+            let bus = bus::connect(&bus_config).await?;
+            match command {
+                DeadCommand::List { limit } => dead::list(bus.as_ref(), limit.max(1), json).await?,
+                DeadCommand::Show { id } => dead::show(bus.as_ref(), &id, json).await?,
+                DeadCommand::Replay { id } => dead::replay(bus.as_ref(), &id, json).await?,
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

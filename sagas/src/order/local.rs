@@ -205,3 +205,19 @@ pub fn register_all_with(
     registry.trigger(Trigger::with_payload(ORDER_PLACED, NAME))?;
     Ok(())
 }
+
+/// Registers both OrderSagas, the local one and the one over events; `OrderPlaced` starts the
+/// one over events when `over_events` (its participants then run as services on the bus,
+/// perhaps in other processes), else the local one.
+pub fn register_both(
+    registry: &mut Registry,
+    participants: &Participants,
+    options: &Options,
+    over_events: bool,
+) -> Result<(), DefinitionError> {
+    registry.register(definition_with(participants, options)?)?;
+    registry.register(super::events::definition(options)?)?;
+    let started = if over_events { super::events::NAME } else { NAME };
+    registry.trigger(Trigger::with_payload(ORDER_PLACED, started))?;
+    Ok(())
+}

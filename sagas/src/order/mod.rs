@@ -10,7 +10,7 @@ pub mod events;
 pub mod local;
 pub mod services;
 
-pub use local::{definition, definition_with, register_all, register_all_with};
+pub use local::{definition, definition_with, register_all, register_all_with, register_both};
 
 use std::time::Duration;
 

@@ -1,12 +1,14 @@
 //! The participant services of the event-driven OrderSaga, each a tokio task that sees only
-//! events: it takes its commands off the bus, applies them through its service (at most once
-//! per idempotency key), and publishes a reply.
+//! events: it takes its commands off the bus (as a consumer group named for the service, so
+//! several processes can share the work), applies them through its service (at most once per
+//! idempotency key), publishes a reply, and only then acknowledges the command.
 
 use std::sync::Arc;
 
-use saga_engine::participant::Command;
+use saga_engine::bus::BusError;
+use saga_engine::participant::{self, Command};
 use saga_engine::step::idempotency_key;
-use saga_engine::{Envelope, EventBus, Fault, FaultPlan, Filter, Phase};
+use saga_engine::{Envelope, EventBus, Fault, FaultPlan, Phase};
 use tokio::task::JoinHandle;
 
 use super::events::{commands::*, Receipt};
@@ -35,7 +37,8 @@ impl Service {
         Service::Notifications,
     ];
 
-    fn commands(self) -> &'static [&'static str] {
+    /// The command types the service handles.
+    pub fn commands(self) -> &'static [&'static str] {
         match self {
             Service::Inventory => &[RESERVE_INVENTORY, RELEASE_INVENTORY],
             Service::Payments => &[CHARGE_PAYMENT, REFUND_PAYMENT],
@@ -43,68 +46,66 @@ impl Service {
             Service::Notifications => &[CONFIRM_ORDER],
         }
     }
+
+    /// The service's name: its consumer group on the bus.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Inventory => "inventory",
+            Service::Payments => "payments",
+            Service::Shipping => "shipping",
+            Service::Notifications => "notifications",
+        }
+    }
+
+    /// The service named `name`, if there is one.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
 }
 
-/// Starts the given services on `bus`, each subscribed before this returns.
-pub fn spawn(
+/// Starts the given services on `bus`, each in its consumer group before this returns.
+pub async fn spawn(
     bus: Arc<dyn EventBus>,
     participants: &Participants,
     services: &[Service],
-) -> Vec<JoinHandle<()>> {
-    spawn_with_faults(bus, participants, services, &FaultPlan::new())
+) -> Result<Vec<JoinHandle<()>>, BusError> {
+    spawn_with_faults(bus, participants, services, &FaultPlan::new()).await
 }
 
 /// Like [`spawn`], with failures injected into the commands `faults` names (by step, phase and
 /// attempt), as the services' own failures would be.
-pub fn spawn_with_faults(
+pub async fn spawn_with_faults(
     bus: Arc<dyn EventBus>,
     participants: &Participants,
     services: &[Service],
     faults: &FaultPlan,
-) -> Vec<JoinHandle<()>> {
-    services
-        .iter()
-        .map(|&service| {
-            let mut commands = bus.subscribe(Filter::types(service.commands().iter().copied()));
-            let (bus, participants, faults) = (bus.clone(), participants.clone(), faults.clone());
-            tokio::spawn(async move {
-                while let Some(event) = commands.next().await {
-                    // Each command in its own task: a slow one does not hold up the others.
-                    let (bus, participants, faults) =
-                        (bus.clone(), participants.clone(), faults.clone());
-                    tokio::spawn(async move {
-                        if let Some(reply) = handle(&participants, &faults, &event).await {
-                            if let Err(error) = bus.publish(reply).await {
-                                tracing::warn!(%error, "publishing a reply failed");
-                            }
-                        }
-                    });
-                }
-            })
+) -> Result<Vec<JoinHandle<()>>, BusError> {
+    let mut tasks = Vec::with_capacity(services.len());
+    for &service in services {
+        let (participants, faults) = (participants.clone(), faults.clone());
+        let task = participant::serve(bus.clone(), service.name(), service.commands(), move |command| {
+            let (participants, faults) = (participants.clone(), faults.clone());
+            async move { handle(&participants, &faults, command).await }
         })
-        .collect()
+        .await?;
+        tasks.push(task);
+    }
+    Ok(tasks)
 }
 
-/// Applies one command and returns its reply (`None` for a malformed command, which is logged).
-async fn handle(p: &Participants, faults: &FaultPlan, event: &Envelope) -> Option<Envelope> {
-    let command = match Command::parse(event) {
-        Ok(c) => c,
-        Err(reason) => {
-            tracing::warn!(event_id = %event.event_id, %reason, "malformed command ignored");
-            return None;
-        }
-    };
+/// Applies one command and returns its reply.
+async fn handle(p: &Participants, faults: &FaultPlan, command: Command) -> Envelope {
     if let Some(fault) = faults.for_attempt(&command.step, command.phase, command.attempt) {
         let retryable = !matches!(fault, Fault::Fail);
         let reason = format!(
             "injected failure at {} (attempt {})",
             command.step, command.attempt
         );
-        return Some(command.failure(reason, retryable));
+        return command.failure(reason, retryable);
     }
     let order: Order = match command.data() {
         Ok(o) => o,
-        Err(reason) => return Some(command.failure(reason, false)),
+        Err(reason) => return command.failure(reason, false),
     };
     // A compensation undoes the effect applied under the action's key.
     let action_key = idempotency_key(command.saga_id, &command.step, Phase::Action);
@@ -143,13 +144,12 @@ async fn handle(p: &Participants, faults: &FaultPlan, event: &Envelope) -> Optio
                 .map(|()| key.to_string())
         }
         other => {
-            tracing::warn!(command = other, "command for another service ignored");
-            return None;
+            return command.failure(format!("no service here handles `{other}`"), false);
         }
     };
-    Some(match done {
+    match done {
         Ok(reference) => command.success(&Receipt { reference }),
         Err(ParticipantError::Rejected(reason)) => command.failure(reason, false),
         Err(e @ ParticipantError::Database(_)) => command.failure(e.to_string(), true),
-    })
+    }
 }
