@@ -6,6 +6,10 @@
 //! SAGA_FAULTS=charge_payment=fail:2 cargo run --example order_saga   # flaky payment, retried
 //! cargo run --example order_saga -- --events    # the same over events: participants see only
 //!                                               # commands on the bus and answer with replies
+//! cargo run --example order_saga -- --events --bus nats://127.0.0.1:4222
+//!     # across processes: the orders go to the broker as `OrderPlaced` events, a `saga worker
+//!     # --bus ...` runs the sagas and `cargo run --example order_services -- --bus ...` the
+//!     # participants; this process only publishes, watches the events and reads the outcome
 //! ```
 //!
 //! The database is `--database URL`, else `SAGA_DATABASE_URL`, else `sqlite://sagas.db` (created
@@ -16,13 +20,18 @@ use std::error::Error;
 use clap::Parser;
 use std::sync::Arc;
 
+use saga::engine::bus::{self, BusConfig};
 use saga::engine::{
-    store, Envelope, EventBus, FaultPlan, Filter, InProcessBus, Mediator, Registry, Subscription,
+    store, Envelope, EventBus, FaultPlan, Filter, InProcessBus, Mediator, Registry, SagaStore,
+    Subscription,
 };
 use saga::sagas::order::services::{self, Service};
 use saga::sagas::order::Options;
 use saga::sagas::{order, Address, LineItem, Order, Participants};
 use uuid::Uuid;
+
+/// How long to watch one order before giving up.
+const WATCH: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Parser)]
 #[command(about = "Run OrderSagas and watch them complete or compensate")]
@@ -38,6 +47,14 @@ struct Args {
     /// event (transitions, commands, replies) is printed as it is published.
     #[arg(long)]
     events: bool,
+    /// With --events: publish the orders to this broker (nats://HOST:4222 or
+    /// amqp://USER:PASS@HOST:5672/%2f; default SAGA_BUS_URL) for a `saga worker --bus` and the
+    /// `order_services` example in other processes, and watch the events there.
+    #[arg(long)]
+    bus: Option<String>,
+    /// What the bus's names start with (default: SAGA_BUS_PREFIX, else saga).
+    #[arg(long)]
+    bus_prefix: Option<String>,
 }
 
 #[tokio::main]
@@ -58,6 +75,18 @@ async fn run() -> Result<(), Box<dyn Error>> {
         )
         .init();
     let args = Args::parse();
+    let bus_config = BusConfig::from_flags(args.bus.as_deref(), args.bus_prefix.as_deref());
+    let remote = bus_config.url.is_some();
+    if remote && !args.events {
+        return Err("--bus carries OrderSaga over events: add --events".into());
+    }
+    if remote && args.fail_at.is_some() {
+        return Err(
+            "--fail-at injects the failure in this process; across processes, start `saga worker` \
+             and `order_services` with SAGA_FAULTS=STEP=fail instead"
+                .into(),
+        );
+    }
     let url = store::database_url(args.database.as_deref());
     let store = store::open(&url, store::OpenMode::CreateIfMissing).await?;
     let participants =
@@ -109,17 +138,34 @@ async fn run() -> Result<(), Box<dyn Error>> {
     };
 
     println!("database: {url}");
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
-    if args.events {
+    let bus: Arc<dyn EventBus> = if remote {
+        let bus = bus::connect(&bus_config).await?;
+        println!(
+            "mode: across processes on {} (prefix {}); every event there is printed",
+            bus_config.url.as_deref().unwrap_or_default(),
+            bus_config.prefix
+        );
+        bus
+    } else {
+        Arc::new(InProcessBus::new())
+    };
+    if args.events && !remote {
         // The participants: separate tasks that only see the bus.
         services::spawn_with_faults(bus.clone(), &participants, &Service::ALL, &faults).await?;
         println!("mode: over events (every published event is printed)");
     }
-    let mediator = Mediator::builder(store, registry)
-        .faults(faults)
-        .bus(bus.clone())
-        .start().await?;
-    let mut events = mediator.subscribe(Filter::all()).await?;
+    // Across processes, the mediator is a `saga worker` elsewhere.
+    let mediator = match remote {
+        true => None,
+        false => Some(
+            Mediator::builder(store.clone(), registry)
+                .faults(faults)
+                .bus(bus.clone())
+                .start()
+                .await?,
+        ),
+    };
+    let mut events = bus.subscribe(Filter::all()).await?;
     for (expect, order) in scenarios {
         println!();
         println!(
@@ -130,16 +176,27 @@ async fn run() -> Result<(), Box<dyn Error>> {
             dollars(order.amount_cents),
             order.address.country
         );
-        let id = if args.events {
-            let placed = Envelope::new(order::ORDER_PLACED, serde_json::to_value(&order)?);
-            bus.publish(placed.clone()).await?;
-            placed.event_id
-        } else {
-            mediator.start(name, &order).await?
+        let id = match &mediator {
+            Some(mediator) if !args.events => mediator.start(name, &order).await?,
+            _ => {
+                let placed = Envelope::new(order::ORDER_PLACED, serde_json::to_value(&order)?);
+                bus.publish(placed.clone()).await?;
+                placed.event_id
+            }
         };
         println!("  saga {id}");
-        print_until_final(&mut events, id).await;
-        let saga = mediator.wait(id).await?;
+        let watched = tokio::time::timeout(WATCH, print_until_final(&mut events, id)).await;
+        if watched.is_err() {
+            return Err(format!(
+                "saga {id} did not end within {WATCH:?}: across processes, are `saga worker --bus ...` \
+                 and `order_services --bus ...` running on the same bus and database?"
+            )
+            .into());
+        }
+        let saga = match &mediator {
+            Some(mediator) => mediator.wait(id).await?,
+            None => final_state(store.as_ref(), id).await?,
+        };
         println!(
             "  => {}{}",
             saga.status,
@@ -181,8 +238,27 @@ async fn run() -> Result<(), Box<dyn Error>> {
             participants.inventory.available("widget").await?
         );
     }
-    mediator.shutdown().await;
+    if let Some(mediator) = mediator {
+        mediator.shutdown().await;
+    }
     Ok(())
+}
+
+/// The saga's state once final, as the mediator in another process committed it (its final
+/// event is published only after that commit, so this rarely has to look twice).
+async fn final_state(
+    store: &dyn SagaStore,
+    id: Uuid,
+) -> Result<saga::engine::SagaState, Box<dyn Error>> {
+    for _ in 0..100 {
+        if let Some(saga) = store.get(id).await? {
+            if saga.status.is_final() {
+                return Ok(saga);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(format!("saga {id} ended on the bus but is not final in the store: is this the worker's database?").into())
 }
 
 /// Prints the saga's events as they are published until it is final.

@@ -211,13 +211,16 @@ const SERVING: usize = 256;
 /// letters; one whose reply cannot be published is delivered again (the handler sees it again
 /// with the same idempotency key, so it must apply each effect at most once per key).
 ///
-/// Every instance of a service joins the same `group`, so each command reaches one of them.
-/// Returns once the group is joined; the service runs until the returned task is aborted or
-/// the bus goes away.
+/// Every instance of a service joins the same `group`, so each command reaches one of them;
+/// `options` say how long a command may stay unacknowledged (a crashed instance's commands go
+/// to another after that) and how often it is delivered before it is dead-lettered. Returns
+/// once the group is joined; the service runs until the returned task is aborted or the bus
+/// goes away.
 pub async fn serve<H, F>(
     bus: Arc<dyn EventBus>,
     group: &str,
     commands: &[&str],
+    options: ConsumeOptions,
     handler: H,
 ) -> Result<tokio::task::JoinHandle<()>, BusError>
 where
@@ -225,9 +228,7 @@ where
     F: Future<Output = Envelope> + Send + 'static,
 {
     let filter = Filter::types(commands.iter().copied());
-    let mut consumer = bus
-        .consume(group, filter, ConsumeOptions::default())
-        .await?;
+    let mut consumer = bus.consume(group, filter, options).await?;
     let handler = Arc::new(handler);
     let permits = Arc::new(tokio::sync::Semaphore::new(SERVING));
     Ok(tokio::spawn(async move {

@@ -6,6 +6,7 @@
 mod backend;
 #[macro_use]
 mod brokers;
+mod across;
 mod bus_conformance;
 mod common;
 mod conformance;

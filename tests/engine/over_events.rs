@@ -1,25 +1,28 @@
 //! OrderSaga over events: the participants see only commands on the bus and answer with replies.
+//! On the in-process bus with both stores, and on each broker (NATS JetStream, RabbitMQ) with
+//! mediator and participants on connections of their own, as separate processes would be.
 
 use std::sync::Arc;
 
-use saga::engine::{Envelope, EventBus, Filter, InProcessBus, Mediator, SagaStatus, Subscription};
+use saga::engine::{Envelope, EventBus, Filter, Mediator, SagaStatus, Subscription};
 use saga::sagas::order::events;
 use saga::sagas::order::services::{self, Service};
 use saga::sagas::Order;
 use uuid::Uuid;
 
+use crate::brokers::{Broker, TestBus};
 use crate::common::*;
 
-/// A mediator running the event-driven OrderSaga with all its services on one bus.
-async fn running(env: &Env) -> (Mediator, Arc<dyn EventBus>) {
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
+/// A mediator running the event-driven OrderSaga with all its services on `tb`'s bus (each on
+/// a connection of its own), and the bus the test watches and publishes on.
+async fn running(env: &Env, tb: &TestBus) -> (Mediator, Arc<dyn EventBus>) {
     let mut registry = saga::engine::Registry::new();
     events::register(&mut registry, &fast_options()).unwrap();
-    services::spawn(bus.clone(), &env.participants, &Service::ALL).await.unwrap();
-    (
-        fast(Mediator::builder(env.store.clone(), registry).bus(bus.clone())).await,
-        bus,
-    )
+    services::spawn(tb.connect().await, &env.participants, &Service::ALL)
+        .await
+        .unwrap();
+    let mediator = fast(Mediator::builder(env.store.clone(), registry).bus(tb.connect().await)).await;
+    (mediator, tb.bus.clone())
 }
 
 /// Every event of saga `id` (transitions, commands, replies) until it is final.
@@ -63,8 +66,13 @@ async fn place(m: &Mediator, bus: &Arc<dyn EventBus>, order: &Order) -> (Uuid, V
 }
 
 async fn an_order_completes_over_events() {
+    completes(Broker::InProcess).await
+}
+
+async fn completes(broker: Broker) {
+    let Some(tb) = TestBus::new(broker).await else { return };
     let env = Env::new().await;
-    let (m, bus) = running(&env).await;
+    let (m, bus) = running(&env, &tb).await;
     let o = good_order("evt-ok");
     let (id, seen) = place(&m, &bus, &o).await;
     assert_eq!(
@@ -109,8 +117,13 @@ async fn an_order_completes_over_events() {
 }
 
 async fn a_declined_payment_is_compensated_over_events() {
+    declined(Broker::InProcess).await
+}
+
+async fn declined(broker: Broker) {
+    let Some(tb) = TestBus::new(broker).await else { return };
     let env = Env::new().await;
-    let (m, bus) = running(&env).await;
+    let (m, bus) = running(&env, &tb).await;
     let o = order("evt-declined", "vera", "widget", 1, 500_000, "US");
     let (id, seen) = place(&m, &bus, &o).await;
     let failed = seen
@@ -136,8 +149,13 @@ async fn a_declined_payment_is_compensated_over_events() {
 }
 
 async fn a_failed_shipment_is_compensated_over_events() {
+    no_carrier(Broker::InProcess).await
+}
+
+async fn no_carrier(broker: Broker) {
+    let Some(tb) = TestBus::new(broker).await else { return };
     let env = Env::new().await;
-    let (m, bus) = running(&env).await;
+    let (m, bus) = running(&env, &tb).await;
     let o = order("evt-aq", "walt", "widget", 3, 6_000, "AQ");
     let (id, seen) = place(&m, &bus, &o).await;
     let failed = seen
@@ -173,3 +191,22 @@ on_both!(
     a_declined_payment_is_compensated_over_events,
     a_failed_shipment_is_compensated_over_events,
 );
+
+// The same three orders with the broker between mediator and participants (SQLite store).
+mod on_a_broker {
+    use super::*;
+    async fn an_order_completes(broker: Broker) {
+        completes(broker).await
+    }
+    async fn a_declined_payment_is_compensated(broker: Broker) {
+        declined(broker).await
+    }
+    async fn a_failed_shipment_is_compensated(broker: Broker) {
+        no_carrier(broker).await
+    }
+    on_buses!(
+        an_order_completes,
+        a_declined_payment_is_compensated,
+        a_failed_shipment_is_compensated
+    );
+}

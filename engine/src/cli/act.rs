@@ -11,9 +11,9 @@ use uuid::Uuid;
 use super::error::CliError;
 use super::output::{print_json, status_text, Summary};
 use super::read::resolve;
-use crate::bus::{EventBus, Filter, Subscription};
+use crate::bus::{ConsumeOptions, EventBus, Filter, Subscription};
 use crate::fault::FaultPlan;
-use crate::mediator::{enqueue, Mediator};
+use crate::mediator::{enqueue, Mediator, MediatorConfig};
 use crate::operator;
 use crate::registry::Registry;
 use crate::state::{SagaState, SagaStatus};
@@ -169,6 +169,7 @@ pub(crate) struct WorkerArgs {
     pub max_in_flight: usize,
     pub lease: Duration,
     pub poll: Duration,
+    pub ack_wait: Duration,
 }
 
 /// `saga worker`: runs a mediator over the store until Ctrl-C or SIGTERM, then stops gracefully.
@@ -194,6 +195,10 @@ pub(crate) async fn worker(
         .poll_interval(args.poll)
         .faults(faults)
         .bus(bus)
+        .consume_options(ConsumeOptions {
+            ack_wait: args.ack_wait,
+            ..MediatorConfig::default().consume
+        })
         .start()
         .await?;
     eprintln!(

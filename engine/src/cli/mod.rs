@@ -132,6 +132,10 @@ enum Command {
         /// How often to look for sagas to continue when idle
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         poll: Duration,
+        /// On a broker: how long a reply or initiating event may stay unacknowledged before
+        /// another worker gets it (a killed worker's messages wait this long)
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        ack_wait: Duration,
     },
     /// List, show and replay the messages consumer groups gave up on (needs --bus)
     DeadLetters {
@@ -308,6 +312,7 @@ where
             max_in_flight,
             lease,
             poll,
+            ack_wait,
         } => {
             let registry = registry()?;
             let store = store::open(&url, OpenMode::CreateIfMissing).await?;
@@ -317,6 +322,7 @@ where
                 max_in_flight,
                 lease,
                 poll,
+                ack_wait,
             };
             act::worker(store, registry, bus, &url, args).await?;
         }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use saga_engine::bus::BusError;
+use saga_engine::bus::{BusError, ConsumeOptions};
 use saga_engine::participant::{self, Command};
 use saga_engine::step::idempotency_key;
 use saga_engine::{Envelope, EventBus, Fault, FaultPlan, Phase};
@@ -80,10 +80,22 @@ pub async fn spawn_with_faults(
     services: &[Service],
     faults: &FaultPlan,
 ) -> Result<Vec<JoinHandle<()>>, BusError> {
+    spawn_with(bus, participants, services, faults, ConsumeOptions::default()).await
+}
+
+/// Like [`spawn_with_faults`], the services' consumer groups set up by `options`.
+pub async fn spawn_with(
+    bus: Arc<dyn EventBus>,
+    participants: &Participants,
+    services: &[Service],
+    faults: &FaultPlan,
+    options: ConsumeOptions,
+) -> Result<Vec<JoinHandle<()>>, BusError> {
     let mut tasks = Vec::with_capacity(services.len());
     for &service in services {
         let (participants, faults) = (participants.clone(), faults.clone());
-        let task = participant::serve(bus.clone(), service.name(), service.commands(), move |command| {
+        let (name, commands) = (service.name(), service.commands());
+        let task = participant::serve(bus.clone(), name, commands, options.clone(), move |command| {
             let (participants, faults) = (participants.clone(), faults.clone());
             async move { handle(&participants, &faults, command).await }
         })

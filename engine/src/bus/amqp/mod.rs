@@ -269,15 +269,29 @@ impl Inner {
         };
         let (dead_exchange, dead_queue) = (self.dead_exchange(), self.dead_queue());
         publisher
-            .exchange_declare(self.prefix.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .exchange_declare(
+                self.prefix.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| fail(&format!("declare exchange {}", self.prefix), e))?;
         publisher
-            .exchange_declare(dead_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .exchange_declare(
+                dead_exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| fail(&format!("declare exchange {dead_exchange}"), e))?;
         publisher
-            .queue_declare(dead_queue.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default())
+            .queue_declare(
+                dead_queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| fail(&format!("declare queue {dead_queue}"), e))?;
         publisher
@@ -300,7 +314,11 @@ impl Inner {
     /// Stops using `channel` for publishing (its confirms can no longer be trusted).
     async fn drop_publisher(&self, channel: &Channel) {
         let mut state = self.link.lock().await;
-        if state.publisher.as_ref().is_some_and(|p| p.id() == channel.id()) {
+        if state
+            .publisher
+            .as_ref()
+            .is_some_and(|p| p.id() == channel.id())
+        {
             state.publisher = None;
         }
         let channel = channel.clone();
@@ -328,7 +346,13 @@ impl Inner {
                 immediate: false,
             };
             let (exchange, key) = (out.exchange.as_str().into(), out.key.as_str().into());
-            let publishing = link.publisher.basic_publish(exchange, key, options, &out.body, out.properties.clone());
+            let publishing = link.publisher.basic_publish(
+                exchange,
+                key,
+                options,
+                &out.body,
+                out.properties.clone(),
+            );
             match publishing.await {
                 Ok(confirm) => pending.push(Ok(confirm)),
                 Err(e) => {
@@ -353,7 +377,8 @@ impl Inner {
                 Ok(Ok(confirmation)) => {
                     let nacked = confirmation.is_nack();
                     if let Some(message) = confirmation.take_message() {
-                        let (exchange, key) = (&message.delivery.exchange, &message.delivery.routing_key);
+                        let (exchange, key) =
+                            (&message.delivery.exchange, &message.delivery.routing_key);
                         returned.insert((exchange.to_string(), key.to_string()));
                     }
                     if nacked {
@@ -368,15 +393,23 @@ impl Inner {
                 }
                 Err(_) => {
                     untrusted = true;
-                    Err(BusError::NotConfirmed(format!("no confirm within {CONFIRM_TIMEOUT:?}")))
+                    Err(BusError::NotConfirmed(format!(
+                        "no confirm within {CONFIRM_TIMEOUT:?}"
+                    )))
                 }
             });
         }
         // The broker returns an unroutable mandatory message before confirming it; lapin hands
         // it to whichever confirm of the batch comes next, so match returns by route.
         for (out, result) in batch.iter().zip(results.iter_mut()) {
-            if out.mandatory && result.is_ok() && returned.contains(&(out.exchange.clone(), out.key.clone())) {
-                *result = Err(BusError::NotConfirmed(format!("no queue is bound to route {} yet", out.key)));
+            if out.mandatory
+                && result.is_ok()
+                && returned.contains(&(out.exchange.clone(), out.key.clone()))
+            {
+                *result = Err(BusError::NotConfirmed(format!(
+                    "no queue is bound to route {} yet",
+                    out.key
+                )));
             }
         }
         if untrusted {
@@ -404,7 +437,11 @@ impl Inner {
     /// A server-named, exclusive, auto-deleted queue bound to `patterns`, consumed without acks.
     async fn open_subscription(&self, patterns: &[String]) -> Result<Feed, BusError> {
         let link = self.link().await?;
-        let channel = link.conn.create_channel().await.map_err(|e| fail("open a channel", e))?;
+        let channel = link
+            .conn
+            .create_channel()
+            .await
+            .map_err(|e| fail("open a channel", e))?;
         let options = QueueDeclareOptions::exclusive().auto_delete();
         let queue = channel
             .queue_declare(ShortString::default(), options, FieldTable::default())
@@ -416,7 +453,12 @@ impl Inner {
             ..BasicConsumeOptions::default()
         };
         let consumer = channel
-            .basic_consume(queue.name().clone(), ShortString::default(), options, FieldTable::default())
+            .basic_consume(
+                queue.name().clone(),
+                ShortString::default(),
+                options,
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| fail("consume a subscriber queue", e))?;
         Ok(Feed {
@@ -425,7 +467,12 @@ impl Inner {
         })
     }
 
-    async fn bind(&self, channel: &Channel, queue: &str, patterns: &[String]) -> Result<(), BusError> {
+    async fn bind(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        patterns: &[String],
+    ) -> Result<(), BusError> {
         for pattern in patterns {
             channel
                 .queue_bind(
@@ -552,8 +599,20 @@ impl EventBus for AmqpBus {
         check_name("consumer group", group)?;
         let queue = format!("{}.{group}", self.inner.prefix);
         lock(&self.inner.groups).insert(queue.clone());
-        let member = group::Member::join(self.inner.clone(), queue, filter.patterns(), options.prefetch).await?;
-        Ok(Consumer::new(group, filter, options, self.dead_letters(), Box::new(member)))
+        let member = group::Member::join(
+            self.inner.clone(),
+            queue,
+            filter.patterns(),
+            options.prefetch,
+        )
+        .await?;
+        Ok(Consumer::new(
+            group,
+            filter,
+            options,
+            self.dead_letters(),
+            Box::new(member),
+        ))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetters> {
@@ -568,18 +627,31 @@ impl EventBus for AmqpBus {
         let queues = std::mem::take(&mut *lock(&self.inner.groups));
         let queues = queues.into_iter().chain([self.inner.dead_queue()]);
         let exchanges = [self.inner.dead_exchange(), self.inner.prefix.clone()];
-        for (name, queue) in queues.map(|q| (q, true)).chain(exchanges.map(|e| (e, false))) {
-            let channel = link.conn.create_channel().await.map_err(|e| fail("open a channel", e))?;
+        for (name, queue) in queues
+            .map(|q| (q, true))
+            .chain(exchanges.map(|e| (e, false)))
+        {
+            let channel = link
+                .conn
+                .create_channel()
+                .await
+                .map_err(|e| fail("open a channel", e))?;
             let deleted = if queue {
-                channel.queue_delete(name.as_str().into(), Default::default()).await.map(|_| ())
+                channel
+                    .queue_delete(name.as_str().into(), Default::default())
+                    .await
+                    .map(|_| ())
             } else {
-                channel.exchange_delete(name.as_str().into(), Default::default()).await
+                channel
+                    .exchange_delete(name.as_str().into(), Default::default())
+                    .await
             };
             match deleted {
                 Ok(()) => {
                     let _ = channel.close(200, "OK".into()).await;
                 }
-                Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 404) => {}
+                Err(e) if matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 404) =>
+                    {}
                 Err(e) => return Err(fail(&format!("delete {name}"), e)),
             }
         }

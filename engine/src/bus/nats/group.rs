@@ -82,12 +82,15 @@ async fn declare(events: &stream::Stream, config: &pull::Config) -> Result<PullC
     let consumer = match events.get_or_create_consumer(&name, config.clone()).await {
         Ok(consumer) => consumer,
         // Another member may have created it between our lookup and our create.
-        Err(error) => events.get_consumer(&name).await.map_err(|_| match error.kind() {
-            stream::ConsumerErrorKind::JetStream(e) => {
-                BusError::Config(format!("the server refused consumer `{name}`: {e}"))
-            }
-            _ => BusError::Unavailable(format!("cannot declare consumer `{name}`: {error}")),
-        })?,
+        Err(error) => events
+            .get_consumer(&name)
+            .await
+            .map_err(|_| match error.kind() {
+                stream::ConsumerErrorKind::JetStream(e) => {
+                    BusError::Config(format!("the server refused consumer `{name}`: {e}"))
+                }
+                _ => BusError::Unavailable(format!("cannot declare consumer `{name}`: {error}")),
+            })?,
     };
     let existing = &consumer.cached_info().config;
     if existing.filter_subject != config.filter_subject {
@@ -96,8 +99,7 @@ async fn declare(events: &stream::Stream, config: &pull::Config) -> Result<PullC
             existing.filter_subject, config.filter_subject
         )));
     }
-    if existing.ack_wait != config.ack_wait || existing.max_ack_pending != config.max_ack_pending
-    {
+    if existing.ack_wait != config.ack_wait || existing.max_ack_pending != config.max_ack_pending {
         tracing::warn!(consumer = %name, "the consumer exists with another ack wait or prefetch; it keeps them");
     }
     Ok(consumer)
@@ -132,7 +134,9 @@ impl Feeder {
                             return;
                         }
                     }
-                    Err(error) => tracing::warn!(consumer = ?self.config.durable_name, %error, "cannot pull from JetStream; retrying"),
+                    Err(error) => {
+                        tracing::warn!(consumer = ?self.config.durable_name, %error, "cannot pull from JetStream; retrying")
+                    }
                 }
             }
             if self.tx.is_closed() {
@@ -142,7 +146,9 @@ impl Feeder {
             backoff = (backoff * 2).min(MAX_BACKOFF);
             match declare(&self.events, &self.config).await {
                 Ok(declared) => consumer = Some(declared),
-                Err(error) => tracing::warn!(consumer = ?self.config.durable_name, %error, "cannot declare the consumer again; retrying"),
+                Err(error) => {
+                    tracing::warn!(consumer = ?self.config.durable_name, %error, "cannot declare the consumer again; retrying")
+                }
             }
         }
     }

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::context::{
-    CreateStreamErrorKind, GetStreamErrorKind, Publish, PublishAckFuture, PublishErrorKind,
+    CreateStreamErrorKind, GetStreamErrorKind, PublishAckFuture, PublishErrorKind,
 };
+use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{self, publish::PublishAck, stream, ErrorCode};
 use async_nats::{Client, ConnectErrorKind, ConnectOptions};
 use async_trait::async_trait;
@@ -69,7 +70,9 @@ impl NatsBus {
             .connect(url)
             .await
             .map_err(|e| match e.kind() {
-                ConnectErrorKind::ServerParse => BusError::Config(format!("bus URL `{shown}`: {e}")),
+                ConnectErrorKind::ServerParse => {
+                    BusError::Config(format!("bus URL `{shown}`: {e}"))
+                }
                 _ => BusError::Unavailable(format!("cannot connect to NATS at {shown}: {e}")),
             })?;
         let js = jetstream::new(client.clone());
@@ -193,7 +196,12 @@ impl EventBus for NatsBus {
 
     async fn publish_raw(&self, route: &Route, body: &[u8]) -> Result<(), BusError> {
         let subject = format!("{}.{}", self.prefix, route.key());
-        let ack = send(&self.js, subject, Publish::build().payload(body.to_vec().into())).await?;
+        let ack = send(
+            &self.js,
+            subject,
+            Publish::build().payload(body.to_vec().into()),
+        )
+        .await?;
         confirm(ack).await.map(drop)
     }
 
@@ -255,7 +263,8 @@ impl EventBus for NatsBus {
         for name in [self.prefix.clone(), format!("{}_dead", self.prefix)] {
             match self.js.delete_stream(&name).await {
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {}
+                Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+                    {}
                 Err(e) => {
                     return Err(BusError::Unavailable(format!(
                         "cannot delete stream `{name}`: {e}"
