@@ -155,7 +155,8 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .bus(bus)
         .lease(Duration::from_millis(300))
         .poll_interval(Duration::from_millis(20))
-        .start().await?;
+        .start()
+        .await?;
     match args.mode {
         Mode::Start { order_id, .. } => {
             let o = Order::new(

@@ -66,7 +66,9 @@ async fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let config = BusConfig::from_flags(args.bus.as_deref(), args.bus_prefix.as_deref());
     if config.url.is_none() {
-        return Err("the loyalty service listens on a broker: give --bus URL (or set SAGA_BUS_URL)".into());
+        return Err(
+            "the loyalty service listens on a broker: give --bus URL (or set SAGA_BUS_URL)".into(),
+        );
     }
     let options = SqliteConnectOptions::from_str(&args.database)?
         .create_if_missing(true)
@@ -92,7 +94,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         };
         let event = delivery.event();
         let (Some(saga_id), Some(definition)) = (event.saga_id, event.definition.clone()) else {
-            delivery.reject("SagaCompleted without saga_id or definition").await?;
+            delivery
+                .reject("SagaCompleted without saga_id or definition")
+                .await?;
             continue;
         };
         let awarded: Result<i64, _> = sqlx::query_scalar(
@@ -114,7 +118,11 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 }
                 delivery.ack().await?;
             }
-            Err(error) => delivery.retry(&format!("points not recorded: {error}")).await?,
+            Err(error) => {
+                delivery
+                    .retry(&format!("points not recorded: {error}"))
+                    .await?
+            }
         }
     }
 }

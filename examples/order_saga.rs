@@ -258,7 +258,10 @@ async fn final_state(
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    Err(format!("saga {id} ended on the bus but is not final in the store: is this the worker's database?").into())
+    Err(format!(
+        "saga {id} ended on the bus but is not final in the store: is this the worker's database?"
+    )
+    .into())
 }
 
 /// Prints the saga's events as they are published until it is final.

@@ -69,11 +69,18 @@ async fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let config = BusConfig::from_flags(args.bus.as_deref(), args.bus_prefix.as_deref());
     let Some(url) = config.url.clone() else {
-        return Err("the services meet the mediator on a broker: give --bus URL (or set SAGA_BUS_URL)".into());
+        return Err(
+            "the services meet the mediator on a broker: give --bus URL (or set SAGA_BUS_URL)"
+                .into(),
+        );
     };
     let local = args
         .participants
-        .or_else(|| std::env::var(PARTICIPANTS_URL_ENV).ok().filter(|u| !u.is_empty()))
+        .or_else(|| {
+            std::env::var(PARTICIPANTS_URL_ENV)
+                .ok()
+                .filter(|u| !u.is_empty())
+        })
         .unwrap_or_else(|| "sqlite://sagas.db".to_string());
     let participants = Participants::open(&local).await?;
     let faults = FaultPlan::from_env()?;

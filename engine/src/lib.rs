@@ -25,7 +25,7 @@
 //!         .build()?,
 //! )?;
 //! let store = store::open("sqlite://sagas.db", store::OpenMode::CreateIfMissing).await?;
-//! let mediator = Mediator::builder(store, registry).start();
+//! let mediator = Mediator::builder(store, registry).start().await?;
 //! let id = mediator.start("greet", &Greeting { sent: false }).await?;
 //! let done = mediator.wait(id).await?;
 //! println!("{}: {}", done.id, done.status);

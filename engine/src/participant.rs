@@ -254,14 +254,20 @@ where
     let command = match Command::parse(delivery.event()) {
         Ok(command) => command,
         Err(reason) => {
-            let _ = delivery.reject(&format!("malformed command: {reason}")).await;
+            let _ = delivery
+                .reject(&format!("malformed command: {reason}"))
+                .await;
             return;
         }
     };
     let reply = handler(command).await;
     let settled = match bus.publish(reply).await {
         Ok(()) => delivery.ack().await,
-        Err(error) => delivery.retry(&format!("publishing the reply failed: {error}")).await,
+        Err(error) => {
+            delivery
+                .retry(&format!("publishing the reply failed: {error}"))
+                .await
+        }
     };
     if let Err(error) = settled {
         tracing::warn!(%error, "settling a command failed; it will be delivered again");

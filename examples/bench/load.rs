@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use saga::engine::{Filter, Mediator, Registry, SagaStore, WriteStats};
+use saga::engine::{EventBus, Filter, Mediator, Registry, SagaStore, WriteStats};
 use saga::sagas::Order;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -75,28 +75,57 @@ impl Finished {
     }
 }
 
-/// Runs `sagas` OrderSagas with `concurrency` clients on `store`, then checks that each ended as
-/// its order dictates.
+/// What a run starts: which saga, over which bus, and how its outcome is checked.
+pub struct Workload {
+    /// The sagas the mediator runs.
+    pub registry: Registry,
+    /// The one the clients start.
+    pub saga: &'static str,
+    /// The bus (`None`: in process).
+    pub bus: Option<Arc<dyn EventBus>>,
+    /// Whether order `i` ended as it should (status, data).
+    pub check: fn(usize, f64, &str, &Order) -> Result<(), String>,
+}
+
+impl Workload {
+    /// The bench's own OrderSaga with trivial step bodies, in process.
+    pub fn local() -> Result<Self, BoxError> {
+        let mut registry = Registry::new();
+        registry.register(order::definition()?)?;
+        Ok(Self {
+            registry,
+            saga: "OrderSaga",
+            bus: None,
+            check: order::check,
+        })
+    }
+}
+
+/// Runs `sagas` sagas of `workload` with `concurrency` clients on `store`, then checks that each
+/// ended as its order dictates.
 pub async fn run(
     store: Arc<dyn SagaStore>,
+    workload: Workload,
     sagas: usize,
     concurrency: usize,
     fraction: f64,
     progress: &Progress,
 ) -> Result<Run, BoxError> {
-    let mut registry = Registry::new();
-    registry.register(order::definition()?)?;
-    let mediator = Arc::new(
-        Mediator::builder(store.clone(), registry)
-            .concurrency(concurrency.max(64))
-            .start().await?,
-    );
+    let mut builder =
+        Mediator::builder(store.clone(), workload.registry).concurrency(concurrency.max(64));
+    if let Some(bus) = workload.bus {
+        builder = builder.bus(bus);
+    }
+    let mediator = Arc::new(builder.start().await?);
+    let saga_name = workload.saga;
     let finished = Arc::new(Finished::default());
-    let mut finals = mediator.subscribe(Filter::types([
-        "SagaCompleted",
-        "SagaCompensated",
-        "SagaFailed",
-    ])).await?;
+    let mut finals = mediator
+        .subscribe(Filter::types([
+            "SagaCompleted",
+            "SagaCompensated",
+            "SagaFailed",
+        ]))
+        .await?;
     let listener = {
         let finished = finished.clone();
         tokio::spawn(async move {
@@ -125,7 +154,7 @@ pub async fn run(
                 }
                 let begun = Instant::now();
                 let id = mediator
-                    .start("OrderSaga", &order::order(i, fraction))
+                    .start(saga_name, &order::order(i, fraction))
                     .await?;
                 let ended = finished
                     .wait(id)
@@ -155,7 +184,7 @@ pub async fn run(
             .await?
             .ok_or_else(|| format!("saga {id} is missing"))?;
         let data: Order = serde_json::from_value(saga.data.clone())?;
-        order::check(i, fraction, saga.status.as_str(), &data)?;
+        (workload.check)(i, fraction, saga.status.as_str(), &data)?;
     }
     if results.len() != sagas {
         return Err(format!("{} of {sagas} sagas ran", results.len()).into());

@@ -8,11 +8,14 @@
 //! cargo run --release --example bench -- --database postgres://postgres@127.0.0.1:5432/test
 //! cargo run --release --example bench -- --in-flight 10000
 //! cargo run --release --example bench -- --fill 1000000 --database sqlite://big.db
+//! cargo run --release --example bench -- --bus nats://127.0.0.1:4222    # across processes
+//! cargo run --release --example bench -- --bus amqp://guest:guest@127.0.0.1:5672/%2f
 //! ```
 //!
 //! Each run prints a Markdown table; it fails (exit 1) if any saga ended otherwise than its order
 //! dictates.
 
+mod across;
 mod baseline;
 mod fill;
 mod load;
@@ -59,6 +62,16 @@ struct Args {
     /// `saga list --status failed` and `saga show ID` on it.
     #[arg(long, value_name = "N")]
     fill: Option<usize>,
+    /// Instead of the in-process runs: OrderSaga over events on this broker (nats://HOST:4222 or
+    /// amqp://USER:PASS@HOST:5672/%2f), its participants in another process.
+    #[arg(long, value_name = "URL")]
+    bus: Option<String>,
+    /// With --bus: the prefix (the participants' process is started with it).
+    #[arg(long, hide = true)]
+    bus_prefix: Option<String>,
+    /// Run as the participants' process of a --bus run (started by the harness itself).
+    #[arg(long, hide = true)]
+    serve_participants: bool,
 }
 
 #[tokio::main]
@@ -79,6 +92,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
+    if args.serve_participants {
+        let config = saga::engine::bus::BusConfig::new(args.bus.clone())
+            .prefix(args.bus_prefix.clone().unwrap_or_default());
+        return across::serve_participants(config).await;
+    }
     if !(0.0..=1.0).contains(&args.fail_fraction) {
         return Err("--fail-fraction must be between 0 and 1".into());
     }
@@ -91,6 +109,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
         scale::in_flight(store, n).await?;
     } else if let Some(n) = args.fill {
         scale::fill_and_time(store, &target.url, n).await?;
+    } else if let Some(url) = &args.bus {
+        let levels = &args.concurrency;
+        across::throughput(url, store, args.sagas, levels, args.fail_fraction).await?;
     } else {
         throughput(&args, &target.url, store).await?;
     }
@@ -120,7 +141,16 @@ async fn throughput(args: &Args, url: &str, store: Arc<dyn SagaStore>) -> Result
             false => None,
         };
         let progress = report::Progress::new(args.sagas, &format!("c={c}"));
-        let run = load::run(store.clone(), args.sagas, c, args.fail_fraction, &progress).await;
+        let workload = load::Workload::local()?;
+        let run = load::run(
+            store.clone(),
+            workload,
+            args.sagas,
+            c,
+            args.fail_fraction,
+            &progress,
+        )
+        .await;
         progress.finish();
         let run = run?;
         let secs = run.elapsed.as_secs_f64();

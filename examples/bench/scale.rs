@@ -52,13 +52,16 @@ pub async fn in_flight(store: Arc<dyn SagaStore>, n: usize) -> Result<(), BoxErr
         Mediator::builder(store.clone(), registry)
             .concurrency(n)
             .max_in_flight(n)
-            .start().await?,
+            .start()
+            .await?,
     );
-    let mut finals = mediator.subscribe(Filter::types([
-        "SagaCompleted",
-        "SagaCompensated",
-        "SagaFailed",
-    ])).await?;
+    let mut finals = mediator
+        .subscribe(Filter::types([
+            "SagaCompleted",
+            "SagaCompensated",
+            "SagaFailed",
+        ]))
+        .await?;
     reset_peak_rss();
     let started = Instant::now();
     // Started by 64 callers at once, each returning when its saga is durable.

@@ -92,7 +92,15 @@ impl Deployment {
         let mut c = Command::new(SAGA);
         c.args(["--database", &self.store_url])
             .args(self.tb.args())
-            .args(["worker", "--lease", "2s", "--poll", "250ms", "--ack-wait", "2s"])
+            .args([
+                "worker",
+                "--lease",
+                "2s",
+                "--poll",
+                "250ms",
+                "--ack-wait",
+                "2s",
+            ])
             .env("SAGA_PARTICIPANTS_URL", &self.participants_url);
         self.spawn("worker", c)
     }
@@ -216,7 +224,9 @@ async fn check(d: &Deployment, store: &Arc<dyn SagaStore>, ids: &BTreeMap<Uuid, 
     let n = completed.len() as i64;
 
     // Each effect applied once; every compensated one undone.
-    let pool = sqlx::SqlitePool::connect(&d.participants_url).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&d.participants_url)
+        .await
+        .unwrap();
     let one = |sql: &'static str| crate::common::scalar(&pool, sql);
     assert_eq!(
         one("SELECT available FROM inventory_stock WHERE sku = 'widget'").await,
@@ -270,7 +280,9 @@ async fn check(d: &Deployment, store: &Arc<dyn SagaStore>, ids: &BTreeMap<Uuid, 
 
 async fn five_hundred_orders_survive_sigkills_of_participants_and_mediator(broker: Broker) {
     const ORDERS: usize = 500;
-    let Some(d) = deployment(broker, None).await else { return };
+    let Some(d) = deployment(broker, None).await else {
+        return;
+    };
     let (loyalty, _) = d.loyalty();
     let (worker, _) = d.worker();
     let (services, _) = d.services();
@@ -283,7 +295,10 @@ async fn five_hundred_orders_survive_sigkills_of_participants_and_mediator(broke
 
     until_final(&store, ORDERS / 5, started, bound).await;
     kill(services);
-    assert!(finals(&store).await < ORDERS as u64, "the kill came mid-run");
+    assert!(
+        finals(&store).await < ORDERS as u64,
+        "the kill came mid-run"
+    );
     let (_services, _) = d.services();
 
     until_final(&store, 2 * ORDERS / 5, started, bound).await;
@@ -308,7 +323,9 @@ async fn two_mediators_on_postgres_share_the_replies(broker: Broker) {
         return;
     }
     let schema = Schema::create().await;
-    let Some(d) = deployment(broker, Some(schema.url.clone())).await else { return };
+    let Some(d) = deployment(broker, Some(schema.url.clone())).await else {
+        return;
+    };
     let (_loyalty, _) = d.loyalty();
     let (_one, one_log) = d.worker();
     let (_two, two_log) = d.worker();
@@ -331,10 +348,18 @@ async fn two_mediators_on_postgres_share_the_replies(broker: Broker) {
                 .count()
         };
         for step in ["reserve_inventory", "charge_payment"] {
-            assert_eq!(count("StepStarted", step), 1, "order x{i}: {step} started twice");
+            assert_eq!(
+                count("StepStarted", step),
+                1,
+                "order x{i}: {step} started twice"
+            );
         }
-        let ended = count("StepCompleted", "charge_payment") + count("StepFailed", "charge_payment");
-        assert_eq!(ended, 1, "order x{i}: charge_payment's reply applied {ended} times");
+        let ended =
+            count("StepCompleted", "charge_payment") + count("StepFailed", "charge_payment");
+        assert_eq!(
+            ended, 1,
+            "order x{i}: charge_payment's reply applied {ended} times"
+        );
     }
     // Both mediators took initiating events from the shared group.
     for log in [&one_log, &two_log] {
@@ -370,4 +395,3 @@ mod on_rabbitmq {
         super::two_mediators_on_postgres_share_the_replies(Broker::Rabbitmq).await
     }
 }
-

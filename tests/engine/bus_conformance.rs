@@ -57,7 +57,9 @@ async fn quiet(consumer: &mut Consumer) -> bool {
 }
 
 async fn subscribers_get_what_their_filter_selects(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let bus = &tb.bus;
     let mut all = bus.subscribe(Filter::all()).await.unwrap();
     let mut done_a = bus
@@ -73,35 +75,55 @@ async fn subscribers_get_what_their_filter_selects(broker: Broker) {
         bus.publish(e.clone()).await.unwrap();
     }
     for e in &sent {
-        let got = tokio::time::timeout(BOUND, all.next()).await.unwrap().unwrap();
+        let got = tokio::time::timeout(BOUND, all.next())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&got, e);
     }
-    let got = tokio::time::timeout(BOUND, done_a.next()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(BOUND, done_a.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.event_id, sent[2].event_id);
     // A marker after them: the filtered subscriber saw nothing in between.
     let marker = event("A", "SagaCompleted", 4);
     bus.publish(marker.clone()).await.unwrap();
-    let got = tokio::time::timeout(BOUND, done_a.next()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(BOUND, done_a.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.event_id, marker.event_id);
 }
 
 async fn publish_all_keeps_the_order(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let mut all = tb.bus.subscribe(Filter::all()).await.unwrap();
     let sent: Vec<Envelope> = (0..50).map(|n| event("A", "StepStarted", n)).collect();
     let results = tb.bus.publish_all(sent.clone()).await;
     assert_eq!(results.len(), 50);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     for e in &sent {
-        let got = tokio::time::timeout(BOUND, all.next()).await.unwrap().unwrap();
+        let got = tokio::time::timeout(BOUND, all.next())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.event_id, e.event_id);
     }
 }
 
 async fn a_group_shares_its_messages_each_delivered_once(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let filter = Filter::types(["DoWork"]);
-    let mut one = tb.bus.consume("workers", filter.clone(), quick()).await.unwrap();
+    let mut one = tb
+        .bus
+        .consume("workers", filter.clone(), quick())
+        .await
+        .unwrap();
     let other_bus = tb.connect().await;
     let mut two = other_bus.consume("workers", filter, quick()).await.unwrap();
     let sent: Vec<Envelope> = (0..20).map(|n| event("A", "DoWork", n)).collect();
@@ -109,7 +131,7 @@ async fn a_group_shares_its_messages_each_delivered_once(broker: Broker) {
         tb.bus.publish(e.clone()).await.unwrap();
     }
     // Something the group does not consume.
-    tb.bus.publish(event("A", "Other", 99)).await.unwrap();
+    tb.bus.publish(event("A", "StepStarted", 99)).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < sent.len() {
         let delivery = tokio::select! {
@@ -122,14 +144,20 @@ async fn a_group_shares_its_messages_each_delivered_once(broker: Broker) {
     let unique: HashSet<Uuid> = seen.iter().copied().collect();
     let expected: HashSet<Uuid> = sent.iter().map(|e| e.event_id).collect();
     assert_eq!(unique, expected);
-    assert_eq!(seen.len(), unique.len(), "a message reached the group twice");
+    assert_eq!(
+        seen.len(),
+        unique.len(),
+        "a message reached the group twice"
+    );
     assert!(quiet(&mut one).await && quiet(&mut two).await);
 }
 
 async fn a_message_goes_to_another_member_when_its_member_dies_before_acknowledging(
     broker: Broker,
 ) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let filter = Filter::types(["DoWork"]);
     let doomed_bus = tb.connect().await;
     let mut doomed = doomed_bus
@@ -141,18 +169,23 @@ async fn a_message_goes_to_another_member_when_its_member_dies_before_acknowledg
     let taken = next(&mut doomed).await;
     assert_eq!(taken.event().event_id, sent.event_id);
     assert_eq!(taken.deliveries(), 1);
-    // The member dies holding it: nothing acknowledged, its connection gone.
-    drop((taken, doomed, doomed_bus));
+    // Another member is there (NATS 2.9 miscounts a redelivery to a member that joins later),
+    // and the first dies holding the message: its connection gone, nothing acknowledged.
     let mut survivor = tb.bus.consume("workers", filter, quick()).await.unwrap();
+    drop((doomed, doomed_bus));
+    drop(taken);
     let again = next(&mut survivor).await;
     assert_eq!(again.event().event_id, sent.event_id);
-    assert_eq!(again.deliveries(), 2);
+    // At least the second delivery (RabbitMQ may count one more, to the dying member).
+    assert!(again.deliveries() >= 2, "{}", again.deliveries());
     again.ack().await.unwrap();
     assert!(quiet(&mut survivor).await);
 }
 
 async fn a_message_retried_too_often_goes_to_the_dead_letters_with_its_reason(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let mut member = tb
         .bus
         .consume("workers", Filter::types(["DoWork"]), quick())
@@ -183,7 +216,9 @@ async fn a_message_retried_too_often_goes_to_the_dead_letters_with_its_reason(br
 }
 
 async fn an_unparseable_message_goes_to_the_dead_letters_at_once(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let mut member = tb
         .bus
         .consume("workers", Filter::types(["DoWork"]), quick())
@@ -194,12 +229,18 @@ async fn an_unparseable_message_goes_to_the_dead_letters_at_once(broker: Broker)
     let good = event("A", "DoWork", 2);
     tb.bus.publish(good.clone()).await.unwrap();
     let d = next(&mut member).await;
-    assert_eq!(d.event().event_id, good.event_id, "the bad one is never handed out");
+    assert_eq!(
+        d.event().event_id,
+        good.event_id,
+        "the bad one is never handed out"
+    );
     d.ack().await.unwrap();
     let dead = tb.bus.dead_letters().list(10).await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
-        dead[0].reason.starts_with("unparseable: not an event envelope"),
+        dead[0]
+            .reason
+            .starts_with("unparseable: not an event envelope"),
         "{}",
         dead[0].reason
     );
@@ -209,7 +250,9 @@ async fn an_unparseable_message_goes_to_the_dead_letters_at_once(broker: Broker)
 }
 
 async fn a_replayed_dead_letter_is_delivered_again_and_leaves_the_channel(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let mut member = tb
         .bus
         .consume("workers", Filter::types(["DoWork"]), quick())
@@ -239,7 +282,9 @@ async fn a_replayed_dead_letter_is_delivered_again_and_leaves_the_channel(broker
 }
 
 async fn the_same_event_published_twice_is_handled_once(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let mut member = tb
         .bus
         .consume("workers", Filter::types(["DoWork"]), quick())
@@ -255,6 +300,10 @@ async fn the_same_event_published_twice_is_handled_once(broker: Broker) {
     let marker = event("A", "DoWork", 2);
     tb.bus.publish(marker.clone()).await.unwrap();
     let d = next(&mut member).await;
-    assert_eq!(d.event().event_id, marker.event_id, "the duplicate was handed out");
+    assert_eq!(
+        d.event().event_id,
+        marker.event_id,
+        "the duplicate was handed out"
+    );
     d.ack().await.unwrap();
 }

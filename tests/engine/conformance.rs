@@ -16,7 +16,8 @@ async fn saga_with_undispatched_events(env: &Env) -> (uuid::Uuid, usize) {
         Mediator::builder(env.store.clone(), env.registry())
             .faults(FaultPlan::new())
             .dispatch(false),
-    ).await;
+    )
+    .await;
     let id = m.start(order::NAME, &good_order("o1")).await.unwrap();
     assert_eq!(wait(&m, id).await.status, SagaStatus::Completed);
     let events = env.store.history(id).await.unwrap().len();
@@ -127,7 +128,9 @@ async fn an_idle_mediator_is_woken_by_work_another_process_enqueues() {
     let idle = Mediator::builder(env.store.clone(), env.registry())
         .lease(Duration::from_secs(5))
         .poll_interval(Duration::from_secs(3600))
-        .start().await.unwrap();
+        .start()
+        .await
+        .unwrap();
     let completed = |id| {
         let store = env.store.clone();
         async move { store.get(id).await.unwrap().unwrap().status == SagaStatus::Completed }

@@ -48,7 +48,9 @@ async fn mediator(
         .bus(bus)
         .lease(Duration::from_millis(40))
         .poll_interval(Duration::from_millis(5))
-        .start().await.unwrap()
+        .start()
+        .await
+        .unwrap()
 }
 
 /// One run: crash at `point`:`nth` under `scenario`, recover, check. Returns whether the point
@@ -64,14 +66,17 @@ async fn one_run(dir: &Path, i: usize, scenario: usize, point: &str, nth: u32) -
     let base = fail_at.map_or(FaultPlan::new(), |s| FaultPlan::new().fail_at(s));
 
     let (faults, stopped) = base.clone().halt_at(point, nth);
-    let first = Arc::new(mediator(
-        store::open(&url, store::OpenMode::CreateIfMissing)
-            .await
-            .unwrap(),
-        &participants,
-        faults,
-        bus.clone(),
-    ).await);
+    let first = Arc::new(
+        mediator(
+            store::open(&url, store::OpenMode::CreateIfMissing)
+                .await
+                .unwrap(),
+            &participants,
+            faults,
+            bus.clone(),
+        )
+        .await,
+    );
     let mut runner = {
         let first = first.clone();
         tokio::spawn(async move {
@@ -117,7 +122,8 @@ async fn one_run(dir: &Path, i: usize, scenario: usize, point: &str, nth: u32) -
         &participants,
         base,
         bus.clone(),
-    ).await;
+    )
+    .await;
     until(&format!("{what}: recovery"), || async {
         second
             .store()

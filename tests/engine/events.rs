@@ -38,7 +38,10 @@ async fn types_until_final(events: &mut Subscription, id: Uuid) -> Vec<String> {
 async fn every_transition_is_published_in_order_with_its_envelope() {
     let env = Env::new().await;
     let m = env.mediator(FaultPlan::new()).await;
-    let mut events = m.subscribe(Filter::all().definition(order::NAME)).await.unwrap();
+    let mut events = m
+        .subscribe(Filter::all().definition(order::NAME))
+        .await
+        .unwrap();
     let id = m.start(order::NAME, &good_order("ev-ok")).await.unwrap();
     let seen = types_until_final(&mut events, id).await;
     let history = lines(&m.history(id).await.unwrap());
@@ -130,7 +133,9 @@ async fn events_committed_but_not_published_before_a_crash_are_delivered_after_r
     drop(first);
 
     let bus = std::sync::Arc::new(saga::engine::InProcessBus::new());
-    let mut events = saga::engine::EventBus::subscribe(bus.as_ref(), Filter::all()).await.unwrap();
+    let mut events = saga::engine::EventBus::subscribe(bus.as_ref(), Filter::all())
+        .await
+        .unwrap();
     let second = fast(Mediator::builder(env.reopen().await, env.registry()).bus(bus.clone())).await;
     let mut delivered: Vec<Envelope> = Vec::new();
     until("the outbox to be delivered", || {
@@ -248,7 +253,9 @@ async fn a_malformed_initiating_event_starts_nothing() {
 
 async fn each_transition_event_carries_its_history_position() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new().fail_at("create_shipment")).await;
+    let m = env
+        .mediator(FaultPlan::new().fail_at("create_shipment"))
+        .await;
     let mut events = m.subscribe(Filter::all()).await.unwrap();
     let id = m.start(order::NAME, &good_order("ev-seq")).await.unwrap();
     let mut seqs = Vec::new();

@@ -21,7 +21,8 @@ async fn running(env: &Env, tb: &TestBus) -> (Mediator, Arc<dyn EventBus>) {
     services::spawn(tb.connect().await, &env.participants, &Service::ALL)
         .await
         .unwrap();
-    let mediator = fast(Mediator::builder(env.store.clone(), registry).bus(tb.connect().await)).await;
+    let mediator =
+        fast(Mediator::builder(env.store.clone(), registry).bus(tb.connect().await)).await;
     (mediator, tb.bus.clone())
 }
 
@@ -70,7 +71,9 @@ async fn an_order_completes_over_events() {
 }
 
 async fn completes(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let env = Env::new().await;
     let (m, bus) = running(&env, &tb).await;
     let o = good_order("evt-ok");
@@ -121,7 +124,9 @@ async fn a_declined_payment_is_compensated_over_events() {
 }
 
 async fn declined(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let env = Env::new().await;
     let (m, bus) = running(&env, &tb).await;
     let o = order("evt-declined", "vera", "widget", 1, 500_000, "US");
@@ -153,7 +158,9 @@ async fn a_failed_shipment_is_compensated_over_events() {
 }
 
 async fn no_carrier(broker: Broker) {
-    let Some(tb) = TestBus::new(broker).await else { return };
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
     let env = Env::new().await;
     let (m, bus) = running(&env, &tb).await;
     let o = order("evt-aq", "walt", "widget", 3, 6_000, "AQ");

@@ -76,12 +76,17 @@ async fn setup(reply_timeout: Duration, attempts: u32) -> Setup {
 async fn setup_with(registry: Registry, poll: Duration) -> Setup {
     let env = Env::new().await;
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
-    let commands = bus.subscribe(Filter::types(["DoB", "UndoB", "DoC"])).await.unwrap();
+    let commands = bus
+        .subscribe(Filter::types(["DoB", "UndoB", "DoC"]))
+        .await
+        .unwrap();
     let m = Mediator::builder(env.store.clone(), registry)
         .bus(bus.clone())
         .lease(Duration::from_millis(600))
         .poll_interval(poll)
-        .start().await.unwrap();
+        .start()
+        .await
+        .unwrap();
     Setup {
         env,
         bus,
@@ -126,7 +131,11 @@ async fn snapshot(m: &Mediator, id: Uuid) -> (SagaState, usize) {
 /// Returns once the listener has processed every reply published before: it handles replies in
 /// order, so a marker saga's replies, published last, are applied last.
 async fn settle(s: &Setup) {
-    let commands = s.bus.subscribe(Filter::types(["DoB", "UndoB", "DoC"])).await.unwrap();
+    let commands = s
+        .bus
+        .subscribe(Filter::types(["DoB", "UndoB", "DoC"]))
+        .await
+        .unwrap();
     let marker = s.m.start(NAME, &Data::default()).await.unwrap();
     let responder = answer_all(&s.bus, commands, marker);
     assert_eq!(wait(&s.m, marker).await.status, SagaStatus::Completed);
@@ -360,7 +369,8 @@ async fn a_reply_wait_survives_a_restart() {
             registry(Duration::from_secs(30), 3, false),
         )
         .bus(bus.clone()),
-    ).await;
+    )
+    .await;
     bus.publish(command.success(&json!({ "value": "after restart" })))
         .await
         .unwrap();

@@ -15,7 +15,8 @@ async fn a_saga_interrupted_mid_step_is_finished_by_the_next_mediator() {
     let first = fast(Mediator::builder(
         env.store.clone(),
         probe::registry(&probe, &Plan::holding("b", Phase::Action)),
-    )).await;
+    ))
+    .await;
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -26,7 +27,8 @@ async fn a_saga_interrupted_mid_step_is_finished_by_the_next_mediator() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &Plan::open()),
-    )).await;
+    ))
+    .await;
     let saga = wait(&second, id).await;
     assert_eq!(saga.status, SagaStatus::Completed);
     assert!(
@@ -83,7 +85,8 @@ async fn a_backoff_wait_survives_a_restart_and_is_not_cut_short() {
     };
     let faults = FaultPlan::new().inject("b", Phase::Action, Fault::FailTimes(1));
     let first =
-        fast(Mediator::builder(env.store.clone(), probe::registry(&probe, &plan())).faults(faults)).await;
+        fast(Mediator::builder(env.store.clone(), probe::registry(&probe, &plan())).faults(faults))
+            .await;
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -115,7 +118,8 @@ async fn a_backoff_wait_survives_a_restart_and_is_not_cut_short() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &plan()),
-    )).await;
+    ))
+    .await;
     let saga = wait(&second, id).await;
     assert_eq!(saga.status, SagaStatus::Completed);
 
@@ -160,7 +164,8 @@ async fn an_interrupted_compensation_is_resumed_in_reverse_order() {
             probe::registry(&probe, &Plan::holding("b", Phase::Compensation)),
         )
         .faults(faults()),
-    ).await;
+    )
+    .await;
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -174,7 +179,8 @@ async fn an_interrupted_compensation_is_resumed_in_reverse_order() {
     let second = fast(
         Mediator::builder(env.reopen().await, probe::registry(&probe, &Plan::open()))
             .faults(faults()),
-    ).await;
+    )
+    .await;
     let saga = wait(&second, id).await;
     assert_eq!(saga.status, SagaStatus::Compensated);
     let undo: Vec<(String, String)> = probe
@@ -213,7 +219,9 @@ async fn a_graceful_shutdown_hands_unfinished_sagas_over_at_once() {
     let first = Mediator::builder(env.store.clone(), probe::registry(&probe, &plan))
         .lease(Duration::from_secs(3600))
         .shutdown_grace(Duration::from_secs(30))
-        .start().await.unwrap();
+        .start()
+        .await
+        .unwrap();
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -231,7 +239,8 @@ async fn a_graceful_shutdown_hands_unfinished_sagas_over_at_once() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &Plan::open()),
-    )).await;
+    ))
+    .await;
     assert_eq!(wait(&second, id).await.status, SagaStatus::Completed);
     let b_calls = probe
         .calls()
@@ -255,7 +264,8 @@ async fn a_step_that_kills_its_process_every_time_is_not_retried_forever() {
         let m = fast(
             Mediator::builder(env.reopen().await, probe::registry(&probe, &held()))
                 .max_interruptions(2),
-        ).await;
+        )
+        .await;
         let saga = match id {
             None => m.start(probe::NAME, &ProbeData::default()).await.unwrap(),
             Some(id) => id,
@@ -270,7 +280,8 @@ async fn a_step_that_kills_its_process_every_time_is_not_retried_forever() {
     let last = fast(
         Mediator::builder(env.reopen().await, probe::registry(&probe, &held()))
             .max_interruptions(2),
-    ).await;
+    )
+    .await;
     let saga = wait(&last, id).await;
     assert_eq!(saga.status, SagaStatus::Compensated);
     assert_eq!(saga.steps[1].attempts, 3);
@@ -296,7 +307,8 @@ async fn an_ambiguous_commit_is_recovered_without_doing_anything_twice() {
         let m = fast(
             Mediator::builder(env.store.clone(), env.registry())
                 .faults(FaultPlan::new().ambiguous_commit(nth)),
-        ).await;
+        )
+        .await;
         let mut events = m.subscribe(saga::engine::Filter::all()).await.unwrap();
         let o = good_order(&format!("ambiguous-{nth}"));
         let id = m.start(saga::sagas::order::NAME, &o).await.unwrap();

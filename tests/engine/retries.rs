@@ -9,8 +9,9 @@ use crate::common::*;
 
 async fn a_step_failing_twice_then_succeeding_completes_with_its_attempts_recorded() {
     let env = Env::new().await;
-    let m =
-        env.mediator(FaultPlan::new().inject("charge_payment", Phase::Action, Fault::FailTimes(2))).await;
+    let m = env
+        .mediator(FaultPlan::new().inject("charge_payment", Phase::Action, Fault::FailTimes(2)))
+        .await;
     let o = good_order("flaky-pay");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;
@@ -70,8 +71,9 @@ async fn a_non_retryable_error_is_not_retried() {
 
 async fn a_step_that_retries_out_is_compensated_like_any_failure() {
     let env = Env::new().await;
-    let m =
-        env.mediator(FaultPlan::new().inject("create_shipment", Phase::Action, Fault::FailAlways)).await;
+    let m = env
+        .mediator(FaultPlan::new().inject("create_shipment", Phase::Action, Fault::FailAlways))
+        .await;
     let o = good_order("ship-down");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;

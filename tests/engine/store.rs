@@ -17,7 +17,9 @@ async fn held_saga(env: &Env, probe: &Probe, lease: Duration) -> (Mediator, Uuid
         probe::registry(probe, &Plan::holding("b", saga::engine::Phase::Action)),
     )
     .lease(lease)
-    .start().await.unwrap();
+    .start()
+    .await
+    .unwrap();
     let id = first
         .start(probe::NAME, &ProbeData::default())
         .await
@@ -201,7 +203,8 @@ async fn an_unknown_definition_version_is_left_untouched() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &Plan::open()),
-    )).await;
+    ))
+    .await;
     assert_eq!(wait(&second, id).await.status, SagaStatus::Completed);
 }
 
@@ -223,7 +226,8 @@ async fn an_unreadable_saga_is_failed_and_does_not_block_the_others() {
     let second = fast(Mediator::builder(
         env.reopen().await,
         probe::registry(&probe, &Plan::open()),
-    )).await;
+    ))
+    .await;
     assert_eq!(wait(&second, good).await.status, SagaStatus::Completed);
     // Unreadable through the store until then, so read the status column itself.
     let failed =

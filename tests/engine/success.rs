@@ -82,7 +82,9 @@ async fn a_retriable_step_after_the_pivot_is_retried_until_it_succeeds() {
 
 async fn a_non_retryable_error_after_the_pivot_stops_the_saga_as_failed() {
     let env = Env::new().await;
-    let m = env.mediator(FaultPlan::new().fail_at("confirm_order")).await;
+    let m = env
+        .mediator(FaultPlan::new().fail_at("confirm_order"))
+        .await;
     let o = good_order("confirm-broken");
     let id = m.start(order::NAME, &o).await.unwrap();
     let saga = wait(&m, id).await;

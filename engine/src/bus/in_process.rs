@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, Notify};
 
 use super::backend::{RawConsumer, RawDelivery, Settle};
 use super::{
-    BusError, ConsumeOptions, Consumer, DeadLetter, DeadLetters, Envelope, EventBus, Filter,
-    Route, Subscription,
+    BusError, ConsumeOptions, Consumer, DeadLetter, DeadLetters, Envelope, EventBus, Filter, Route,
+    Subscription,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -32,11 +32,13 @@ impl std::fmt::Debug for InProcessBus {
     }
 }
 
+/// Consumer groups by name and filter patterns.
+type Groups = HashMap<(String, Vec<String>), Arc<Group>>;
+
 #[derive(Default)]
 struct Core {
     subscribers: Mutex<Vec<(Filter, mpsc::UnboundedSender<Envelope>)>>,
-    /// Consumer groups by name and filter patterns.
-    groups: Mutex<HashMap<(String, Vec<String>), Arc<Group>>>,
+    groups: Mutex<Groups>,
     dead: Mutex<Vec<DeadLetter>>,
 }
 
@@ -105,7 +107,8 @@ impl EventBus for InProcessBus {
     async fn publish(&self, event: Envelope) -> Result<(), BusError> {
         self.core.broadcast(&event);
         if !lock(&self.core.groups).is_empty() {
-            let body = serde_json::to_vec(&event).map_err(|e| BusError::Malformed(e.to_string()))?;
+            let body =
+                serde_json::to_vec(&event).map_err(|e| BusError::Malformed(e.to_string()))?;
             self.core
                 .enqueue(&Route::of(&event), Arc::from(body), Some(&event));
         }
@@ -142,7 +145,13 @@ impl EventBus for InProcessBus {
             })
             .clone();
         let raw = Box::new(Member { group: shared });
-        Ok(Consumer::new(group, filter, options, self.dead_letters(), raw))
+        Ok(Consumer::new(
+            group,
+            filter,
+            options,
+            self.dead_letters(),
+            raw,
+        ))
     }
 
     fn dead_letters(&self) -> Arc<dyn DeadLetters> {

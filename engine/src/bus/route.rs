@@ -24,7 +24,9 @@ impl Route {
     /// The route of `definition` and `kind`, made broker-safe (see [`token`]).
     pub fn new(definition: Option<&str>, kind: &str) -> Self {
         Self {
-            definition: definition.map(token).unwrap_or_else(|| Self::NONE.to_string()),
+            definition: definition
+                .map(token)
+                .unwrap_or_else(|| Self::NONE.to_string()),
             kind: token(kind),
         }
     }
@@ -154,7 +156,10 @@ mod tests {
         assert_eq!(Route::parse("A.B.C"), None);
         assert_eq!(Filter::all().patterns(), vec!["*.*"]);
         let f = Filter::types(["ReserveInventory", "ReleaseInventory"]);
-        assert_eq!(f.patterns(), vec!["*.ReleaseInventory", "*.ReserveInventory"]);
+        assert_eq!(
+            f.patterns(),
+            vec!["*.ReleaseInventory", "*.ReserveInventory"]
+        );
         let f = Filter::types(["SagaCompleted"]).definition("OrderSaga");
         assert_eq!(f.patterns(), vec!["OrderSaga.SagaCompleted"]);
         assert!(f.matches_route(&Route::new(Some("OrderSaga"), "SagaCompleted")));

@@ -18,13 +18,25 @@ pub(crate) async fn list(bus: &dyn EventBus, limit: usize, json: bool) -> Result
         println!("no dead letters");
         return Ok(());
     }
-    let mut t = output::table(&["ID", "GROUP", "ROUTE", "EVENT", "DELIVERIES", "DEAD", "REASON"]);
+    let mut t = output::table(&[
+        "ID",
+        "GROUP",
+        "ROUTE",
+        "EVENT",
+        "DELIVERIES",
+        "DEAD",
+        "REASON",
+    ]);
     for l in &letters {
         t.add_row(vec![
             Cell::new(&l.id),
             Cell::new(&l.group),
             Cell::new(&l.route),
-            Cell::new(l.event_id().map(|id| id.to_string()).unwrap_or_else(|| "-".into())),
+            Cell::new(
+                l.event_id()
+                    .map(|id| id.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ),
             Cell::new(l.deliveries),
             Cell::new(relative(l.dead_at)),
             Cell::new(&l.reason),
@@ -36,10 +48,11 @@ pub(crate) async fn list(bus: &dyn EventBus, limit: usize, json: bool) -> Result
 
 /// Finds one dead letter or says it is not there.
 async fn load(bus: &dyn EventBus, id: &str) -> Result<DeadLetter, CliError> {
-    bus.dead_letters()
-        .get(id)
-        .await?
-        .ok_or_else(|| CliError::NotFound(format!("no dead letter with id `{id}`; `saga dead-letters list` shows them")))
+    bus.dead_letters().get(id).await?.ok_or_else(|| {
+        CliError::NotFound(format!(
+            "no dead letter with id `{id}`; `saga dead-letters list` shows them"
+        ))
+    })
 }
 
 /// `saga dead-letters show ID`.
@@ -54,7 +67,11 @@ pub(crate) async fn show(bus: &dyn EventBus, id: &str, json: bool) -> Result<(),
     println!("  route:      {}", l.route);
     println!("  reason:     {}", l.reason);
     println!("  deliveries: {}", l.deliveries);
-    println!("  dead:       {} ({})", output::absolute(l.dead_at), relative(l.dead_at));
+    println!(
+        "  dead:       {} ({})",
+        output::absolute(l.dead_at),
+        relative(l.dead_at)
+    );
     match l.event_id() {
         Some(id) => println!("  event:      {id} ({})", l.kind().unwrap_or_default()),
         None => println!("  event:      (the body is not an event envelope)"),

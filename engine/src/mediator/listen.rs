@@ -24,7 +24,13 @@ const HANDLING: usize = 256;
 /// before the mediator starts, so nothing published once it has started is missed.
 pub(crate) async fn join(inner: &Inner) -> Result<Consumer, BusError> {
     let mut types = vec![REPLY.to_string()];
-    types.extend(inner.registry.triggers().iter().map(|t| t.event_type.clone()));
+    types.extend(
+        inner
+            .registry
+            .triggers()
+            .iter()
+            .map(|t| t.event_type.clone()),
+    );
     inner
         .bus
         .consume(

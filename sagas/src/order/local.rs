@@ -217,7 +217,11 @@ pub fn register_both(
 ) -> Result<(), DefinitionError> {
     registry.register(definition_with(participants, options)?)?;
     registry.register(super::events::definition(options)?)?;
-    let started = if over_events { super::events::NAME } else { NAME };
+    let started = if over_events {
+        super::events::NAME
+    } else {
+        NAME
+    };
     registry.trigger(Trigger::with_payload(ORDER_PLACED, started))?;
     Ok(())
 }

@@ -80,7 +80,14 @@ pub async fn spawn_with_faults(
     services: &[Service],
     faults: &FaultPlan,
 ) -> Result<Vec<JoinHandle<()>>, BusError> {
-    spawn_with(bus, participants, services, faults, ConsumeOptions::default()).await
+    spawn_with(
+        bus,
+        participants,
+        services,
+        faults,
+        ConsumeOptions::default(),
+    )
+    .await
 }
 
 /// Like [`spawn_with_faults`], the services' consumer groups set up by `options`.
@@ -95,10 +102,16 @@ pub async fn spawn_with(
     for &service in services {
         let (participants, faults) = (participants.clone(), faults.clone());
         let (name, commands) = (service.name(), service.commands());
-        let task = participant::serve(bus.clone(), name, commands, options.clone(), move |command| {
-            let (participants, faults) = (participants.clone(), faults.clone());
-            async move { handle(&participants, &faults, command).await }
-        })
+        let task = participant::serve(
+            bus.clone(),
+            name,
+            commands,
+            options.clone(),
+            move |command| {
+                let (participants, faults) = (participants.clone(), faults.clone());
+                async move { handle(&participants, &faults, command).await }
+            },
+        )
         .await?;
         tasks.push(task);
     }

@@ -13,9 +13,13 @@ use crate::bus::{BusError, ConsumeOptions, Consumer, Delivery, Envelope, EventBu
 
 const WAIT: Duration = Duration::from_secs(20);
 
+fn url() -> String {
+    std::env::var("SAGA_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
 async fn bus() -> Option<AmqpBus> {
-    let url = std::env::var("SAGA_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
+    let url = url();
     // The random end of a v7 uuid: tests running at once get different prefixes.
     let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
     match AmqpBus::connect(&url, &prefix).await {
@@ -77,6 +81,8 @@ async fn a_subscriber_receives_what_is_published_after_it_subscribed() {
 #[tokio::test]
 async fn members_of_a_group_share_its_messages() {
     let Some(bus) = bus().await else { return };
+    // The other member as another process would have it: a bus of its own, same prefix.
+    let other = AmqpBus::connect(&url(), &bus.inner.prefix).await.unwrap();
     let filter = Filter::types(["ReserveInventory"]);
     let one_at_a_time = ConsumeOptions {
         prefetch: 1,
@@ -86,7 +92,10 @@ async fn members_of_a_group_share_its_messages() {
         .consume("workers", filter.clone(), one_at_a_time.clone())
         .await
         .unwrap();
-    let mut b = bus.consume("workers", filter, one_at_a_time).await.unwrap();
+    let mut b = other
+        .consume("workers", filter, one_at_a_time)
+        .await
+        .unwrap();
     let events: Vec<Envelope> = (0..10).map(|_| command("ReserveInventory")).collect();
     for result in bus.publish_all(events.clone()).await {
         result.unwrap();
@@ -116,7 +125,33 @@ async fn members_of_a_group_share_its_messages() {
     );
     // Nothing else is coming (bounded wait for a message that must not arrive).
     assert!(timeout(Duration::from_millis(300), a.next()).await.is_err());
-    bus.remove_all().await.unwrap();
+
+    // A bus that declared nothing itself still removes everything under the prefix.
+    let prefix = bus.inner.prefix.clone();
+    drop((a, b, bus, other));
+    let cleaner = AmqpBus::connect(&url(), &prefix).await.unwrap();
+    cleaner.remove_all().await.unwrap();
+    let conn = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    for queue in ["workers", "groups", "dead-letters"] {
+        let channel = conn.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions::default().passive();
+        let name = format!("{prefix}.{queue}");
+        let found = channel.queue_declare(name.as_str().into(), passive, Default::default());
+        assert!(found.await.is_err(), "{name} is still there");
+    }
+    for exchange in [prefix.clone(), format!("{prefix}.dead")] {
+        let channel = conn.create_channel().await.unwrap();
+        let passive = lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let kind = lapin::ExchangeKind::Topic;
+        let found =
+            channel.exchange_declare(exchange.as_str().into(), kind, passive, Default::default());
+        assert!(found.await.is_err(), "exchange {exchange} is still there");
+    }
 }
 
 #[tokio::test]

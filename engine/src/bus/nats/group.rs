@@ -2,6 +2,11 @@
 //! durable pull consumer per pattern of its filter, `<group>_<pattern>` (`.` written `-`, `*`
 //! written `all`: `mediator_all-ParticipantReply`), each fed by a task into the member's one
 //! queue. Members of the group pull from the same durables, so each message reaches one of them.
+//!
+//! `max_ack_pending` (the prefetch) is per durable, so it bounds the whole group, not each
+//! member. On nats-server 2.9 the delivery count of a message given back while only a departed
+//! member's pull request was waiting can be off (its next delivery may say 1): the server
+//! rewinds its stream position after popping the redelivery (fixed in later servers).
 
 use std::ops::ControlFlow;
 use std::time::Duration;

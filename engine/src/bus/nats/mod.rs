@@ -64,6 +64,7 @@ impl NatsBus {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BusError> {
         check_name("bus prefix", prefix)?;
         let shown = redact(url);
+        // No retry_on_initial_connect: a first connection that fails is an error.
         let client = ConnectOptions::new()
             .name(format!("saga-engine ({prefix})"))
             .max_reconnects(None)

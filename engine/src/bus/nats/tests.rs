@@ -17,6 +17,10 @@ use crate::bus::DeadLetter;
 /// The longest a test waits for anything.
 const WAIT: Duration = Duration::from_secs(10);
 
+fn test_url() -> String {
+    std::env::var("SAGA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
+}
+
 /// Runs `test` on a bus under a fresh prefix, then removes what it declared.
 async fn with_bus<F, Fut>(name: &str, test: F)
 where
@@ -33,7 +37,9 @@ where
         Err(BusError::Unavailable(error))
             if std::env::var("SAGA_REQUIRE_BROKERS").as_deref() != Ok("1") =>
         {
-            eprintln!("SKIPPING {name}: NATS unreachable at {url}: {error}");
+            // Straight to stderr: the test harness captures `eprintln!`.
+            let line = format!("SKIPPING {name}: NATS unreachable at {url}: {error}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             return;
         }
         Err(error) => panic!("{name}: cannot connect to NATS at {url}: {error}"),
@@ -118,13 +124,16 @@ async fn a_subscriber_receives_what_is_published_after_it() {
 #[tokio::test]
 async fn members_of_a_group_share_its_messages() {
     with_bus("members_of_a_group_share_its_messages", |bus| async move {
+        // Two processes joining at once: one declares what the other finds.
+        let other = NatsBus::connect(&test_url(), &bus.prefix).await.unwrap();
+        let (a, b) = tokio::join!(
+            bus.consume("workers", Filter::types(["Work"]), quick()),
+            other.consume("workers", Filter::types(["Work"]), quick()),
+        );
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut members = Vec::new();
-        for who in 0..2 {
-            let mut member = bus
-                .consume("workers", Filter::types(["Work"]), quick())
-                .await
-                .unwrap();
+        for (who, member) in [a, b].into_iter().enumerate() {
+            let mut member = member.unwrap();
             let tx = tx.clone();
             members.push(tokio::spawn(async move {
                 while let Some(delivery) = member.next().await {
@@ -286,15 +295,26 @@ async fn remove_all_deletes_both_streams_and_may_run_twice() {
     .await;
 }
 
+/// A `nats-server` this test started, killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `nats-server` with JetStream on `port`, storing in `dir`.
-fn start_server(port: u16, dir: &std::path::Path) -> std::process::Child {
-    std::process::Command::new("nats-server")
+fn start_server(port: u16, dir: &std::path::Path) -> Server {
+    let child = std::process::Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("nats-server on the PATH")
+        .expect("nats-server on the PATH");
+    Server(child)
 }
 
 /// Needs `nats-server` on the PATH; starts and restarts a server of its own on port 14222.
@@ -303,7 +323,7 @@ fn start_server(port: u16, dir: &std::path::Path) -> std::process::Child {
 async fn group_members_and_subscribers_outlive_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = "nats://127.0.0.1:14222";
-    let mut server = start_server(14222, dir.path());
+    let server = start_server(14222, dir.path());
     let bus = tokio::time::timeout(WAIT, async {
         loop {
             match NatsBus::connect(url, "restart").await {
@@ -323,11 +343,8 @@ async fn group_members_and_subscribers_outlive_a_server_restart() {
     delivery.ack().await.unwrap();
     assert_eq!(subscription.next().await, Some(before));
 
-    server.kill().unwrap();
-    server.wait().unwrap();
-    let _ = tracing_subscriber::fmt().with_env_filter("saga_engine=debug").try_init();
-    tokio::time::sleep(Duration::from_secs(45)).await; // TEMP
-    let mut server = start_server(14222, dir.path());
+    drop(server);
+    let _server = start_server(14222, dir.path());
     let after = event("After", "R");
     tokio::time::timeout(Duration::from_secs(30), async {
         while bus.publish(after.clone()).await.is_err() {
@@ -342,8 +359,8 @@ async fn group_members_and_subscribers_outlive_a_server_restart() {
         .unwrap();
     assert_eq!(delivery.event(), &after);
     delivery.ack().await.unwrap();
-    let got = tokio::time::timeout(WAIT, subscription.next()).await.unwrap();
+    let got = tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .unwrap();
     assert_eq!(got, Some(after));
-    server.kill().unwrap();
-    server.wait().unwrap();
 }

@@ -1,0 +1,167 @@
+//! Publishing on the confirm-mode publisher channel: a batch is sent whole, then its confirms
+//! are awaited in order; a mandatory message the broker returns is reported unconfirmed.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel};
+
+use super::{fail, Inner};
+use crate::bus::{BusError, Envelope, Route};
+
+/// How long a publish waits for the broker's confirm before reporting it unconfirmed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A message to publish.
+pub(super) struct Outgoing {
+    pub(super) exchange: String,
+    pub(super) key: String,
+    pub(super) body: Vec<u8>,
+    pub(super) properties: BasicProperties,
+    pub(super) mandatory: bool,
+}
+
+/// A second copy of an error (for every message of a batch that could not be sent).
+fn again(error: &BusError) -> BusError {
+    match error {
+        BusError::Malformed(m) => BusError::Malformed(m.clone()),
+        BusError::NotConfirmed(m) => BusError::NotConfirmed(m.clone()),
+        BusError::Config(m) => BusError::Config(m.clone()),
+        BusError::NoSuchDeadLetter(m) => BusError::NoSuchDeadLetter(m.clone()),
+        other => BusError::Unavailable(other.to_string()),
+    }
+}
+
+/// Persistent JSON.
+pub(super) fn persistent() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
+impl Inner {
+    /// Stops using `channel` for publishing (its confirms can no longer be trusted).
+    async fn drop_publisher(&self, channel: &Channel) {
+        let mut state = self.link.lock().await;
+        if state
+            .publisher
+            .as_ref()
+            .is_some_and(|p| p.id() == channel.id())
+        {
+            state.publisher = None;
+        }
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let _ = channel.close(200, "OK".into()).await;
+        });
+    }
+
+    /// Publishes `batch`, then waits for each confirm in order: one result per message.
+    pub(super) async fn send(&self, batch: Vec<Outgoing>) -> Vec<Result<(), BusError>> {
+        let _turn = self.publishing.lock().await;
+        let link = match self.link().await {
+            Ok(link) => link,
+            Err(error) => return batch.iter().map(|_| Err(again(&error))).collect(),
+        };
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut broken = None;
+        for out in &batch {
+            if let Some(error) = &broken {
+                pending.push(Err(again(error)));
+                continue;
+            }
+            let options = BasicPublishOptions {
+                mandatory: out.mandatory,
+                immediate: false,
+            };
+            let (exchange, key) = (out.exchange.as_str().into(), out.key.as_str().into());
+            let publishing = link.publisher.basic_publish(
+                exchange,
+                key,
+                options,
+                &out.body,
+                out.properties.clone(),
+            );
+            match publishing.await {
+                Ok(confirm) => pending.push(Ok(confirm)),
+                Err(e) => {
+                    let error = fail("publish", e);
+                    broken = Some(again(&error));
+                    pending.push(Err(error));
+                }
+            }
+        }
+        let mut returned = BTreeSet::new();
+        let mut untrusted = broken.is_some();
+        let mut results = Vec::with_capacity(batch.len());
+        for confirm in pending {
+            let confirm = match confirm {
+                Ok(confirm) => confirm,
+                Err(error) => {
+                    results.push(Err(error));
+                    continue;
+                }
+            };
+            results.push(match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                Ok(Ok(confirmation)) => {
+                    let nacked = confirmation.is_nack();
+                    if let Some(message) = confirmation.take_message() {
+                        let (exchange, key) =
+                            (&message.delivery.exchange, &message.delivery.routing_key);
+                        returned.insert((exchange.to_string(), key.to_string()));
+                    }
+                    if nacked {
+                        Err(BusError::NotConfirmed("the broker nacked it".into()))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Ok(Err(e)) => {
+                    untrusted = true;
+                    Err(fail("confirm a publish", e))
+                }
+                Err(_) => {
+                    untrusted = true;
+                    Err(BusError::NotConfirmed(format!(
+                        "no confirm within {CONFIRM_TIMEOUT:?}"
+                    )))
+                }
+            });
+        }
+        // The broker returns an unroutable mandatory message before confirming it; lapin hands
+        // it to whichever confirm of the batch comes next, so match returns by route.
+        for (out, result) in batch.iter().zip(results.iter_mut()) {
+            if out.mandatory
+                && result.is_ok()
+                && returned.contains(&(out.exchange.clone(), out.key.clone()))
+            {
+                *result = Err(BusError::NotConfirmed(format!(
+                    "no queue is bound to route {} yet",
+                    out.key
+                )));
+            }
+        }
+        if untrusted {
+            self.drop_publisher(&link.publisher).await;
+        }
+        results
+    }
+
+    pub(super) async fn send_one(&self, out: Outgoing) -> Result<(), BusError> {
+        let missing = || Err(BusError::NotConfirmed("no confirm".into()));
+        self.send(vec![out]).await.pop().unwrap_or_else(missing)
+    }
+
+    pub(super) fn outgoing(&self, event: &Envelope) -> Result<Outgoing, BusError> {
+        let body = serde_json::to_vec(event).map_err(|e| BusError::Malformed(e.to_string()))?;
+        Ok(Outgoing {
+            exchange: self.prefix.clone(),
+            key: Route::of(event).key(),
+            body,
+            properties: persistent().with_message_id(event.event_id.to_string().into()),
+            // A lifecycle event nobody listens to may go; anything else must reach a queue.
+            mandatory: event.kind.parse::<crate::event::EventKind>().is_err(),
+        })
+    }
+}
