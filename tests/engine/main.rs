@@ -7,6 +7,7 @@ mod backend;
 #[macro_use]
 mod brokers;
 mod across;
+mod broker_restart;
 mod bus_conformance;
 mod common;
 mod conformance;
