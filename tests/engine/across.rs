@@ -371,8 +371,61 @@ async fn two_mediators_on_postgres_share_the_replies(broker: Broker) {
     }
 }
 
+/// `order_saga --events --bus` against a worker and the services in processes of their own:
+/// the same three outcomes as in one process, the events seen crossing the broker.
+async fn the_example_across_processes_shows_the_three_outcomes(broker: Broker) {
+    let Some(d) = deployment(broker, None).await else {
+        return;
+    };
+    let (_worker, _) = d.worker();
+    let (_services, _) = d.services();
+    let out = Command::new(example("order_saga"))
+        .args(["--database", &d.store_url, "--events"])
+        .args(d.tb.args())
+        .env("SAGA_PARTICIPANTS_URL", &d.participants_url)
+        .env_remove("SAGA_FAULTS")
+        .env_remove("SAGA_BUS_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("mode: across processes"), "{stdout}");
+    assert_eq!(stdout.matches("  => completed").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("  => compensated").count(), 2, "{stdout}");
+    for flow in [
+        "ReserveInventory",
+        "ChargePayment",
+        "RefundPayment",
+        "ReleaseInventory",
+    ] {
+        assert!(stdout.contains(flow), "{flow} missing from {stdout}");
+    }
+    assert!(stdout.contains("failure: card declined"), "{stdout}");
+    assert!(
+        stdout.contains("inventory: released; payment: refunded"),
+        "{stdout}"
+    );
+
+    // Without a worker on the bus nothing happens, and the example says why.
+    let out = Command::new(example("order_saga"))
+        .args(["--database", &d.store_url, "--bus", "nats://127.0.0.1:4222"])
+        .env_remove("SAGA_BUS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add --events"));
+}
+
 mod on_nats {
     use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_example_across_processes_shows_the_three_outcomes() {
+        super::the_example_across_processes_shows_the_three_outcomes(Broker::Nats).await
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn five_hundred_orders_survive_sigkills_of_participants_and_mediator() {
         super::five_hundred_orders_survive_sigkills_of_participants_and_mediator(Broker::Nats).await
@@ -385,6 +438,10 @@ mod on_nats {
 
 mod on_rabbitmq {
     use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_example_across_processes_shows_the_three_outcomes() {
+        super::the_example_across_processes_shows_the_three_outcomes(Broker::Rabbitmq).await
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn five_hundred_orders_survive_sigkills_of_participants_and_mediator() {
         super::five_hundred_orders_survive_sigkills_of_participants_and_mediator(Broker::Rabbitmq)

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use uuid::Uuid;
 
 use super::{dispatch, listen, scheduler, Inner, Mediator};
-use crate::bus::{ConsumeOptions, EventBus, InProcessBus};
+use crate::bus::{self, BusConfig, ConsumeOptions, EventBus, InProcessBus};
 use crate::error::EngineError;
 use crate::fault::FaultPlan;
 use crate::registry::Registry;
@@ -86,6 +86,7 @@ pub struct MediatorBuilder {
     pub(super) registry: Registry,
     pub(super) config: MediatorConfig,
     pub(super) bus: Option<Arc<dyn EventBus>>,
+    pub(super) bus_config: Option<BusConfig>,
 }
 
 impl MediatorBuilder {
@@ -143,6 +144,14 @@ impl MediatorBuilder {
         self
     }
 
+    /// The bus to connect to when the mediator starts, by URL (`nats://...`, `amqp://...`;
+    /// `None` for the in-process bus) and prefix: see [`bus::connect`]. A bus given with
+    /// [`MediatorBuilder::bus`] takes precedence.
+    pub fn bus_config(mut self, config: BusConfig) -> Self {
+        self.bus_config = Some(config);
+        self
+    }
+
     /// Whether to publish events (default true). Off, they stay in the outbox for another
     /// mediator to publish: for tools and tests that only record.
     pub fn dispatch(mut self, dispatch: bool) -> Self {
@@ -177,7 +186,10 @@ impl MediatorBuilder {
     /// Joins the bus's consumer group and starts the mediator's background tasks: it begins
     /// resuming unfinished sagas at once, and hears every reply and initiating event published
     /// once this returns. Fails if the bus cannot be joined.
-    pub async fn start(self) -> Result<Mediator, EngineError> {
+    pub async fn start(mut self) -> Result<Mediator, EngineError> {
+        if let (None, Some(config)) = (&self.bus, &self.bus_config) {
+            self.bus = Some(bus::connect(config).await?);
+        }
         let (shutdown, _) = watch::channel(false);
         let (dispatcher, jobs) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {

@@ -133,6 +133,7 @@ impl Mediator {
             registry,
             config: MediatorConfig::default(),
             bus: None,
+            bus_config: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! schema with the participants in a SQLite file beside it): the harness.
 
 mod act;
+mod dead;
 mod read;
 
 use std::process::{Child, Command, Output, Stdio};

@@ -139,10 +139,17 @@ async fn read_commands_show_what_the_store_holds() {
         "{human}"
     );
 
+    // Both OrderSagas: the one over events, which a broker's `OrderPlaced` starts, and the local.
     let defs = db.json(&["definitions"]);
-    assert_eq!(defs["definitions"][0]["name"], "OrderSaga");
-    assert_eq!(defs["definitions"][0]["steps"].as_array().unwrap().len(), 5);
-    assert_eq!(defs["definitions"][0]["steps"][1]["has_compensation"], true);
+    let names: Vec<&str> = defs["definitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["EventDrivenOrderSaga", "OrderSaga"]);
+    assert_eq!(defs["definitions"][1]["steps"].as_array().unwrap().len(), 5);
+    assert_eq!(defs["definitions"][1]["steps"][1]["has_compensation"], true);
 }
 
 #[tokio::test]
