@@ -90,7 +90,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 Some(d) => d,
                 None => return Err("the bus went away".into()),
             },
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = saga::engine::cli::stopped() => return Ok(()),
         };
         let event = delivery.event();
         let (Some(saga_id), Some(definition)) = (event.saga_id, event.definition.clone()) else {

@@ -101,26 +101,10 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         names.join(", "),
         config.prefix
     );
-    stopped().await;
+    saga::engine::cli::stopped().await;
     for task in tasks {
         task.abort();
     }
     eprintln!("stopped");
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn stopped() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -303,14 +303,14 @@ impl FaultPlan {
         }
     }
 
-    /// Marks a named crash point. Unarmed, this is one branch on an `Option` (and one more for
-    /// the trace).
     /// Whether a crash point is armed or traced: code that batches work around a crash point
     /// then does it one item at a time, so where the crash comes does not depend on batching.
     pub(crate) fn watches_crash_points(&self) -> bool {
         self.crash.is_some() || self.trace.is_some()
     }
 
+    /// Marks a named crash point. Unarmed, this is one branch on an `Option` (and one more for
+    /// the trace).
     pub(crate) async fn crash_point(&self, point: &str) {
         if let Some(trace) = &self.trace {
             use std::io::Write;

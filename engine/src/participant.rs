@@ -213,7 +213,9 @@ const SERVING: usize = 256;
 ///
 /// Every instance of a service joins the same `group`, so each command reaches one of them;
 /// `options` say how long a command may stay unacknowledged (a crashed instance's commands go
-/// to another after that) and how often it is delivered before it is dead-lettered. Returns
+/// to another after that) and how often it is delivered before it is dead-lettered. A handler
+/// that takes longer than that ack wait may see the same command run again meanwhile on
+/// another instance: one more reason to apply each effect once per idempotency key. Returns
 /// once the group is joined; the service runs until the returned task is aborted or the bus
 /// goes away.
 pub async fn serve<H, F>(
@@ -228,21 +230,17 @@ where
     F: Future<Output = Envelope> + Send + 'static,
 {
     let filter = Filter::types(commands.iter().copied());
-    let mut consumer = bus.consume(group, filter, options).await?;
+    let consumer = bus.consume(group, filter, options).await?;
     let handler = Arc::new(handler);
-    let permits = Arc::new(tokio::sync::Semaphore::new(SERVING));
-    Ok(tokio::spawn(async move {
-        while let Some(delivery) = consumer.next().await {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let (bus, handler) = (bus.clone(), handler.clone());
-            tokio::spawn(async move {
-                answer(bus.as_ref(), delivery, handler.as_ref()).await;
-                drop(permit);
-            });
-        }
-    }))
+    let answering = move |delivery: Delivery| {
+        let (bus, handler) = (bus.clone(), handler.clone());
+        async move { answer(bus.as_ref(), delivery, handler.as_ref()).await }
+    };
+    Ok(tokio::spawn(consumer.handle(
+        SERVING,
+        std::future::pending(),
+        answering,
+    )))
 }
 
 /// Handles one command delivery: reply published, then the command acknowledged.

@@ -23,6 +23,7 @@ on_buses!(
     an_unparseable_message_goes_to_the_dead_letters_at_once,
     a_replayed_dead_letter_is_delivered_again_and_leaves_the_channel,
     the_same_event_published_twice_is_handled_once,
+    members_with_different_filters_get_only_what_they_want,
 );
 
 fn event(definition: &str, kind: &str, n: u32) -> Envelope {
@@ -35,10 +36,18 @@ fn event(definition: &str, kind: &str, n: u32) -> Envelope {
 fn quick() -> ConsumeOptions {
     ConsumeOptions {
         max_deliveries: 3,
-        ack_wait: Duration::from_secs(1),
+        ack_wait: Duration::from_secs(5),
         retry_delay: Duration::from_millis(50),
         prefetch: 64,
     }
+}
+
+/// A member of the `workers` group, which consumes `DoWork`.
+async fn worker(tb: &TestBus) -> Consumer {
+    tb.bus
+        .consume("workers", Filter::types(["DoWork"]), quick())
+        .await
+        .unwrap()
 }
 
 async fn next(consumer: &mut Consumer) -> Delivery {
@@ -186,11 +195,7 @@ async fn a_message_retried_too_often_goes_to_the_dead_letters_with_its_reason(br
     let Some(tb) = TestBus::new(broker).await else {
         return;
     };
-    let mut member = tb
-        .bus
-        .consume("workers", Filter::types(["DoWork"]), quick())
-        .await
-        .unwrap();
+    let mut member = worker(&tb).await;
     let sent = event("A", "DoWork", 1);
     tb.bus.publish(sent.clone()).await.unwrap();
     for n in 1..=3 {
@@ -219,11 +224,7 @@ async fn an_unparseable_message_goes_to_the_dead_letters_at_once(broker: Broker)
     let Some(tb) = TestBus::new(broker).await else {
         return;
     };
-    let mut member = tb
-        .bus
-        .consume("workers", Filter::types(["DoWork"]), quick())
-        .await
-        .unwrap();
+    let mut member = worker(&tb).await;
     let route = Route::new(Some("A"), "DoWork");
     tb.bus.publish_raw(&route, b"{not json").await.unwrap();
     let good = event("A", "DoWork", 2);
@@ -253,11 +254,7 @@ async fn a_replayed_dead_letter_is_delivered_again_and_leaves_the_channel(broker
     let Some(tb) = TestBus::new(broker).await else {
         return;
     };
-    let mut member = tb
-        .bus
-        .consume("workers", Filter::types(["DoWork"]), quick())
-        .await
-        .unwrap();
+    let mut member = worker(&tb).await;
     let sent = event("A", "DoWork", 1);
     tb.bus.publish(sent.clone()).await.unwrap();
     next(&mut member)
@@ -285,11 +282,7 @@ async fn the_same_event_published_twice_is_handled_once(broker: Broker) {
     let Some(tb) = TestBus::new(broker).await else {
         return;
     };
-    let mut member = tb
-        .bus
-        .consume("workers", Filter::types(["DoWork"]), quick())
-        .await
-        .unwrap();
+    let mut member = worker(&tb).await;
     let sent = event("A", "DoWork", 1);
     tb.bus.publish(sent.clone()).await.unwrap();
     let first = next(&mut member).await;
@@ -306,4 +299,42 @@ async fn the_same_event_published_twice_is_handled_once(broker: Broker) {
         "the duplicate was handed out"
     );
     d.ack().await.unwrap();
+}
+
+/// During a rolling deploy two members of one group may differ in what they consume: the
+/// newer one's extra type reaches it alone, and the shared type is still shared, none lost.
+async fn members_with_different_filters_get_only_what_they_want(broker: Broker) {
+    let Some(tb) = TestBus::new(broker).await else {
+        return;
+    };
+    let mut old = worker(&tb).await;
+    let newer_bus = tb.connect().await;
+    let mut newer = newer_bus
+        .consume("workers", Filter::types(["DoWork", "DoMore"]), quick())
+        .await
+        .unwrap();
+    let work: Vec<Envelope> = (0..10).map(|n| event("A", "DoWork", n)).collect();
+    let more: Vec<Envelope> = (0..10).map(|n| event("A", "DoMore", n)).collect();
+    for e in work.iter().chain(&more) {
+        tb.bus.publish(e.clone()).await.unwrap();
+    }
+    let mut seen_work = HashSet::new();
+    let mut seen_more = HashSet::new();
+    while seen_work.len() + seen_more.len() < 20 {
+        let (from_old, d) = tokio::select! {
+            d = next(&mut old) => (true, d),
+            d = next(&mut newer) => (false, d),
+        };
+        let e = d.event().clone();
+        d.ack().await.unwrap();
+        match e.kind.as_str() {
+            "DoMore" => {
+                assert!(!from_old, "the old member got a DoMore it does not consume");
+                assert!(seen_more.insert(e.event_id), "DoMore twice");
+            }
+            _ => assert!(seen_work.insert(e.event_id), "DoWork twice"),
+        }
+    }
+    assert_eq!(seen_more, more.iter().map(|e| e.event_id).collect());
+    assert_eq!(seen_work, work.iter().map(|e| e.event_id).collect());
 }

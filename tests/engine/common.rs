@@ -280,3 +280,55 @@ pub async fn delivered(pool: &sqlx::SqlitePool) -> (i64, i64, i64) {
     .await
     .unwrap()
 }
+
+/// What mixed order `i` must end as, its amount and country: one in ten declined (over the
+/// credit limit), one in ten with no carrier for its country (refunded and released), the rest
+/// completed.
+pub fn mixed(i: usize) -> (i64, &'static str, saga::engine::SagaStatus) {
+    use saga::engine::SagaStatus;
+    match i % 10 {
+        0 => (500_000, "US", SagaStatus::Compensated),
+        1 => (1_000, "AQ", SagaStatus::Compensated),
+        _ => (1_000, "FR", SagaStatus::Completed),
+    }
+}
+
+/// How many sagas in the store are final.
+pub async fn final_count(store: &Arc<dyn SagaStore>) -> u64 {
+    store
+        .counts()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(_, s, _)| s.is_final())
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+/// Checks the participants' tables at `url` after `completed` orders of one widget and $10
+/// each completed and every other one was undone: each effect applied once.
+pub async fn assert_applied_once(url: &str, stock: i64, completed: i64) {
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    let one = |sql: &'static str| scalar(&pool, sql);
+    assert_eq!(
+        one("SELECT available FROM inventory_stock WHERE sku = 'widget'").await,
+        stock - completed
+    );
+    assert_eq!(
+        one("SELECT COUNT(*) FROM inventory_reservations WHERE status = 'reserved'").await,
+        completed
+    );
+    assert_eq!(
+        one("SELECT COUNT(*) FROM payments_charges WHERE status = 'charged'").await,
+        completed
+    );
+    assert_eq!(
+        one("SELECT COALESCE(SUM(charged), 0) FROM payments_accounts").await,
+        completed * 1_000
+    );
+    assert_eq!(one("SELECT COUNT(*) FROM shipments").await, completed);
+    assert_eq!(
+        one("SELECT COUNT(*) FROM order_confirmations").await,
+        completed
+    );
+}

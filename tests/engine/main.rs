@@ -24,6 +24,7 @@ mod group_commit;
 mod many;
 mod over_events;
 mod pg_restart;
+mod poison;
 mod probe;
 mod replies;
 mod restart;

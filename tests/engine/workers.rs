@@ -7,41 +7,20 @@
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use saga::engine::mediator::enqueue;
-use saga::engine::{store, Registry, SagaStatus, SagaStore};
+use saga::engine::{store, Registry, SagaStatus};
 use saga::sagas::{order, Participants};
 use serde_json::Value;
 
 use crate::backend::{self, Backend, Schema};
 use crate::cli::{order as order_json, Worker, SAGA};
+use crate::common::{assert_applied_once, final_count, mixed};
 
 const SAGAS: usize = 2_000;
 const WORKERS: usize = 3;
 const STOCK: i64 = 10_000;
-
-/// What order `i` must end as: one in ten declined (over the credit limit), one in ten with no
-/// carrier for its country (refunded and released), the rest completed.
-fn expected(i: usize) -> (i64, &'static str, SagaStatus) {
-    match i % 10 {
-        0 => (500_000, "US", SagaStatus::Compensated),
-        1 => (1_000, "AQ", SagaStatus::Compensated),
-        _ => (1_000, "FR", SagaStatus::Completed),
-    }
-}
-
-async fn finals(store: &Arc<dyn SagaStore>) -> u64 {
-    store
-        .counts()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|(_, s, _)| s.is_final())
-        .map(|(_, _, n)| n)
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_share_two_thousand_sagas_and_survive_a_sigkill() {
@@ -72,7 +51,7 @@ async fn run() {
     let mut ids = BTreeMap::new();
     for chunk in (0..SAGAS).collect::<Vec<_>>().chunks(100) {
         let batch = chunk.iter().map(|&i| {
-            let (amount, country, _) = expected(i);
+            let (amount, country, _) = mixed(i);
             let data: Value =
                 serde_json::from_str(&order_json(&format!("w{i}"), amount, country)).unwrap();
             let (store, registry) = (store.clone(), &registry);
@@ -109,7 +88,7 @@ async fn run() {
     let bound = Duration::from_secs(300);
 
     // SIGKILL one worker once a fifth of the sagas are final.
-    while finals(&store).await < (SAGAS / 5) as u64 {
+    while final_count(&store).await < (SAGAS / 5) as u64 {
         assert!(started.elapsed() < bound, "no progress");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -117,11 +96,11 @@ async fn run() {
     victim.0.kill().unwrap();
     let status = victim.0.wait().unwrap();
     assert_eq!(status.signal(), Some(9));
-    let at_kill = finals(&store).await;
+    let at_kill = final_count(&store).await;
     assert!(at_kill < SAGAS as u64, "the kill came mid-run");
 
     loop {
-        let done = finals(&store).await;
+        let done = final_count(&store).await;
         if done == SAGAS as u64 {
             break;
         }
@@ -146,40 +125,13 @@ async fn run() {
     let mut completed = 0;
     for saga in &all {
         let i = ids[&saga.id];
-        assert_eq!(
-            saga.status,
-            expected(i).2,
-            "order w{i}: {:?}",
-            saga.last_error
-        );
+        assert_eq!(saga.status, mixed(i).2, "order w{i}: {:?}", saga.last_error);
         completed += usize::from(saga.status == SagaStatus::Completed);
     }
 
     // Each effect applied once; every compensated one undone.
-    let pool = sqlx::SqlitePool::connect(&local).await.unwrap();
-    let one = |sql: &'static str| crate::common::scalar(&pool, sql);
     let completed = completed as i64;
-    assert_eq!(
-        one("SELECT available FROM inventory_stock WHERE sku = 'widget'").await,
-        STOCK - completed
-    );
-    assert_eq!(
-        one("SELECT COUNT(*) FROM inventory_reservations WHERE status = 'reserved'").await,
-        completed
-    );
-    assert_eq!(
-        one("SELECT COUNT(*) FROM payments_charges WHERE status = 'charged'").await,
-        completed
-    );
-    assert_eq!(
-        one("SELECT COALESCE(SUM(charged), 0) FROM payments_accounts").await,
-        completed * 1_000
-    );
-    assert_eq!(one("SELECT COUNT(*) FROM shipments").await, completed);
-    assert_eq!(
-        one("SELECT COUNT(*) FROM order_confirmations").await,
-        completed
-    );
+    assert_applied_once(&local, STOCK, completed).await;
 
     // No two runs of the same step of the same saga overlapped in time.
     let runs = participants.runs.all().await.unwrap();

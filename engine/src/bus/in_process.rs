@@ -1,6 +1,7 @@
 //! The default bus: in-process. A subscriber has its own unbounded queue, so publishing never
 //! blocks and a slow or dead subscriber affects only itself; a consumer group has one queue
-//! its members share, with redelivery of what a member gave back or dropped.
+//! per pattern of its filter (as on the brokers), which its members share, with redelivery of
+//! what a member gave back or dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,14 +33,18 @@ impl std::fmt::Debug for InProcessBus {
     }
 }
 
-/// Consumer groups by name and filter patterns.
-type Groups = HashMap<(String, Vec<String>), Arc<Group>>;
+/// Consumer groups' queues by group name and pattern.
+type Groups = HashMap<(String, String), Arc<Group>>;
 
 #[derive(Default)]
 struct Core {
     subscribers: Mutex<Vec<(Filter, mpsc::UnboundedSender<Envelope>)>>,
     groups: Mutex<Groups>,
+    /// Woken whenever any group's queue gets a message; members then look in theirs.
+    ready: Arc<Notify>,
     dead: Mutex<Vec<DeadLetter>>,
+    /// The last dead letter id given out.
+    last_dead: std::sync::atomic::AtomicU64,
 }
 
 /// A message waiting in a group's queue.
@@ -50,16 +55,23 @@ struct Message {
     deliveries: u32,
 }
 
+/// One queue of a group: the messages of one pattern.
 struct Group {
-    filter: Filter,
+    /// The pattern's definition and type tokens (`*` for any).
+    pattern: (String, String),
     queue: Mutex<VecDeque<Message>>,
-    ready: Notify,
+    ready: Arc<Notify>,
 }
 
 impl Group {
     fn push(&self, message: Message) {
         lock(&self.queue).push_back(message);
-        self.ready.notify_one();
+        self.ready.notify_waiters();
+    }
+
+    fn wants(&self, route: &Route) -> bool {
+        let (d, t) = &self.pattern;
+        (d == "*" || *d == route.definition) && (t == "*" || *t == route.kind)
     }
 }
 
@@ -70,13 +82,9 @@ impl Core {
             .retain(|(filter, tx)| !filter.matches(event) || tx.send(event.clone()).is_ok());
     }
 
-    fn enqueue(&self, route: &Route, body: Arc<[u8]>, event: Option<&Envelope>) {
+    fn enqueue(&self, route: &Route, body: Arc<[u8]>) {
         for group in lock(&self.groups).values() {
-            let wanted = match event {
-                Some(event) => group.filter.matches(event),
-                None => group.filter.matches_route(route),
-            };
-            if wanted {
+            if group.wants(route) {
                 group.push(Message {
                     route: route.clone(),
                     body: body.clone(),
@@ -91,7 +99,7 @@ impl Core {
         if let Some(event) = &event {
             self.broadcast(event);
         }
-        self.enqueue(route, Arc::from(body), event.as_ref());
+        self.enqueue(route, Arc::from(body));
     }
 }
 
@@ -109,8 +117,7 @@ impl EventBus for InProcessBus {
         if !lock(&self.core.groups).is_empty() {
             let body =
                 serde_json::to_vec(&event).map_err(|e| BusError::Malformed(e.to_string()))?;
-            self.core
-                .enqueue(&Route::of(&event), Arc::from(body), Some(&event));
+            self.core.enqueue(&Route::of(&event), Arc::from(body));
         }
         Ok(())
     }
@@ -133,18 +140,31 @@ impl EventBus for InProcessBus {
         options: ConsumeOptions,
     ) -> Result<Consumer, BusError> {
         super::connect::check_name("consumer group", group)?;
-        let key = (group.to_string(), filter.patterns());
-        let shared = lock(&self.core.groups)
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Group {
-                    filter: filter.clone(),
-                    queue: Mutex::new(VecDeque::new()),
-                    ready: Notify::new(),
-                })
+        let mut groups = lock(&self.core.groups);
+        let queues = filter
+            .patterns()
+            .into_iter()
+            .map(|pattern| {
+                let (d, t) = pattern.split_once('.').unwrap_or(("*", "*"));
+                let (d, t) = (d.to_string(), t.to_string());
+                groups
+                    .entry((group.to_string(), pattern.clone()))
+                    .or_insert_with(|| {
+                        Arc::new(Group {
+                            pattern: (d, t),
+                            queue: Mutex::new(VecDeque::new()),
+                            ready: self.core.ready.clone(),
+                        })
+                    })
+                    .clone()
             })
-            .clone();
-        let raw = Box::new(Member { group: shared });
+            .collect();
+        drop(groups);
+        let raw = Box::new(Member {
+            queues,
+            ready: self.core.ready.clone(),
+            next: 0,
+        });
         Ok(Consumer::new(
             group,
             filter,
@@ -161,36 +181,47 @@ impl EventBus for InProcessBus {
     }
 }
 
-/// A member of an in-process group.
+/// A member of an in-process group: it takes from its patterns' queues in turn.
 struct Member {
-    group: Arc<Group>,
+    queues: Vec<Arc<Group>>,
+    ready: Arc<Notify>,
+    /// The queue to look in first next time, so none starves.
+    next: usize,
+}
+
+impl Member {
+    fn take(&mut self) -> Option<(Arc<Group>, Message)> {
+        for i in 0..self.queues.len() {
+            let at = (self.next + i) % self.queues.len();
+            let group = &self.queues[at];
+            let taken = lock(&group.queue).pop_front();
+            if let Some(message) = taken {
+                self.next = at + 1;
+                return Some((group.clone(), message));
+            }
+        }
+        None
+    }
 }
 
 #[async_trait]
 impl RawConsumer for Member {
     async fn next(&mut self) -> Option<RawDelivery> {
         loop {
-            let ready = self.group.ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
-            let taken = lock(&self.group.queue).pop_front();
-            if let Some(mut message) = taken {
+            let ready = self.ready.clone();
+            let woken = ready.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some((group, mut message)) = self.take() {
                 message.deliveries += 1;
-                // Another member may be waiting for the rest.
-                if !lock(&self.group.queue).is_empty() {
-                    self.group.ready.notify_one();
-                }
                 return Some(RawDelivery {
                     route: Some(message.route.clone()),
                     body: message.body.to_vec(),
                     deliveries: message.deliveries,
-                    settle: Box::new(InProcessSettle {
-                        group: self.group.clone(),
-                        message,
-                    }),
+                    settle: Box::new(InProcessSettle { group, message }),
                 });
             }
-            ready.await;
+            woken.await;
         }
     }
 }
@@ -228,14 +259,12 @@ struct MemoryDeadLetters {
 #[async_trait]
 impl DeadLetters for MemoryDeadLetters {
     async fn send(&self, mut letter: DeadLetter) -> Result<String, BusError> {
-        let mut dead = lock(&self.core.dead);
-        let next = dead
-            .last()
-            .and_then(|l| l.id.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
+        let next = 1 + self
+            .core
+            .last_dead
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         letter.id = next.to_string();
-        dead.push(letter);
+        lock(&self.core.dead).push(letter);
         Ok(next.to_string())
     }
 

@@ -40,7 +40,7 @@ pub(crate) use recent::Recent;
 pub use route::{Filter, Route};
 
 /// Errors from a bus.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BusError {
     /// Raw input that is not an event envelope.

@@ -131,15 +131,6 @@ impl Filter {
         patterns.dedup();
         patterns
     }
-
-    /// Whether a route matches one of [`Filter::patterns`] (for messages that could not be
-    /// parsed, which have only their route).
-    pub fn matches_route(&self, route: &Route) -> bool {
-        self.patterns().iter().any(|p| {
-            let (d, t) = p.split_once('.').unwrap_or((p, "*"));
-            (d == "*" || d == route.definition) && (t == "*" || t == route.kind)
-        })
-    }
 }
 
 #[cfg(test)]
@@ -162,7 +153,5 @@ mod tests {
         );
         let f = Filter::types(["SagaCompleted"]).definition("OrderSaga");
         assert_eq!(f.patterns(), vec!["OrderSaga.SagaCompleted"]);
-        assert!(f.matches_route(&Route::new(Some("OrderSaga"), "SagaCompleted")));
-        assert!(!f.matches_route(&Route::new(Some("Other"), "SagaCompleted")));
     }
 }

@@ -206,25 +206,9 @@ pub(crate) async fn worker(
         mediator.config().owner,
         args.concurrency
     );
-    stopped().await;
+    super::stopped().await;
     eprintln!("stopping: letting running steps finish, then releasing leases");
     mediator.shutdown().await;
     eprintln!("stopped");
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn stopped() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -342,3 +342,20 @@ where
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Resolves on Ctrl-C or SIGTERM: when a long-running process (a worker, a participant service)
+/// should stop gracefully.
+pub async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

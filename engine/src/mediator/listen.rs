@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use super::Inner;
 use crate::bus::{BusError, Consumer, Delivery, Envelope, Filter};
 use crate::error::EngineError;
@@ -51,19 +49,18 @@ enum Handled {
     Poison(String),
 }
 
-/// Handles the group's messages until the mediator stops, each in its own task.
-pub(crate) async fn run(inner: Arc<Inner>, mut consumer: Consumer) {
-    let permits = Arc::new(Semaphore::new(HANDLING));
-    while let Some(delivery) = consumer.next().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
+/// Handles the group's messages, each in its own task, until the mediator begins to shut down:
+/// from then on the other mediators of the group get them.
+pub(crate) async fn run(inner: Arc<Inner>, consumer: Consumer) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let stop = async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    };
+    let handler = move |delivery: Delivery| {
         let inner = inner.clone();
-        tokio::spawn(async move {
-            settle(&inner, delivery).await;
-            drop(permit);
-        });
-    }
+        async move { settle(&inner, delivery).await }
+    };
+    consumer.handle(HANDLING, stop, handler).await;
 }
 
 async fn settle(inner: &Arc<Inner>, delivery: Delivery) {
@@ -130,7 +127,9 @@ async fn reply(inner: &Arc<Inner>, event: &Envelope) -> Handled {
         }
     };
     match apply_reply(inner, &reply).await {
-        Ok(()) => Handled::Done,
+        Ok(Applied::Done) => Handled::Done,
+        // Another mediator of the group may have the version (a rolling upgrade).
+        Ok(Applied::NotHere(reason)) => Handled::Retry(reason),
         Err(error) => {
             tracing::warn!(saga_id = %reply.saga_id, %error, "applying a reply failed; it will be delivered again");
             Handled::Retry(error.to_string())
@@ -138,16 +137,27 @@ async fn reply(inner: &Arc<Inner>, event: &Envelope) -> Handled {
     }
 }
 
-async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<(), StoreError> {
+/// What applying a reply came to.
+enum Applied {
+    /// Applied, or known to change nothing.
+    Done,
+    /// This mediator cannot apply it (it lacks the saga's definition version).
+    NotHere(String),
+}
+
+async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<Applied, StoreError> {
     // Retried when the saga changed under us (a concurrent duplicate, the deadline firing).
     for _ in 0..5 {
         let Some(saga) = inner.store.get(reply.saga_id).await? else {
             tracing::warn!(saga_id = %reply.saga_id, step = %reply.step, "reply for an unknown saga ignored");
-            return Ok(());
+            return Ok(Applied::Done);
         };
         let Some(def) = inner.registry.get(&saga.definition, saga.version).cloned() else {
-            tracing::warn!(saga_id = %saga.id, "reply for a saga whose definition version is not registered here ignored");
-            return Ok(());
+            tracing::warn!(saga_id = %saga.id, "reply for a saga whose definition version is not registered here; leaving it to the group");
+            return Ok(Applied::NotHere(format!(
+                "saga {} uses `{}` version {}, which this mediator does not have",
+                saga.id, saga.definition, saga.version
+            )));
         };
         let index = def.steps().iter().position(|s| s.name() == reply.step);
         let expected = index.map(|step| Awaiting {
@@ -162,7 +172,7 @@ async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<(), StoreError
                 attempt = reply.attempt,
                 "duplicate, late or unexpected reply ignored"
             );
-            return Ok(());
+            return Ok(Applied::Done);
         }
         let mut change = match (&reply.outcome, reply.phase) {
             (Ok(output), Phase::Action) => {
@@ -188,7 +198,7 @@ async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<(), StoreError
                 if matches!(transition::next(&next), Next::Begin | Next::Run { .. }) {
                     inner.spawn_driver(next, false);
                 }
-                return Ok(());
+                return Ok(Applied::Done);
             }
             // Refused: the saga moved on (go round and see), or nothing changed and the reply
             // came after its deadline.
@@ -198,12 +208,12 @@ async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<(), StoreError
                     n.last_seq == saga.last_seq && n.fencing_token == saga.fencing_token
                 }) {
                     tracing::warn!(saga_id = %saga.id, step = %reply.step, attempt = reply.attempt, "reply came after its deadline; ignored");
-                    return Ok(());
+                    return Ok(Applied::Done);
                 }
             }
             Err(error) => return Err(error),
         }
     }
     tracing::warn!(saga_id = %reply.saga_id, "saga kept changing; reply left to its deadline");
-    Ok(())
+    Ok(Applied::Done)
 }

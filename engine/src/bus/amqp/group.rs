@@ -1,90 +1,113 @@
-//! A consumer group member: a durable quorum queue `<prefix>.<group>` consumed with manual acks
-//! on a channel of its own, consumed again after a broker outage.
+//! A consumer group member: one durable quorum queue per pattern of the group's filter,
+//! `<prefix>.<group>.<pattern>` (as JetStream has one durable consumer per pattern), all
+//! consumed with manual acks on a channel of its own, and consumed again after a broker
+//! outage. A member whose filter has a pattern the others lack takes from that pattern's queue
+//! alone, so no member ever receives a message its filter does not want.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::SelectAll;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 
-use super::{fail, header, int, string_arg, Backoff, Feed, Inner};
+use super::{fail, header, int, string_arg, Backoff, Inner};
 use crate::bus::backend::{RawConsumer, RawDelivery, Settle};
 use crate::bus::{BusError, Route};
+
+/// The queue of `group` for `pattern`.
+pub(super) fn queue_name(prefix: &str, group: &str, pattern: &str) -> String {
+    format!("{prefix}.{group}.{pattern}")
+}
 
 /// One member of a group.
 pub(super) struct Member {
     inner: Arc<Inner>,
-    queue: String,
-    patterns: Vec<String>,
+    /// Each queue with the pattern it is bound with.
+    queues: Vec<(String, String)>,
     prefetch: u16,
-    /// The consumer, `None` while the broker is away.
+    /// The consumers, `None` while the broker is away.
     current: Option<Feed>,
     backoff: Backoff,
 }
 
+/// A member's channel and its consumers, one per queue, read as one stream.
+struct Feed {
+    _channel: lapin::Channel,
+    consumers: SelectAll<lapin::Consumer>,
+}
+
 impl Member {
-    /// Declares and binds the group's queue and starts consuming it.
+    /// Declares and binds the group's queues and starts consuming them.
     pub(super) async fn join(
         inner: Arc<Inner>,
-        queue: String,
-        patterns: Vec<String>,
+        queues: Vec<(String, String)>,
         prefetch: u16,
     ) -> Result<Self, BusError> {
-        let feed = open(&inner, &queue, &patterns, prefetch).await?;
+        let feed = open(&inner, &queues, prefetch).await?;
         Ok(Self {
             inner,
-            queue,
-            patterns,
+            queues,
             prefetch,
             current: Some(feed),
             backoff: Backoff::default(),
         })
     }
+
+    fn describe(&self) -> String {
+        let names: Vec<&str> = self.queues.iter().map(|(q, _)| q.as_str()).collect();
+        names.join(", ")
+    }
 }
 
-async fn open(
-    inner: &Inner,
-    queue: &str,
-    patterns: &[String],
-    prefetch: u16,
-) -> Result<Feed, BusError> {
+async fn open(inner: &Inner, queues: &[(String, String)], prefetch: u16) -> Result<Feed, BusError> {
     let link = inner.link().await?;
     let channel = link
         .conn
         .create_channel()
         .await
         .map_err(|e| fail("open a channel", e))?;
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-queue-type".into(), string_arg("quorum"));
-    arguments.insert(
-        "x-dead-letter-exchange".into(),
-        string_arg(&inner.dead_exchange()),
-    );
-    channel
-        .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
-        .await
-        .map_err(|e| fail(&format!("declare queue {queue}"), e))?;
-    inner.bind(&channel, queue, patterns).await?;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await
         .map_err(|e| fail("set the prefetch", e))?;
-    let consumer = channel
-        .basic_consume(
-            queue.into(),
-            ShortString::default(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| fail(&format!("consume queue {queue}"), e))?;
+    let mut consumers = SelectAll::new();
+    for (queue, pattern) in queues {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), string_arg("quorum"));
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            string_arg(&inner.dead_exchange()),
+        );
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                arguments,
+            )
+            .await
+            .map_err(|e| fail(&format!("declare queue {queue}"), e))?;
+        inner
+            .bind(&channel, queue, std::slice::from_ref(pattern))
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                ShortString::default(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| fail(&format!("consume queue {queue}"), e))?;
+        consumers.push(consumer);
+    }
     Ok(Feed {
         _channel: channel,
-        consumer,
+        consumers,
     })
 }
 
@@ -97,17 +120,19 @@ impl RawConsumer for Member {
             }
             let Some(feed) = self.current.as_mut() else {
                 tokio::time::sleep(self.backoff.next()).await;
-                match open(&self.inner, &self.queue, &self.patterns, self.prefetch).await {
+                match open(&self.inner, &self.queues, self.prefetch).await {
                     Ok(feed) => {
-                        tracing::info!(queue = %self.queue, "consuming again");
+                        tracing::info!(queues = %self.describe(), "consuming again");
                         self.backoff.reset();
                         self.current = Some(feed);
                     }
-                    Err(error) => tracing::warn!(queue = %self.queue, %error, "cannot consume yet"),
+                    Err(error) => {
+                        tracing::warn!(queues = %self.describe(), %error, "cannot consume yet")
+                    }
                 }
                 continue;
             };
-            match feed.consumer.next().await {
+            match feed.consumers.next().await {
                 Some(Ok(delivery)) => {
                     // Quorum queues count the times a message was given back.
                     let returned = header(&delivery.properties, "x-delivery-count").and_then(int);
@@ -123,11 +148,11 @@ impl RawConsumer for Member {
                     });
                 }
                 Some(Err(error)) => {
-                    tracing::warn!(queue = %self.queue, %error, "the consumer failed; consuming again");
+                    tracing::warn!(queues = %self.describe(), %error, "the consumer failed; consuming again");
                     self.current = None;
                 }
                 None => {
-                    tracing::info!(queue = %self.queue, "the consumer ended; consuming again");
+                    tracing::info!(queues = %self.describe(), "the consumer ended; consuming again");
                     self.current = None;
                 }
             }

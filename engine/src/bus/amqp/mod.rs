@@ -1,7 +1,8 @@
 //! RabbitMQ as the event bus (feature `rabbitmq`, `amqp://` URLs), on lapin with its tokio
 //! runtime. Under a prefix `p` it declares a durable topic exchange `p` that every envelope is
-//! published to (routing key: its [`Route`]), one durable quorum queue `p.<group>` per consumer
-//! group, and the dead letters: a fanout exchange `p.dead` with its queue `p.dead-letters`.
+//! published to (routing key: its [`Route`]), one durable quorum queue `p.<group>.<pattern>`
+//! per consumer group and pattern of its filter, and the dead letters: a fanout exchange
+//! `p.dead` with its queue `p.dead-letters`.
 //!
 //! The bus reconnects by itself (lapin's own recovery is not enabled): a connection or channel
 //! found closed is replaced on next use (one attempt at a time, backing off from 100 ms to 2 s),
@@ -62,7 +63,7 @@ struct Inner {
     removed: AtomicBool,
 }
 
-/// A channel and the consumer on it.
+/// A subscription's channel and the consumer on it.
 struct Feed {
     _channel: Channel,
     consumer: lapin::Consumer,
@@ -207,15 +208,13 @@ impl EventBus for AmqpBus {
         options: ConsumeOptions,
     ) -> Result<Consumer, BusError> {
         check_name("consumer group", group)?;
-        let queue = format!("{}.{group}", self.inner.prefix);
-        self.inner.register_group(&queue).await?;
-        let member = group::Member::join(
-            self.inner.clone(),
-            queue,
-            filter.patterns(),
-            options.prefetch,
-        )
-        .await?;
+        let mut queues = Vec::new();
+        for pattern in filter.patterns() {
+            let queue = group::queue_name(&self.inner.prefix, group, &pattern);
+            self.inner.register_group(&queue).await?;
+            queues.push((queue, pattern));
+        }
+        let member = group::Member::join(self.inner.clone(), queues, options.prefetch).await?;
         Ok(Consumer::new(
             group,
             filter,

@@ -22,17 +22,6 @@ pub(super) struct Outgoing {
     pub(super) mandatory: bool,
 }
 
-/// A second copy of an error (for every message of a batch that could not be sent).
-fn again(error: &BusError) -> BusError {
-    match error {
-        BusError::Malformed(m) => BusError::Malformed(m.clone()),
-        BusError::NotConfirmed(m) => BusError::NotConfirmed(m.clone()),
-        BusError::Config(m) => BusError::Config(m.clone()),
-        BusError::NoSuchDeadLetter(m) => BusError::NoSuchDeadLetter(m.clone()),
-        other => BusError::Unavailable(other.to_string()),
-    }
-}
-
 /// Persistent JSON.
 pub(super) fn persistent() -> BasicProperties {
     BasicProperties::default()
@@ -62,13 +51,13 @@ impl Inner {
         let _turn = self.publishing.lock().await;
         let link = match self.link().await {
             Ok(link) => link,
-            Err(error) => return batch.iter().map(|_| Err(again(&error))).collect(),
+            Err(error) => return batch.iter().map(|_| Err(error.clone())).collect(),
         };
         let mut pending = Vec::with_capacity(batch.len());
-        let mut broken = None;
+        let mut broken: Option<BusError> = None;
         for out in &batch {
             if let Some(error) = &broken {
-                pending.push(Err(again(error)));
+                pending.push(Err(error.clone()));
                 continue;
             }
             let options = BasicPublishOptions {
@@ -87,7 +76,7 @@ impl Inner {
                 Ok(confirm) => pending.push(Ok(confirm)),
                 Err(e) => {
                     let error = fail("publish", e);
-                    broken = Some(again(&error));
+                    broken = Some(error.clone());
                     pending.push(Err(error));
                 }
             }

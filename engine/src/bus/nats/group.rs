@@ -29,10 +29,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Messages one pull request asks for, at most.
 const MAX_BATCH: usize = 200;
-/// How long a pull request waits for messages before the client sends another.
-const EXPIRES: Duration = Duration::from_secs(30);
-/// The server's heartbeat on an idle pull request (two missed ones mean the pull is stalled).
-const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long a pull request waits for messages before the client sends another: also how long
+/// a pull lost with a restarted server can go unnoticed.
+const EXPIRES: Duration = Duration::from_secs(10);
+/// The server's heartbeat on an idle pull request (two missed ones mean the pull is stalled,
+/// e.g. the server restarted and forgot it).
+const HEARTBEAT: Duration = Duration::from_secs(3);
 
 /// The durable consumer name of `group` for `pattern`.
 pub(super) fn consumer_name(group: &str, pattern: &str) -> String {

@@ -30,6 +30,9 @@ use super::{
     Subscription,
 };
 
+/// How long a publish may take to be sent, and then to be confirmed, at most.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long the event stream keeps a message: long enough for any group to catch up.
 const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Within this window JetStream drops a message whose `Nats-Msg-Id` it already stored.
@@ -145,19 +148,29 @@ async fn send(
     subject: String,
     publish: Publish,
 ) -> Result<PublishAckFuture, BusError> {
-    js.send_publish(subject.clone(), publish)
+    // Bounded: a client that cannot send (reconnecting, its in-flight limit reached) must not
+    // hold up the caller for ever; the outbox keeps what was not confirmed.
+    let sent = tokio::time::timeout(PUBLISH_TIMEOUT, js.send_publish(subject.clone(), publish))
         .await
-        .map_err(|e| match e.kind() {
-            PublishErrorKind::MaxPayloadExceeded => {
-                BusError::NotConfirmed(format!("{subject}: {e}"))
-            }
-            _ => BusError::Unavailable(format!("cannot publish on {subject}: {e}")),
-        })
+        .map_err(|_| {
+            BusError::Unavailable(format!(
+                "cannot publish on {subject}: not sent within {PUBLISH_TIMEOUT:?}"
+            ))
+        })?;
+    sent.map_err(|e| match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => BusError::NotConfirmed(format!("{subject}: {e}")),
+        _ => BusError::Unavailable(format!("cannot publish on {subject}: {e}")),
+    })
 }
 
-/// Waits for JetStream to confirm it stored a publish.
+/// Waits (bounded) for JetStream to confirm it stored a publish.
 async fn confirm(ack: PublishAckFuture) -> Result<PublishAck, BusError> {
-    ack.await.map_err(|e| BusError::NotConfirmed(e.to_string()))
+    match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
+        Ok(confirmed) => confirmed.map_err(|e| BusError::NotConfirmed(e.to_string())),
+        Err(_) => Err(BusError::NotConfirmed(format!(
+            "no publish ack within {PUBLISH_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// `url` without its user and password, for messages.
@@ -182,8 +195,17 @@ impl EventBus for NatsBus {
         let mut results = Vec::with_capacity(events.len());
         for chunk in events.chunks(PUBLISH_CHUNK) {
             let mut sent = Vec::with_capacity(chunk.len());
+            let mut broken: Option<BusError> = None;
             for event in chunk {
-                sent.push(self.send_event(event).await);
+                // Once one could not be sent, the rest are not tried (they would wait as long).
+                let result = match &broken {
+                    Some(error) => Err(error.clone()),
+                    None => self.send_event(event).await,
+                };
+                if let Err(error) = &result {
+                    broken.get_or_insert_with(|| error.clone());
+                }
+                sent.push(result);
             }
             for ack in sent {
                 results.push(match ack {
