@@ -54,9 +54,10 @@ struct Inner {
     url: String,
     prefix: String,
     link: Mutex<LinkState>,
-    /// One publish batch at a time on the publisher channel, so that a message the broker
-    /// returns is matched with the batch that sent it.
-    publishing: Mutex<()>,
+    /// Where messages to publish are queued: one publisher task sends them in batches, one
+    /// batch at a time on the publisher channel (so a message the broker returns is matched
+    /// with the batch that sent it), and what queues up meanwhile goes in the next batch.
+    jobs: mpsc::UnboundedSender<publish::Job>,
     /// The group queues this bus declared and recorded in the group registry.
     groups: StdMutex<BTreeSet<String>>,
     /// Set by `remove_all`: the bus declares nothing more.
@@ -142,15 +143,17 @@ impl AmqpBus {
         check_name("bus prefix", prefix)?;
         url.parse::<lapin::uri::AMQPUri>()
             .map_err(|e| BusError::Config(format!("bad RabbitMQ URL: {e}")))?;
+        let (jobs, queued) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             url: url.to_string(),
             prefix: prefix.to_string(),
             link: Mutex::new(LinkState::default()),
-            publishing: Mutex::new(()),
+            jobs,
             groups: StdMutex::new(BTreeSet::new()),
             removed: AtomicBool::new(false),
         });
         inner.link().await?;
+        tokio::spawn(publish::run(Arc::downgrade(&inner), queued));
         Ok(Self { inner })
     }
 }

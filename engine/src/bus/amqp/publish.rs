@@ -1,8 +1,13 @@
 //! Publishing on the confirm-mode publisher channel: a batch is sent whole, then its confirms
 //! are awaited in order; a mandatory message the broker returns is reported unconfirmed.
+//! Concurrent publishers share batches (one task sends them, one at a time), so the confirm
+//! round trip is paid once per batch instead of once per caller.
 
 use std::collections::BTreeSet;
+use std::sync::Weak;
 use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
 
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
@@ -12,6 +17,38 @@ use crate::bus::{BusError, Envelope, Route};
 
 /// How long a publish waits for the broker's confirm before reporting it unconfirmed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Messages one batch carries, at most.
+const MAX_BATCH: usize = 512;
+
+/// A message queued for the publisher task, and who waits for its confirm.
+pub(super) struct Job {
+    out: Outgoing,
+    done: oneshot::Sender<Result<(), BusError>>,
+}
+
+/// The publisher task: sends what is queued in batches until the bus is dropped.
+pub(super) async fn run(inner: Weak<Inner>, mut queued: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = queued.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match queued.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let (batch, waiting): (Vec<Outgoing>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.out, j.done)).unzip();
+        let results = inner.send_now(batch).await;
+        drop(inner);
+        for (done, result) in waiting.into_iter().zip(results) {
+            let _ = done.send(result);
+        }
+    }
+}
 
 /// A message to publish.
 pub(super) struct Outgoing {
@@ -46,9 +83,29 @@ impl Inner {
         });
     }
 
-    /// Publishes `batch`, then waits for each confirm in order: one result per message.
+    /// Publishes `batch` (in order, perhaps among other callers' messages) and waits for each
+    /// confirm: one result per message.
     pub(super) async fn send(&self, batch: Vec<Outgoing>) -> Vec<Result<(), BusError>> {
-        let _turn = self.publishing.lock().await;
+        let mut waiting = Vec::with_capacity(batch.len());
+        for out in batch {
+            let (done, confirmed) = oneshot::channel();
+            // The task lives as long as the bus; if it is gone, the receiver says so below.
+            let _ = self.jobs.send(Job { out, done });
+            waiting.push(confirmed);
+        }
+        let mut results = Vec::with_capacity(waiting.len());
+        for confirmed in waiting {
+            results.push(
+                confirmed
+                    .await
+                    .unwrap_or_else(|_| Err(BusError::Unavailable("the publisher stopped".into()))),
+            );
+        }
+        results
+    }
+
+    /// Publishes `batch` now, then waits for each confirm in order (the publisher task's work).
+    async fn send_now(&self, batch: Vec<Outgoing>) -> Vec<Result<(), BusError>> {
         let link = match self.link().await {
             Ok(link) => link,
             Err(error) => return batch.iter().map(|_| Err(error.clone())).collect(),
