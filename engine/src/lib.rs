@@ -3,12 +3,14 @@
 //! A central mediator runs saga definitions declared in Rust step by step, persists the saga's
 //! state after every step (one database transaction per transition, instance row and history
 //! together), and when a step fails for good runs the compensations of the completed steps in
-//! reverse order. It runs embedded on a SQLite file by default.
+//! reverse order. It runs embedded on a SQLite file by default; with the `nats` or `rabbitmq`
+//! feature its events, participants' commands and replies cross a broker between processes.
 //!
 //! - [`definition`], [`step`], [`retry`]: what a saga is.
 //! - [`mediator`]: what runs it ([`mediator::driver`] is where a step runs).
 //! - [`store`]: where its state is written.
-//! - [`event`]: what it emits.
+//! - [`event`]: what it emits; [`bus`]: where events travel (in process or a broker), consumer
+//!   groups and dead letters; [`participant`]: participant steps and services.
 //! - [`fault`]: how to make it fail on purpose.
 //!
 //! ```no_run
