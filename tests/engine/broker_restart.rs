@@ -152,8 +152,9 @@ impl Private {
     }
 
     fn rabbitmqctl(&self, command: &str) {
-        let status = Command::new("rabbitmqctl")
-            .args(["-q", "-n", &self.node(), command])
+        // Bounded: a busy node must fail the test, not hang it.
+        let status = Command::new("timeout")
+            .args(["60", "rabbitmqctl", "-q", "-n", &self.node(), command])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -190,8 +191,8 @@ impl Private {
 impl Drop for Private {
     fn drop(&mut self) {
         if self.kind == Broker::Rabbitmq {
-            let _ = Command::new("rabbitmqctl")
-                .args(["-q", "-n", &self.node(), "stop"])
+            let _ = Command::new("timeout")
+                .args(["60", "rabbitmqctl", "-q", "-n", &self.node(), "stop"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

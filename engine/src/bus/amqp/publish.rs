@@ -141,6 +141,9 @@ impl Inner {
         let mut returned = BTreeSet::new();
         let mut untrusted = broken.is_some();
         let mut results = Vec::with_capacity(batch.len());
+        // One deadline for the batch: confirms lost with a connection cost one timeout, not
+        // one each in turn.
+        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
         for confirm in pending {
             let confirm = match confirm {
                 Ok(confirm) => confirm,
@@ -149,7 +152,7 @@ impl Inner {
                     continue;
                 }
             };
-            results.push(match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            results.push(match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(confirmation)) => {
                     let nacked = confirmation.is_nack();
                     if let Some(message) = confirmation.take_message() {
