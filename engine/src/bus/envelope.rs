@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::event::HistoryEvent;
 use crate::state::Millis;
 
-/// One event on the bus. Serde round-trips it; its JSON shape is documented in the README.
+/// One event on the bus. Serde round-trips it; its JSON shape is documented in docs/events.md.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Unique id (UUID v7): consumers drop duplicates by it (delivery is at least once).

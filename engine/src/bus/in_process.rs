@@ -114,10 +114,12 @@ impl InProcessBus {
 impl EventBus for InProcessBus {
     async fn publish(&self, event: Envelope) -> Result<(), BusError> {
         self.core.broadcast(&event);
-        if !lock(&self.core.groups).is_empty() {
+        // Encoded only when some group consumes its route: most lifecycle events have none.
+        let route = Route::of(&event);
+        if lock(&self.core.groups).values().any(|g| g.wants(&route)) {
             let body =
                 serde_json::to_vec(&event).map_err(|e| BusError::Malformed(e.to_string()))?;
-            self.core.enqueue(&Route::of(&event), Arc::from(body));
+            self.core.enqueue(&route, Arc::from(body));
         }
         Ok(())
     }
