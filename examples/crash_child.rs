@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clap::{Parser, Subcommand};
-use saga::engine::bus::{BusError, ConsumeOptions, Consumer, DeadLetters, Route};
 use saga::engine::{
-    store, Envelope, EventBus, FaultPlan, Filter, InProcessBus, Mediator, Registry, RetryPolicy,
-    Subscription,
+    bus::BusError, bus::ConsumeOptions, bus::Consumer, bus::DeadLetters, bus::Route,
+};
+use saga::engine::{
+    bus::Envelope, bus::EventBus, bus::Filter, bus::InProcessBus, bus::Subscription,
+    fault::FaultPlan, store, Mediator, Registry, RetryPolicy,
 };
 use saga::sagas::order::{self, Options};
 use saga::sagas::{Address, LineItem, Order, Participants};

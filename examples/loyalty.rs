@@ -14,8 +14,8 @@ use std::error::Error;
 use std::str::FromStr;
 
 use clap::Parser;
-use saga::engine::bus::{self, BusConfig, ConsumeOptions};
-use saga::engine::Filter;
+use saga::engine::bus::Filter;
+use saga::engine::bus::{self, ConsumeOptions};
 use saga::sagas::order;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 
@@ -64,7 +64,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn Error>> {
-    let config = BusConfig::from_flags(args.bus.as_deref(), args.bus_prefix.as_deref());
+    let config = saga::cli::bus_config(args.bus.as_deref(), args.bus_prefix.as_deref());
     if config.url.is_none() {
         return Err(
             "the loyalty service listens on a broker: give --bus URL (or set SAGA_BUS_URL)".into(),
@@ -90,7 +90,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 Some(d) => d,
                 None => return Err("the bus went away".into()),
             },
-            _ = saga::engine::cli::stopped() => return Ok(()),
+            _ = saga::cli::stopped() => return Ok(()),
         };
         let event = delivery.event();
         let (Some(saga_id), Some(definition)) = (event.saga_id, event.definition.clone()) else {

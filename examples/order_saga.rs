@@ -20,10 +20,10 @@ use std::error::Error;
 use clap::Parser;
 use std::sync::Arc;
 
-use saga::engine::bus::{self, BusConfig};
+use saga::engine::bus;
 use saga::engine::{
-    store, Envelope, EventBus, FaultPlan, Filter, InProcessBus, Mediator, Registry, SagaStore,
-    Subscription,
+    bus::Envelope, bus::EventBus, bus::Filter, bus::InProcessBus, bus::Subscription,
+    fault::FaultPlan, store, store::SagaStore, Mediator, Registry,
 };
 use saga::sagas::order::services::{self, Service};
 use saga::sagas::order::Options;
@@ -75,7 +75,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         )
         .init();
     let args = Args::parse();
-    let bus_config = BusConfig::from_flags(args.bus.as_deref(), args.bus_prefix.as_deref());
+    let bus_config = saga::cli::bus_config(args.bus.as_deref(), args.bus_prefix.as_deref());
     let remote = bus_config.url.is_some();
     if remote && !args.events {
         return Err("--bus carries OrderSaga over events: add --events".into());
@@ -87,7 +87,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
                 .into(),
         );
     }
-    let url = store::database_url(args.database.as_deref());
+    let url = saga::cli::database_url(args.database.as_deref());
     let store = store::open(&url, store::OpenMode::CreateIfMissing).await?;
     let participants =
         Participants::open(&saga::sagas::participants::participants_url(&url)).await?;

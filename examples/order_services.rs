@@ -15,8 +15,8 @@
 use std::error::Error;
 
 use clap::Parser;
-use saga::engine::bus::{self, BusConfig, ConsumeOptions};
-use saga::engine::FaultPlan;
+use saga::engine::bus::{self, ConsumeOptions};
+use saga::engine::fault::FaultPlan;
 use saga::sagas::order::services::{self, Service};
 use saga::sagas::participants::PARTICIPANTS_URL_ENV;
 use saga::sagas::Participants;
@@ -67,7 +67,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn Error>> {
-    let config = BusConfig::from_flags(args.bus.as_deref(), args.bus_prefix.as_deref());
+    let config = saga::cli::bus_config(args.bus.as_deref(), args.bus_prefix.as_deref());
     let Some(url) = config.url.clone() else {
         return Err(
             "the services meet the mediator on a broker: give --bus URL (or set SAGA_BUS_URL)"
@@ -101,7 +101,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         names.join(", "),
         config.prefix
     );
-    saga::engine::cli::stopped().await;
+    saga::cli::stopped().await;
     for task in tasks {
         task.abort();
     }

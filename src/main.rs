@@ -1,11 +1,11 @@
 //! The `saga` command line over the bundled sagas (OrderSaga, local and over events). Your own
-//! program can serve the same CLI over its own sagas: call `saga_engine::cli::main` with your
+//! program can serve the same CLI over its own sagas: call `saga_cli::main` with your
 //! registrations.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    saga_engine::cli::main(|context| {
+    saga_cli::main(|context| {
         let participants = sagas::Participants::for_saga_database(&context.database_url)?;
         let options = sagas::order::Options {
             // The step-run audit, for checking that no step ever ran on two workers at once.

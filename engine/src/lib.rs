@@ -35,32 +35,31 @@
 //! ```
 
 pub mod bus;
-pub mod cli;
-pub mod definition;
-pub mod error;
-pub mod event;
-pub mod failure;
+mod definition;
+mod error;
+mod event;
+mod failure;
 pub mod fault;
-pub mod mediator;
+mod mediator;
 pub mod operator;
 pub mod participant;
-pub mod registry;
-pub mod retry;
-pub mod state;
-pub mod step;
+mod registry;
+mod retry;
+mod state;
+mod step;
 pub mod store;
-pub mod transition;
-pub mod trigger;
+mod transition;
+mod trigger;
 
-pub use bus::{Envelope, EventBus, Filter, InProcessBus, Subscription};
 pub use definition::{Definition, SagaDefinition};
 pub use error::{DefinitionError, EngineError};
 pub use event::{EventKind, HistoryEvent};
-pub use fault::{Fault, FaultPlan};
-pub use mediator::{Mediator, MediatorBuilder, MediatorConfig};
+pub use failure::{FailureKind, StepError};
+pub use mediator::{enqueue, Mediator, MediatorBuilder, MediatorConfig, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use registry::Registry;
 pub use retry::RetryPolicy;
-pub use state::{Millis, SagaState, SagaStatus, StepState, StepStatus};
-pub use step::{FailureKind, Phase, SagaData, Step, StepContext, StepError, StepKind};
-pub use store::{OpenMode, SagaStore, SqliteStore, StoreError, WriteStats};
+pub use state::{Awaiting, Millis, SagaState, SagaStatus, StepState, StepStatus, UnknownStatus};
+pub use step::{
+    idempotency_key, Phase, SagaData, Step, StepContext, StepKind, StepSpec, DEFAULT_STEP_TIMEOUT,
+};
 pub use trigger::Trigger;

@@ -11,7 +11,9 @@ use crate::mediator::commit::write;
 use crate::registry::Registry;
 use crate::state::SagaState;
 use crate::store::{SagaStore, StoreError};
-use crate::transition::{self, Change, Refused};
+use crate::transition::{self, Change};
+
+pub use crate::transition::Refused;
 
 /// Why an operator action did not happen. Nothing was written.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::retry::RetryPolicy;
 
-pub use crate::failure::{FailureKind, StepError};
+pub(crate) use crate::failure::StepError;
 
 /// What saga data must be: serialisable to JSON (it is stored after every step) and sendable.
 pub trait SagaData: Serialize + DeserializeOwned + Send + Sync + 'static {}

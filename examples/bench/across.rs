@@ -10,9 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use saga::engine::bus::{self, BusConfig, BusError, ConsumeOptions, Consumer, DeadLetters, Route};
-use saga::engine::participant::{self, Command as ParticipantCommand};
-use saga::engine::{Envelope, EventBus, EventKind, Filter, Registry, SagaStore, Subscription};
+use saga::engine::{
+    bus, bus::BusConfig, bus::BusError, bus::ConsumeOptions, bus::Consumer, bus::DeadLetters,
+    bus::Route,
+};
+use saga::engine::{
+    bus::Envelope, bus::EventBus, bus::Filter, bus::Subscription, store::SagaStore, EventKind,
+    Registry,
+};
+use saga::engine::{participant, participant::Command as ParticipantCommand};
 use saga::sagas::order::events::{self, commands, Receipt};
 use saga::sagas::order::services::Service;
 use saga::sagas::order::Options;

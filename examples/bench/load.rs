@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use saga::engine::{EventBus, Filter, Mediator, Registry, SagaStore, WriteStats};
+use saga::engine::{
+    bus::EventBus, bus::Filter, store::SagaStore, store::WriteStats, Mediator, Registry,
+};
 use saga::sagas::Order;
 use tokio::sync::oneshot;
 use uuid::Uuid;

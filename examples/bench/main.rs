@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use saga::engine::store::{self, OpenMode};
-use saga::engine::SagaStore;
+use saga::engine::store::SagaStore;
+use saga::engine::{store, store::OpenMode};
 
 /// Any error of the harness.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

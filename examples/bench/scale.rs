@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use saga::engine::{
-    Filter, Mediator, Registry, SagaDefinition, SagaStatus, SagaStore, Step, StepContext,
+    bus::Filter, store::SagaStore, Mediator, Registry, SagaDefinition, SagaStatus, Step,
+    StepContext,
 };
 use saga::sagas::Order;
 use tokio::sync::{watch, Notify};

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use saga::engine::{store, Envelope, SagaStatus, SagaStore};
+use saga::engine::{bus::Envelope, store, store::SagaStore, SagaStatus};
 use saga::sagas::order::{self, events};
 use saga::sagas::Participants;
 use serde_json::Value;

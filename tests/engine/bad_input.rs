@@ -1,8 +1,8 @@
 //! Bad input: a clear typed error naming the problem, and nothing written.
 
 use saga::engine::{
-    store, DefinitionError, EngineError, FaultPlan, Registry, SagaDefinition, Step, StepContext,
-    StoreError,
+    fault::FaultPlan, store, store::StoreError, DefinitionError, EngineError, Registry,
+    SagaDefinition, Step, StepContext,
 };
 use saga::sagas::order;
 use serde_json::json;

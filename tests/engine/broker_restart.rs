@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use saga::engine::bus::{self, BusConfig, ConsumeOptions};
-use saga::engine::{Envelope, EventBus, Mediator, RetryPolicy, SagaStatus};
+use saga::engine::{bus, bus::BusConfig, bus::ConsumeOptions};
+use saga::engine::{bus::Envelope, bus::EventBus, Mediator, RetryPolicy, SagaStatus};
 use saga::sagas::order::services::{self, Service};
 use saga::sagas::order::{self, events, Options};
 use saga::sagas::Order;
@@ -229,7 +229,7 @@ async fn nothing_is_lost_when_the_broker_restarts_mid_run(kind: Broker) {
     };
     let mut registry = saga::engine::Registry::new();
     events::register(&mut registry, &options).unwrap();
-    let no_faults = saga::engine::FaultPlan::new();
+    let no_faults = saga::engine::fault::FaultPlan::new();
     services::spawn_with(
         connect().await,
         &env.participants,

@@ -7,8 +7,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use saga::engine::bus::{self, BusConfig};
-use saga::engine::EventBus;
+use saga::engine::bus::EventBus;
+use saga::engine::{bus, bus::BusConfig};
 
 /// The bus a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

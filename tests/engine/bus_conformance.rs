@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use saga::engine::bus::{ConsumeOptions, Consumer, Delivery, Route};
-use saga::engine::{Envelope, Filter};
+use saga::engine::{bus::ConsumeOptions, bus::Consumer, bus::Delivery, bus::Route};
+use saga::engine::{bus::Envelope, bus::Filter};
 use serde_json::json;
 use uuid::Uuid;
 

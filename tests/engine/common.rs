@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga::engine::{
-    store, FaultPlan, HistoryEvent, Mediator, Registry, RetryPolicy, SagaState, SagaStore,
+    fault::FaultPlan, store, store::SagaStore, HistoryEvent, Mediator, Registry, RetryPolicy,
+    SagaState,
 };
 use saga::sagas::order::{self, Options};
 use saga::sagas::{Address, LineItem, Order, Participants};

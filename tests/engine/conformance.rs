@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use saga::engine::mediator::enqueue;
-use saga::engine::{FaultPlan, Mediator, SagaStatus};
+use saga::engine::enqueue;
+use saga::engine::{fault::FaultPlan, Mediator, SagaStatus};
 use saga::sagas::order;
 
 use crate::common::*;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use saga::engine::fault::CRASH_POINTS;
-use saga::engine::{store, EventBus, FaultPlan, Filter, InProcessBus, Mediator, SagaStatus};
+use saga::engine::{
+    bus::EventBus, bus::Filter, bus::InProcessBus, fault::FaultPlan, store, Mediator, SagaStatus,
+};
 use saga::sagas::order;
 use saga::sagas::Participants;
 use uuid::Uuid;
@@ -36,7 +38,7 @@ fn scratch() -> tempfile::TempDir {
 }
 
 async fn mediator(
-    store: Arc<dyn saga::engine::SagaStore>,
+    store: Arc<dyn saga::engine::store::SagaStore>,
     p: &Participants,
     faults: FaultPlan,
     bus: Arc<dyn EventBus>,

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use saga::engine::{Envelope, FaultPlan, Filter, Mediator, SagaStatus, Subscription};
+use saga::engine::{
+    bus::Envelope, bus::Filter, bus::Subscription, fault::FaultPlan, Mediator, SagaStatus,
+};
 use saga::sagas::order;
 use uuid::Uuid;
 
@@ -132,8 +134,8 @@ async fn events_committed_but_not_published_before_a_crash_are_delivered_after_r
     assert!(silent.try_next().is_none(), "nothing was published");
     drop(first);
 
-    let bus = std::sync::Arc::new(saga::engine::InProcessBus::new());
-    let mut events = saga::engine::EventBus::subscribe(bus.as_ref(), Filter::all())
+    let bus = std::sync::Arc::new(saga::engine::bus::InProcessBus::new());
+    let mut events = saga::engine::bus::EventBus::subscribe(bus.as_ref(), Filter::all())
         .await
         .unwrap();
     let second = fast(Mediator::builder(env.reopen().await, env.registry()).bus(bus.clone())).await;

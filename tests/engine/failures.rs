@@ -1,7 +1,7 @@
 //! A failure at each step up to the pivot: the saga ends `compensated`, exactly the completed
 //! steps are compensated in reverse order, and the participants are back where they started.
 
-use saga::engine::{FaultPlan, SagaStatus, StepStatus};
+use saga::engine::{fault::FaultPlan, SagaStatus, StepStatus};
 use saga::sagas::{order, Order};
 
 use crate::common::*;

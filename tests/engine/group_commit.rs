@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use saga::engine::store::{Lease, Transition};
 use saga::engine::{
-    Envelope, EventKind, HistoryEvent, SagaState, SagaStatus, SagaStore, StoreError, WriteStats,
+    bus::Envelope, store::SagaStore, store::StoreError, store::WriteStats, EventKind, HistoryEvent,
+    SagaState, SagaStatus,
 };
+use saga::engine::{store::Lease, store::Transition};
 use serde_json::json;
 use uuid::Uuid;
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use futures::future::join_all;
-use saga::engine::{FaultPlan, SagaStatus};
+use saga::engine::{fault::FaultPlan, SagaStatus};
 use saga::sagas::{order, Order};
 
 use crate::common::*;

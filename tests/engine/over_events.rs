@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use saga::engine::{Envelope, EventBus, Filter, Mediator, SagaStatus, Subscription};
+use saga::engine::{
+    bus::Envelope, bus::EventBus, bus::Filter, bus::Subscription, Mediator, SagaStatus,
+};
 use saga::sagas::order::events;
 use saga::sagas::order::services::{self, Service};
 use saga::sagas::Order;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use saga::engine::mediator::enqueue;
+use saga::engine::enqueue;
 use saga::engine::{store, Registry, SagaStatus};
 use saga::sagas::{order, Participants};
 use serde_json::Value;

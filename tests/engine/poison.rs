@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use saga::engine::{Envelope, Mediator, Registry};
+use saga::engine::{bus::Envelope, Mediator, Registry};
 use saga::sagas::order::{self, events};
 use uuid::Uuid;
 

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use saga::engine::operator::Refused;
 use saga::engine::participant::Command;
-use saga::engine::transition::Refused;
 use saga::engine::{
-    operator, EventBus, Filter, InProcessBus, Mediator, Registry, RetryPolicy, SagaDefinition,
-    SagaState, SagaStatus, Step, StepContext, Subscription,
+    bus::EventBus, bus::Filter, bus::InProcessBus, bus::Subscription, operator, Mediator, Registry,
+    RetryPolicy, SagaDefinition, SagaState, SagaStatus, Step, StepContext,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;

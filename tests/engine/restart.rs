@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use saga::engine::{Fault, FaultPlan, Mediator, Phase, RetryPolicy, SagaStatus};
+use saga::engine::{fault::Fault, fault::FaultPlan, Mediator, Phase, RetryPolicy, SagaStatus};
 
 use crate::common::*;
 use crate::probe::{self, Plan, Probe, ProbeData};
@@ -309,7 +309,7 @@ async fn an_ambiguous_commit_is_recovered_without_doing_anything_twice() {
                 .faults(FaultPlan::new().ambiguous_commit(nth)),
         )
         .await;
-        let mut events = m.subscribe(saga::engine::Filter::all()).await.unwrap();
+        let mut events = m.subscribe(saga::engine::bus::Filter::all()).await.unwrap();
         let o = good_order(&format!("ambiguous-{nth}"));
         let id = m.start(saga::sagas::order::NAME, &o).await.unwrap();
         let saga = wait(&m, id).await;

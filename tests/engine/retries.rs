@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use saga::engine::{Fault, FaultPlan, Mediator, Phase, SagaStatus, StepStatus};
+use saga::engine::{fault::Fault, fault::FaultPlan, Mediator, Phase, SagaStatus, StepStatus};
 use saga::sagas::order::{self, Options};
 
 use crate::common::*;

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use saga::engine::store::{Lease, Transition};
-use saga::engine::{EventKind, HistoryEvent, Mediator, SagaStatus, StoreError};
+use saga::engine::{store::Lease, store::Transition};
+use saga::engine::{store::StoreError, EventKind, HistoryEvent, Mediator, SagaStatus};
 use serde_json::json;
 use uuid::Uuid;
 

@@ -1,6 +1,6 @@
 //! The happy path, and a retriable step after the pivot.
 
-use saga::engine::{Fault, FaultPlan, Phase, SagaStatus, StepStatus};
+use saga::engine::{fault::Fault, fault::FaultPlan, Phase, SagaStatus, StepStatus};
 use saga::sagas::order;
 
 use crate::common::*;

@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use saga::engine::mediator::enqueue;
+use saga::engine::enqueue;
 use saga::engine::{store, Registry, SagaStatus};
 use saga::sagas::{order, Participants};
 use serde_json::Value;

@@ -6,10 +6,6 @@ use std::sync::Arc;
 
 use super::{BusError, EventBus, InProcessBus};
 
-/// The environment variable a bus URL is read from when none is given.
-pub const BUS_URL_ENV: &str = "SAGA_BUS_URL";
-/// The environment variable the broker prefix is read from when none is given.
-pub const BUS_PREFIX_ENV: &str = "SAGA_BUS_PREFIX";
 /// The prefix used when none is given.
 pub const DEFAULT_PREFIX: &str = "saga";
 
@@ -31,38 +27,10 @@ impl BusConfig {
         }
     }
 
-    /// From flags where given, else `SAGA_BUS_URL` and `SAGA_BUS_PREFIX`, else the defaults.
-    pub fn from_flags(url: Option<&str>, prefix: Option<&str>) -> Self {
-        Self {
-            url: bus_url(url),
-            prefix: bus_prefix(prefix),
-        }
-    }
-
     /// Under this prefix instead.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
-    }
-}
-
-/// The bus URL: `flag` if given, else `SAGA_BUS_URL`; `None` (in process) when neither is set.
-pub fn bus_url(flag: Option<&str>) -> Option<String> {
-    let url = match flag {
-        Some(url) => url.to_string(),
-        None => std::env::var(BUS_URL_ENV).unwrap_or_default(),
-    };
-    (!url.trim().is_empty()).then(|| url.trim().to_string())
-}
-
-/// The broker prefix: `flag` if given, else `SAGA_BUS_PREFIX`, else `saga`.
-pub fn bus_prefix(flag: Option<&str>) -> String {
-    match flag {
-        Some(prefix) => prefix.to_string(),
-        None => std::env::var(BUS_PREFIX_ENV)
-            .ok()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| DEFAULT_PREFIX.to_string()),
     }
 }
 

@@ -29,9 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-pub use connect::{
-    bus_prefix, bus_url, connect, BusConfig, BUS_PREFIX_ENV, BUS_URL_ENV, DEFAULT_PREFIX,
-};
+pub use connect::{connect, BusConfig, DEFAULT_PREFIX};
 pub use consume::{ConsumeOptions, Consumer, Delivery};
 pub use dead::{DeadLetter, DeadLetters};
 pub use envelope::Envelope;

@@ -190,6 +190,12 @@ impl MediatorBuilder {
         if let (None, Some(config)) = (&self.bus, &self.bus_config) {
             self.bus = Some(bus::connect(config).await?);
         }
+        for name in self.config.faults.unread_env() {
+            tracing::warn!(
+                variable = name,
+                "{name} is set, but this program does not read it: pass FaultPlan::from_env() to MediatorBuilder::faults"
+            );
+        }
         let (shutdown, _) = watch::channel(false);
         let (dispatcher, jobs) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {

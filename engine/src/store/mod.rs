@@ -5,8 +5,10 @@
 //! that a mediator that lost its lease cannot write. Times are read from the database's clock.
 
 mod group;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::sync::Arc;
@@ -16,41 +18,52 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
 use crate::state::{Millis, SagaState, SagaStatus};
 
-/// The environment variable that names the database when no URL is given.
-pub const DATABASE_URL_ENV: &str = "SAGA_DATABASE_URL";
-/// The database used when neither a URL nor [`DATABASE_URL_ENV`] is given.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://sagas.db";
+/// A driver's error, kept as the [`std::error::Error::source`] of a [`StoreError`] so that the
+/// store's public type does not depend on the database driver.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The URL names no supported database.
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
+    /// The URL names a database this build of the engine was compiled without.
+    #[error("database URL `{url}` needs the engine's `{feature}` feature, which this build does not have")]
+    NotCompiled {
+        /// The URL given.
+        url: String,
+        /// The cargo feature of `saga-engine` that adds this database.
+        feature: &'static str,
+    },
     /// A read-only open of a database file that does not exist.
-    #[error("database file `{0}` does not exist; run a saga first or check --database / SAGA_DATABASE_URL")]
+    #[error("database file `{0}` does not exist")]
     Missing(String),
-    /// The database could not be opened.
+    /// The database could not be opened (nothing listening, refused, bad credentials).
     #[error("cannot open database `{url}`: {source}")]
     Open {
         /// The URL given.
         url: String,
         /// The driver's error.
-        source: sqlx::Error,
+        #[source]
+        source: Cause,
     },
     /// The embedded migrations failed.
     #[error("migrating the database failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(#[source] Cause),
     /// A query failed.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] Cause),
     /// A stored row could not be read back.
     #[error("stored saga {id} cannot be read: {reason}")]
     Corrupt {
@@ -294,6 +307,7 @@ fn parse_counts(
 
 /// The smallest and largest ids whose hyphenated text starts with `prefix`, or `None` when no id
 /// can (the prefix is not lower-case hex with hyphens where a UUID has them).
+#[cfg(feature = "postgres")]
 fn prefix_range(prefix: &str) -> Option<(Uuid, Uuid)> {
     const LOW: &str = "00000000-0000-0000-0000-000000000000";
     const HIGH: &str = "ffffffff-ffff-ffff-ffff-ffffffffffff";
@@ -314,26 +328,39 @@ pub enum OpenMode {
     MustExist,
 }
 
-/// The database URL to use: the one given, else `SAGA_DATABASE_URL`, else `sqlite://sagas.db`.
-pub fn database_url(given: Option<&str>) -> String {
-    given
-        .map(str::to_string)
-        .or_else(|| {
-            std::env::var(DATABASE_URL_ENV)
-                .ok()
-                .filter(|u| !u.is_empty())
-        })
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string())
-}
-
 /// Opens the store named by `url`, choosing the implementation from the scheme, and runs the
 /// embedded migrations.
+/// A URL for a database compiled out names the feature that adds it.
 pub async fn open(url: &str, mode: OpenMode) -> Result<Arc<dyn SagaStore>, StoreError> {
+    let _ = mode;
+    let not_compiled = |feature| StoreError::NotCompiled {
+        url: url.to_string(),
+        feature,
+    };
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url, mode).await?))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(PostgresStore::open(url, mode).await?))
-    } else {
-        Err(StoreError::UnsupportedUrl(url.to_string()))
+        #[cfg(feature = "sqlite")]
+        return Ok(Arc::new(SqliteStore::open(url, mode).await?));
+        #[cfg(not(feature = "sqlite"))]
+        return Err(not_compiled("sqlite"));
+    }
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(PostgresStore::open(url, mode).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(not_compiled("postgres"));
+    }
+    let _ = not_compiled;
+    Err(StoreError::UnsupportedUrl(url.to_string()))
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(Box::new(e))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(Box::new(e))
     }
 }

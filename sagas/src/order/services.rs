@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use saga_engine::bus::{BusError, ConsumeOptions};
-use saga_engine::participant::{self, Command};
-use saga_engine::step::idempotency_key;
-use saga_engine::{Envelope, EventBus, Fault, FaultPlan, Phase};
+use saga_engine::idempotency_key;
+use saga_engine::{bus::BusError, bus::ConsumeOptions};
+use saga_engine::{bus::Envelope, bus::EventBus, fault::Fault, fault::FaultPlan, Phase};
+use saga_engine::{participant, participant::Command};
 use tokio::task::JoinHandle;
 
 use super::events::{commands::*, Receipt};

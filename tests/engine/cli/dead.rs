@@ -5,8 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use saga::engine::bus::{ConsumeOptions, Route};
-use saga::engine::{Envelope, Filter};
+use saga::engine::{bus::ConsumeOptions, bus::Route};
+use saga::engine::{bus::Envelope, bus::Filter};
 use serde_json::Value;
 
 use super::{stderr, stdout, SAGA};

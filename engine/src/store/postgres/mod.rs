@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool, Postgres, QueryBuilder};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres, QueryBuilder};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -82,11 +82,15 @@ impl PostgresStore {
     /// migrations (PostgreSQL's migrator takes an advisory lock, so processes starting together
     /// do not race). With [`OpenMode::MustExist`] the tables must already be there.
     pub async fn open(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |source: sqlx::Error| StoreError::Open {
             url: url.to_string(),
-            source,
+            source: Box::new(source),
         };
         let options = PgConnectOptions::from_str(url).map_err(open_err)?;
+        // One connection first: the pool would retry a refused connection until its acquire
+        // timeout, so nothing listening would be reported only after it.
+        let probe = options.connect().await.map_err(open_err)?;
+        let _ = probe.close().await;
         let pool = pool_options()
             .max_connections(POOL_SIZE)
             .connect_with(options.clone())
@@ -98,9 +102,7 @@ impl PostgresStore {
             .flatten()
             .ok_or_else(|| StoreError::Open {
                 url: url.to_string(),
-                source: sqlx::Error::Configuration(
-                    "the search path names no existing schema; create it first".into(),
-                ),
+                source: "the search path names no existing schema; create it first".into(),
             })?;
         if mode == OpenMode::MustExist {
             let exists: bool = sqlx::query_scalar(

@@ -99,9 +99,9 @@ impl SqliteStore {
     /// acknowledged before it reaches the disk, so a power loss (not a process crash) may lose
     /// the last transitions. Full is the default and what the engine's guarantees assume.
     pub async fn open(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |source: sqlx::Error| StoreError::Open {
             url: url.to_string(),
-            source,
+            source: Box::new(source),
         };
         let (sqlx_url, synchronous) = synchronous_option(url).map_err(open_err)?;
         let options = SqliteConnectOptions::from_str(&sqlx_url)

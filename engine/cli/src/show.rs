@@ -6,16 +6,16 @@ use comfy_table::Cell;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::error::CliError;
-use super::output::{
+use crate::error::CliError;
+use crate::output::{
     self, absolute, print_json, relative, rfc3339, short, status_cell, status_text, Summary,
 };
-use super::read::load;
-use crate::event::{EventKind, HistoryEvent};
-use crate::registry::Registry;
-use crate::state::{Awaiting, Millis, SagaState, SagaStatus};
-use crate::step::StepKind;
-use crate::store::SagaStore;
+use crate::read::load;
+use saga_engine::store::SagaStore;
+use saga_engine::Registry;
+use saga_engine::StepKind;
+use saga_engine::{Awaiting, Millis, SagaState, SagaStatus};
+use saga_engine::{EventKind, HistoryEvent};
 
 /// When one phase (action or compensation) of a step ran, from the history.
 #[derive(Debug, Default, Serialize)]
@@ -139,10 +139,10 @@ pub(crate) async fn show(
         steps,
     };
     if json {
-        print_json(&view);
+        print_json(&view)?;
         return Ok(());
     }
-    print_saga(&saga, &view);
+    print_saga(&saga, &view)?;
     Ok(())
 }
 
@@ -150,47 +150,47 @@ fn when(at: Millis) -> String {
     format!("{} ({})", absolute(at), relative(at))
 }
 
-fn print_saga(saga: &SagaState, view: &SagaView) {
-    println!("saga        {}", saga.id);
-    println!("definition  {} v{}", saga.definition, saga.version);
-    println!("status      {}", status_text(saga.status.as_str()));
+fn print_saga(saga: &SagaState, view: &SagaView) -> Result<(), CliError> {
+    out!("saga        {}", saga.id);
+    out!("definition  {} v{}", saga.definition, saga.version);
+    out!("status      {}", status_text(saga.status.as_str()));
     if let Some(current) = saga.current() {
-        println!("current     {}", current.name);
+        out!("current     {}", current.name);
     }
     if let Some(error) = &saga.last_error {
-        println!("last error  {error}");
+        out!("last error  {error}");
     }
     if let (Some(awaiting), Some(deadline)) = (saga.awaiting, saga.next_attempt_at) {
         let step = saga
             .steps
             .get(awaiting.step)
             .map_or("?", |s| s.name.as_str());
-        println!(
+        out!(
             "waiting     for the reply to {step}'s {} command (attempt {}), deadline {}",
             awaiting.phase.as_str(),
             awaiting.attempt,
             when(deadline)
         );
     } else if let Some(due) = saga.next_attempt_at {
-        println!("next try    {}", when(due));
+        out!("next try    {}", when(due));
     }
     match (&saga.lease_owner, saga.lease_expires_at) {
-        (Some(owner), Some(until)) => println!("lease       {owner} until {}", when(until)),
+        (Some(owner), Some(until)) => out!("lease       {owner} until {}", when(until)),
         _ if saga.awaiting.is_some() => {
-            println!("lease       none (nothing runs here until the reply or the deadline)")
+            out!("lease       none (nothing runs here until the reply or the deadline)")
         }
         _ if !saga.status.is_final() => {
-            println!("lease       none (the next worker to look will pick it up)")
+            out!("lease       none (the next worker to look will pick it up)")
         }
         _ => {}
     }
     if !view.compensations_left.is_empty() && saga.status != SagaStatus::Running {
-        println!("to undo     {}", view.compensations_left.join(", then "));
+        out!("to undo     {}", view.compensations_left.join(", then "));
     }
-    println!("started     {}", when(saga.created_at));
-    println!("updated     {}", when(saga.updated_at));
+    out!("started     {}", when(saga.created_at));
+    out!("updated     {}", when(saga.updated_at));
 
-    println!();
+    out!();
     let mut steps = output::table(&[
         "STEP",
         "KIND",
@@ -212,7 +212,7 @@ fn print_saga(saga: &SagaState, view: &SagaView) {
             Cell::new(s.last_error.as_deref().unwrap_or("")),
         ]);
     }
-    output::print_table(&steps);
+    output::print_table(&steps)?;
 
     let undone: Vec<&StepView> = view
         .steps
@@ -221,7 +221,7 @@ fn print_saga(saga: &SagaState, view: &SagaView) {
         .filter(|s| s.compensation_attempts > 0 || view.compensations_left.contains(&s.name))
         .collect();
     if !undone.is_empty() {
-        println!("\ncompensation (last step first)");
+        out!("\ncompensation (last step first)");
         let mut comp = output::table(&["STEP", "STATUS", "ATTEMPTS", "STARTED", "DURATION"]);
         for s in undone {
             let status = match s.status.as_str() {
@@ -237,13 +237,14 @@ fn print_saga(saga: &SagaState, view: &SagaView) {
                 Cell::new(duration),
             ]);
         }
-        output::print_table(&comp);
+        output::print_table(&comp)?;
     }
-    println!("\ndata");
-    println!(
+    out!("\ndata");
+    out!(
         "{}",
         serde_json::to_string_pretty(&saga.data).unwrap_or_else(|_| saga.data.to_string())
     );
+    Ok(())
 }
 
 fn phase_cells(t: &Timing) -> (String, String) {

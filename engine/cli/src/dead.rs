@@ -3,19 +3,19 @@
 
 use comfy_table::Cell;
 
-use super::error::CliError;
-use super::output::{self, print_json, relative};
-use crate::bus::{DeadLetter, EventBus};
+use crate::error::CliError;
+use crate::output::{self, print_json, relative};
+use saga_engine::bus::{DeadLetter, EventBus};
 
 /// `saga dead-letters list`.
 pub(crate) async fn list(bus: &dyn EventBus, limit: usize, json: bool) -> Result<(), CliError> {
     let letters = bus.dead_letters().list(limit).await?;
     if json {
-        print_json(&serde_json::json!({ "dead_letters": letters }));
+        print_json(&serde_json::json!({ "dead_letters": letters }))?;
         return Ok(());
     }
     if letters.is_empty() {
-        println!("no dead letters");
+        out!("no dead letters");
         return Ok(());
     }
     let mut t = output::table(&[
@@ -42,7 +42,7 @@ pub(crate) async fn list(bus: &dyn EventBus, limit: usize, json: bool) -> Result
             Cell::new(&l.reason),
         ]);
     }
-    output::print_table(&t);
+    output::print_table(&t)?;
     Ok(())
 }
 
@@ -59,24 +59,24 @@ async fn load(bus: &dyn EventBus, id: &str) -> Result<DeadLetter, CliError> {
 pub(crate) async fn show(bus: &dyn EventBus, id: &str, json: bool) -> Result<(), CliError> {
     let l = load(bus, id).await?;
     if json {
-        print_json(&l);
+        print_json(&l)?;
         return Ok(());
     }
-    println!("dead letter {}", l.id);
-    println!("  group:      {}", l.group);
-    println!("  route:      {}", l.route);
-    println!("  reason:     {}", l.reason);
-    println!("  deliveries: {}", l.deliveries);
-    println!(
+    out!("dead letter {}", l.id);
+    out!("  group:      {}", l.group);
+    out!("  route:      {}", l.route);
+    out!("  reason:     {}", l.reason);
+    out!("  deliveries: {}", l.deliveries);
+    out!(
         "  dead:       {} ({})",
         output::absolute(l.dead_at),
         relative(l.dead_at)
     );
     match l.event_id() {
-        Some(id) => println!("  event:      {id} ({})", l.kind().unwrap_or_default()),
-        None => println!("  event:      (the body is not an event envelope)"),
+        Some(id) => out!("  event:      {id} ({})", l.kind().unwrap_or_default()),
+        None => out!("  event:      (the body is not an event envelope)"),
     }
-    println!("  body:       {}", l.body);
+    out!("  body:       {}", l.body);
     Ok(())
 }
 
@@ -86,11 +86,12 @@ pub(crate) async fn replay(bus: &dyn EventBus, id: &str, json: bool) -> Result<(
     load(bus, id).await?;
     let l = bus.dead_letters().replay(id).await?;
     if json {
-        print_json(&serde_json::json!({ "replayed": l.id, "route": l.route }));
+        print_json(&serde_json::json!({ "replayed": l.id, "route": l.route }))?;
     } else {
-        println!(
+        out!(
             "replayed dead letter {} on route {}; every group bound to it receives it again",
-            l.id, l.route
+            l.id,
+            l.route
         );
     }
     Ok(())

@@ -9,8 +9,9 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::state::{Millis, SagaState, SagaStatus, StepStatus};
-use crate::store::now_ms;
+use saga_engine::{Millis, SagaState, SagaStatus, StepStatus};
+
+use crate::error::CliError;
 
 /// Whether to colour output: stdout is a terminal and `NO_COLOR` is unset.
 pub(crate) fn colour() -> bool {
@@ -44,8 +45,9 @@ fn status_colour(status: &str) -> Option<Color> {
 }
 
 /// Prints a table without trailing blanks.
-pub(crate) fn print_table(t: &Table) {
-    println!("{}", t.trim_fmt());
+pub(crate) fn print_table(t: &Table) -> Result<(), CliError> {
+    out!("{}", t.trim_fmt());
+    Ok(())
 }
 
 /// A status cell, coloured by meaning when colour is on.
@@ -180,11 +182,29 @@ pub(crate) fn saga_table(sagas: &[SagaState]) -> Table {
 }
 
 /// Prints a value as pretty JSON on stdout.
-pub(crate) fn print_json<T: Serialize>(value: &T) {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => out!("{text}"),
         Err(e) => eprintln!("error: cannot render JSON: {e}"),
     }
+    Ok(())
+}
+
+/// Writes one line to stdout; see `out!`.
+pub(crate) fn write_line(line: std::fmt::Arguments<'_>) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => CliError::ClosedPipe,
+        _ => CliError::Output(e.to_string()),
+    })
+}
+
+/// Now on this machine's clock, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A history event's detail as `key=value` pairs, nulls left out.

@@ -5,8 +5,20 @@
 //! Exit codes: 0 success; 1 refused, or the saga did not end as asked; 2 usage error; 3 not
 //! found; 4 store unreachable or corrupt; 5 event bus unreachable.
 
+/// Prints a line to stdout like `println!`, but returns from the command with
+/// [`CliError::ClosedPipe`] when stdout is closed (`saga show ID | head`) instead of panicking.
+macro_rules! out {
+    () => {
+        $crate::output::write_line(format_args!(""))?
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))?
+    };
+}
+
 mod act;
 mod dead;
+mod defaults;
 mod error;
 mod output;
 mod read;
@@ -18,12 +30,15 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
+pub use defaults::{
+    bus_config, database_url, BUS_PREFIX_ENV, BUS_URL_ENV, DATABASE_URL_ENV, DEFAULT_DATABASE_URL,
+};
 pub use error::CliError;
 
-use crate::bus::{self, BusConfig};
-use crate::registry::Registry;
-use crate::state::SagaStatus;
-use crate::store::{self, ListQuery, OpenMode};
+use saga_engine::bus;
+use saga_engine::store::{self, ListQuery, OpenMode};
+use saga_engine::Registry;
+use saga_engine::SagaStatus;
 
 /// A boxed error from the caller's registration code.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -183,7 +198,7 @@ fn parse_status(text: &str) -> Result<SagaStatus, String> {
 
 fn parse_since(text: &str) -> Result<i64, String> {
     if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(store::now_ms() - ago.as_millis() as i64);
+        return Ok(output::now_ms() - ago.as_millis() as i64);
     }
     humantime::parse_rfc3339_weak(text)
         .map(|t| {
@@ -220,6 +235,7 @@ where
     };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default_level.into()),
@@ -237,6 +253,7 @@ where
     };
     match runtime.block_on(run(cli, register)) {
         Ok(code) => code,
+        Err(CliError::ClosedPipe) => CliError::ClosedPipe.exit_code(),
         Err(e) => {
             eprintln!("error: {e}");
             e.exit_code()
@@ -248,8 +265,8 @@ async fn run<F>(cli: Cli, register: F) -> Result<ExitCode, CliError>
 where
     F: FnOnce(&Context) -> Result<Registry, BoxError>,
 {
-    let url = store::database_url(cli.database.as_deref());
-    let bus_config = BusConfig::from_flags(cli.bus.as_deref(), cli.bus_prefix.as_deref());
+    let url = database_url(cli.database.as_deref());
+    let bus_config = bus_config(cli.bus.as_deref(), cli.bus_prefix.as_deref());
     let context = Context {
         database_url: url.clone(),
         bus_url: bus_config.url.clone(),

@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use crate::error::EngineError;
-use crate::operator::OperatorError;
-use crate::store::StoreError;
+use saga_engine::operator::OperatorError;
+use saga_engine::store::StoreError;
+use saga_engine::EngineError;
 
 /// A command's failure: one sentence for stderr and an exit code that means something.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,13 @@ pub enum CliError {
     /// The event bus (broker) cannot be reached or refused the operation.
     #[error("{0}")]
     Bus(String),
+    /// Standard output was closed by its reader (`saga show ID | head`): the command stops
+    /// quietly, as Unix tools do, with the status a shell reports for SIGPIPE.
+    #[error("standard output was closed")]
+    ClosedPipe,
+    /// Standard output could not be written.
+    #[error("cannot write the output: {0}")]
+    Output(String),
 }
 
 impl CliError {
@@ -36,6 +43,8 @@ impl CliError {
             CliError::NotFound(_) => 3,
             CliError::Store(_) => 4,
             CliError::Bus(_) => 5,
+            CliError::Output(_) => 1,
+            CliError::ClosedPipe => 141,
         })
     }
 }
@@ -46,9 +55,9 @@ impl From<StoreError> for CliError {
     }
 }
 
-impl From<crate::bus::BusError> for CliError {
-    fn from(e: crate::bus::BusError) -> Self {
-        use crate::bus::BusError;
+impl From<saga_engine::bus::BusError> for CliError {
+    fn from(e: saga_engine::bus::BusError) -> Self {
+        use saga_engine::bus::BusError;
         match e {
             BusError::NoSuchDeadLetter(_) => CliError::NotFound(e.to_string()),
             BusError::Config(_) | BusError::Malformed(_) => CliError::Usage(e.to_string()),

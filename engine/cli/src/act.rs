@@ -8,32 +8,32 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::error::CliError;
-use super::output::{print_json, status_text, Summary};
-use super::read::resolve;
-use crate::bus::{ConsumeOptions, EventBus, Filter, Subscription};
-use crate::fault::FaultPlan;
-use crate::mediator::{enqueue, Mediator, MediatorConfig};
-use crate::operator;
-use crate::registry::Registry;
-use crate::state::{SagaState, SagaStatus};
-use crate::store::SagaStore;
+use crate::error::CliError;
+use crate::output::{print_json, status_text, Summary};
+use crate::read::resolve;
+use saga_engine::bus::{ConsumeOptions, EventBus, Filter, Subscription};
+use saga_engine::fault::FaultPlan;
+use saga_engine::operator;
+use saga_engine::store::SagaStore;
+use saga_engine::Registry;
+use saga_engine::{enqueue, Mediator, MediatorConfig};
+use saga_engine::{SagaState, SagaStatus};
 
-fn outcome(saga: &SagaState, json: bool, verb: &str) {
+fn outcome(saga: &SagaState, json: bool, verb: &str) -> Result<(), CliError> {
     if json {
-        print_json(&Summary::from(saga));
-        return;
+        return print_json(&Summary::from(saga));
     }
     let next = match saga.status {
         SagaStatus::Compensating => "; the next worker to look compensates it",
         SagaStatus::Running => "; the next worker to look continues it",
         _ => "",
     };
-    println!(
+    out!(
         "{verb} saga {}: now {}{next}",
         saga.id,
         status_text(saga.status.as_str())
     );
+    Ok(())
 }
 
 /// `saga abort`.
@@ -46,7 +46,7 @@ pub(crate) async fn abort(
 ) -> Result<(), CliError> {
     let id = resolve(store, text).await?;
     let saga = operator::abort(store, registry, id, reason).await?;
-    outcome(&saga, json, "aborted");
+    outcome(&saga, json, "aborted")?;
     Ok(())
 }
 
@@ -59,7 +59,7 @@ pub(crate) async fn retry(
 ) -> Result<(), CliError> {
     let id = resolve(store, text).await?;
     let saga = operator::retry(store, id, reason).await?;
-    outcome(&saga, json, "retried");
+    outcome(&saga, json, "retried")?;
     Ok(())
 }
 
@@ -113,9 +113,9 @@ pub(crate) async fn run(
     if !args.wait {
         let id = enqueue(store.as_ref(), &registry, &args.definition, data).await?;
         if args.json {
-            print_json(&serde_json::json!({ "id": id, "status": "running" }));
+            print_json(&serde_json::json!({ "id": id, "status": "running" }))?;
         } else {
-            println!("started saga {id}; a `saga worker` on this database runs it");
+            out!("started saga {id}; a `saga worker` on this database runs it");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -127,20 +127,20 @@ pub(crate) async fn run(
     let mut events = mediator.subscribe(Filter::all()).await?;
     let id = mediator.start_json(&args.definition, data).await?;
     if !args.json {
-        println!("saga {id}");
-        print_until_final(&mut events, id).await;
+        out!("saga {id}");
+        print_until_final(&mut events, id).await?;
     }
     let saga = mediator.wait(id).await?;
     mediator.shutdown().await;
     if args.json {
-        print_json(&Summary::from(&saga));
+        print_json(&Summary::from(&saga))?;
     } else {
         let error = saga
             .last_error
             .as_deref()
             .map(|e| format!(": {e}"))
             .unwrap_or_default();
-        println!("=> {}{error}", status_text(saga.status.as_str()));
+        out!("=> {}{error}", status_text(saga.status.as_str()));
     }
     Ok(if saga.status == SagaStatus::Completed {
         ExitCode::SUCCESS
@@ -149,18 +149,19 @@ pub(crate) async fn run(
     })
 }
 
-async fn print_until_final(events: &mut Subscription, id: Uuid) {
+async fn print_until_final(events: &mut Subscription, id: Uuid) -> Result<(), CliError> {
     while let Some(e) = events.next().await {
         if e.saga_id == Some(id) {
-            println!("  {}", e.describe());
+            out!("  {}", e.describe());
             if matches!(
                 e.kind.as_str(),
                 "SagaCompleted" | "SagaCompensated" | "SagaFailed"
             ) {
-                return;
+                break;
             }
         }
     }
+    Ok(())
 }
 
 /// What `saga worker` was asked.

@@ -6,12 +6,12 @@ use comfy_table::Cell;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::error::CliError;
-use super::output::{self, print_json, relative, rfc3339, Summary};
-use crate::registry::Registry;
-use crate::state::{SagaState, SagaStatus};
-use crate::step::StepKind;
-use crate::store::{ListQuery, SagaStore};
+use crate::error::CliError;
+use crate::output::{self, print_json, relative, rfc3339, Summary};
+use saga_engine::store::{ListQuery, SagaStore};
+use saga_engine::Registry;
+use saga_engine::StepKind;
+use saga_engine::{SagaState, SagaStatus};
 
 /// Finds the saga a full id or a unique id prefix names.
 pub(crate) async fn resolve(store: &dyn SagaStore, text: &str) -> Result<Uuid, CliError> {
@@ -62,16 +62,16 @@ pub(crate) async fn list(
         .flatten();
     if json {
         let summaries: Vec<Summary> = sagas.iter().map(Summary::from).collect();
-        print_json(&json!({ "sagas": summaries, "next_before": next }));
+        print_json(&json!({ "sagas": summaries, "next_before": next }))?;
         return Ok(());
     }
     if sagas.is_empty() {
-        println!("no sagas match");
+        out!("no sagas match");
         return Ok(());
     }
-    output::print_table(&output::saga_table(&sagas));
+    output::print_table(&output::saga_table(&sagas))?;
     if let Some(next) = next {
-        println!("\nmore: saga list --before {next} (with the same filters)");
+        out!("\nmore: saga list --before {next} (with the same filters)");
     }
     Ok(())
 }
@@ -95,7 +95,7 @@ pub(crate) async fn history(store: &dyn SagaStore, text: &str, json: bool) -> Re
                 })
             })
             .collect();
-        print_json(&json!({ "saga_id": saga.id, "events": events }));
+        print_json(&json!({ "saga_id": saga.id, "events": events }))?;
         return Ok(());
     }
     let mut t = output::table(&["SEQ", "TIME", "TYPE", "STEP", "ATTEMPT", "DETAIL"]);
@@ -109,7 +109,7 @@ pub(crate) async fn history(store: &dyn SagaStore, text: &str, json: bool) -> Re
             Cell::new(output::detail(&e.detail)),
         ]);
     }
-    output::print_table(&t);
+    output::print_table(&t)?;
     Ok(())
 }
 
@@ -130,7 +130,7 @@ pub(crate) async fn stats(store: &dyn SagaStore, json: bool) -> Result<(), CliEr
             .map(|(d, s, n)| json!({ "definition": d, "status": s, "count": n }))
             .collect();
         let failed: Vec<Summary> = failed.iter().map(Summary::from).collect();
-        print_json(&json!({ "counts": counts, "needs_attention": failed }));
+        print_json(&json!({ "counts": counts, "needs_attention": failed }))?;
         return Ok(());
     }
     let mut by_definition: BTreeMap<&str, BTreeMap<SagaStatus, u64>> = BTreeMap::new();
@@ -152,14 +152,14 @@ pub(crate) async fn stats(store: &dyn SagaStore, json: bool) -> Result<(), CliEr
         t.add_row(row);
     }
     if by_definition.is_empty() {
-        println!("no sagas yet");
+        out!("no sagas yet");
     } else {
-        output::print_table(&t);
+        output::print_table(&t)?;
     }
     if failed.is_empty() {
-        println!("\nno failed sagas need attention");
+        out!("\nno failed sagas need attention");
     } else {
-        println!("\nfailed sagas that need attention (newest first; `saga show ID`, then `saga retry ID`):");
+        out!("\nfailed sagas that need attention (newest first; `saga show ID`, then `saga retry ID`):");
         let mut t = output::table(&["ID", "DEFINITION", "FAILED", "LAST ERROR"]);
         for s in &failed {
             t.add_row(vec![
@@ -169,7 +169,7 @@ pub(crate) async fn stats(store: &dyn SagaStore, json: bool) -> Result<(), CliEr
                 Cell::new(s.last_error.as_deref().unwrap_or("")),
             ]);
         }
-        output::print_table(&t);
+        output::print_table(&t)?;
     }
     Ok(())
 }
@@ -198,11 +198,11 @@ pub(crate) fn definitions(registry: &Registry, json: bool) -> Result<(), CliErro
                 json!({ "name": d.name(), "version": d.version(), "steps": steps })
             })
             .collect();
-        print_json(&json!({ "definitions": defs }));
+        print_json(&json!({ "definitions": defs }))?;
         return Ok(());
     }
     for d in defs {
-        println!("{} v{}", d.name(), d.version());
+        out!("{} v{}", d.name(), d.version());
         let mut t = output::table(&["STEP", "KIND", "COMPENSATION", "ATTEMPTS", "TIMEOUT"]);
         for s in d.steps() {
             let attempts = match (s.kind(), s.retry_policy().max_attempts) {
@@ -217,8 +217,8 @@ pub(crate) fn definitions(registry: &Registry, json: bool) -> Result<(), CliErro
                 Cell::new(humantime::format_duration(s.timeout())),
             ]);
         }
-        output::print_table(&t);
-        println!();
+        output::print_table(&t)?;
+        out!();
     }
     Ok(())
 }
