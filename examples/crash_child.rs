@@ -155,7 +155,8 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mediator = Mediator::builder(store.clone(), registry)
         .faults(faults)
         .bus(bus)
-        .lease(Duration::from_millis(300))
+        // The default lease (30 s): a restarted child proves its killed predecessor dead and
+        // resumes its sagas at once, so every crash test also checks instant recovery.
         .poll_interval(Duration::from_millis(20))
         .start()
         .await?;

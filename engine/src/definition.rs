@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::DefinitionError;
+use crate::state::{SagaState, SagaStatus, StepStatus};
 use crate::step::{SagaData, Step, StepKind, StepSpec};
 
 /// Typed builder of a saga definition over data of type `D`.
@@ -104,6 +105,20 @@ impl Definition {
     /// Checks that `data` deserializes into the saga's data type.
     pub fn check_data(&self, data: &Value) -> Result<(), String> {
         (self.check_data)(data)
+    }
+
+    /// The steps of `saga` (an instance of this definition) still to compensate, last step
+    /// first: [`SagaState::compensations_left`], and nothing once a step past the compensatable
+    /// ones has started, since a saga past its pivot only goes forward.
+    pub fn compensations_left<'a>(&self, saga: &'a SagaState) -> Vec<&'a str> {
+        let past_pivot = saga.status == SagaStatus::Running
+            && saga.steps.iter().zip(&self.steps).any(|(state, spec)| {
+                state.status != StepStatus::Pending && spec.kind() != StepKind::Compensatable
+            });
+        if past_pivot {
+            return Vec::new();
+        }
+        saga.compensations_left()
     }
 
     pub(crate) fn step(&self, index: usize) -> Option<&StepSpec> {

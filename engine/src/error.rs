@@ -6,6 +6,7 @@ use crate::store::StoreError;
 
 /// Why a saga definition was rejected when it was built or registered.
 #[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
 pub enum DefinitionError {
     /// The saga has an empty name.
     #[error("a saga definition needs a name")]
@@ -103,6 +104,7 @@ pub enum DefinitionError {
 /// Errors from the engine's public operations. Each names what was wrong; none leaves a
 /// half-written saga behind.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// No saga with this name is registered.
     #[error("no saga named `{0}` is registered")]

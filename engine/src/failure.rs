@@ -26,8 +26,18 @@ pub enum FailureKind {
 }
 
 /// A failed step or compensation, as the step reports it and as the history records it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
-#[error("{message}")]
+///
+/// Any error converts into it, so `?` works inside a step: an ordinary error (a failed query, a
+/// refused connection) counts as **retryable**, since most are passing, and the step's retry
+/// policy bounds how often it is tried again. Say otherwise with one word,
+/// [`StepResultExt::terminal`]: `charge(&card).await.terminal()?`. Like `anyhow::Error`, and
+/// for the same reason (that conversion), it is not itself a `std::error::Error`.
+///
+/// An error type of your own that knows, variant by variant, whether retrying may help (a
+/// declined card no, a dropped connection yes) implements `From<YourError> for StepError`
+/// instead, and then must not implement `std::error::Error` (the two conversions would
+/// overlap); OrderSaga's `ParticipantError` does this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepError {
     /// One sentence saying what went wrong.
     pub message: String,
@@ -106,5 +116,62 @@ impl StepError {
                 | FailureKind::InvalidOutput
                 | FailureKind::Interrupted
         )
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `?` on any error inside a step: a retryable failure whose message is the error and its
+/// sources, outermost first.
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
+    fn from(error: E) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        StepError::retryable(message)
+    }
+}
+
+/// Says how a step's failure should be treated, in one word before the `?`.
+///
+/// ```
+/// use saga_engine::{StepError, StepResultExt};
+/// fn parse(text: &str) -> Result<u32, StepError> {
+///     // A malformed number will not parse on the next attempt either.
+///     let n: u32 = text.parse().terminal()?;
+///     Ok(n)
+/// }
+/// assert!(!parse("x").unwrap_err().retryable);
+/// ```
+pub trait StepResultExt<T> {
+    /// Fails the step for good: no further attempt (the saga compensates, or fails after the
+    /// pivot).
+    fn terminal(self) -> Result<T, StepError>;
+    /// Fails this attempt; the retry policy decides whether another follows (the default for
+    /// ordinary errors, spelled out).
+    fn retryable(self) -> Result<T, StepError>;
+}
+
+impl<T, E: Into<StepError>> StepResultExt<T> for Result<T, E> {
+    fn terminal(self) -> Result<T, StepError> {
+        self.map_err(|e| StepError {
+            retryable: false,
+            ..e.into()
+        })
+    }
+
+    fn retryable(self) -> Result<T, StepError> {
+        self.map_err(|e| StepError {
+            retryable: true,
+            ..e.into()
+        })
     }
 }

@@ -6,12 +6,23 @@
 //! reverse order. It runs embedded on a SQLite file by default; with the `nats` or `rabbitmq`
 //! feature its events, participants' commands and replies cross a broker between processes.
 //!
-//! - [`definition`], [`step`], [`retry`]: what a saga is.
-//! - [`mediator`]: what runs it ([`mediator::driver`] is where a step runs).
-//! - [`store`]: where its state is written.
-//! - [`event`]: what it emits; [`bus`]: where events travel (in process or a broker), consumer
-//!   groups and dead letters; [`participant`]: participant steps and services.
-//! - [`fault`]: how to make it fail on purpose.
+//! The public API, each item at one path:
+//!
+//! - At the root, what a saga author uses: [`SagaDefinition`], [`Step`], [`StepContext`],
+//!   [`StepError`] with [`StepResultExt`] (`?` and `.terminal()`), [`RetryPolicy`],
+//!   [`Registry`] (definitions, [`Trigger`]s, shared [`Resources`]), [`Mediator`] and
+//!   [`MediatorBuilder`], [`enqueue`], the states ([`SagaState`], [`SagaStatus`],
+//!   [`StepState`], [`StepStatus`], [`Finished`]), the history ([`HistoryEvent`],
+//!   [`EventKind`]) and the errors ([`EngineError`], [`DefinitionError`]).
+//! - [`store`]: where state is written ([`store::open`], [`store::SagaStore`]; SQLite with the
+//!   default `sqlite` feature, PostgreSQL with `postgres`).
+//! - [`bus`]: where events travel (in process, or NATS JetStream and RabbitMQ with the `nats`
+//!   and `rabbitmq` features), consumer groups and dead letters.
+//! - [`participant`]: the commands and replies of participant steps, and [`participant::serve`].
+//! - [`operator`]: abort and retry from outside the running mediator.
+//! - [`fault`]: failure injection; crash points with the `fault-injection` feature.
+//!
+//! The `saga` command line is another crate, `saga-cli`.
 //!
 //! ```no_run
 //! use saga_engine::{store, Mediator, Registry, SagaDefinition, Step, StepContext};
@@ -35,6 +46,7 @@
 //! ```
 
 pub mod bus;
+mod commit;
 mod definition;
 mod error;
 mod event;
@@ -44,6 +56,7 @@ mod mediator;
 pub mod operator;
 pub mod participant;
 mod registry;
+mod resources;
 mod retry;
 mod state;
 mod step;
@@ -54,11 +67,14 @@ mod trigger;
 pub use definition::{Definition, SagaDefinition};
 pub use error::{DefinitionError, EngineError};
 pub use event::{EventKind, HistoryEvent};
-pub use failure::{FailureKind, StepError};
+pub use failure::{FailureKind, StepError, StepResultExt};
 pub use mediator::{enqueue, Mediator, MediatorBuilder, MediatorConfig, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use registry::Registry;
+pub use resources::Resources;
 pub use retry::RetryPolicy;
-pub use state::{Awaiting, Millis, SagaState, SagaStatus, StepState, StepStatus, UnknownStatus};
+pub use state::{
+    Awaiting, Finished, Millis, SagaState, SagaStatus, StepState, StepStatus, UnknownStatus,
+};
 pub use step::{
     idempotency_key, Phase, SagaData, Step, StepContext, StepKind, StepSpec, DEFAULT_STEP_TIMEOUT,
 };

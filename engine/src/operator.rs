@@ -6,8 +6,9 @@
 
 use uuid::Uuid;
 
+use crate::commit::write;
+use crate::definition::Definition;
 use crate::fault::FaultPlan;
-use crate::mediator::commit::write;
 use crate::registry::Registry;
 use crate::state::SagaState;
 use crate::store::{SagaStore, StoreError};
@@ -17,6 +18,7 @@ pub use crate::transition::Refused;
 
 /// Why an operator action did not happen. Nothing was written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OperatorError {
     /// No saga has this id.
     #[error("no saga with id {0}")]
@@ -31,8 +33,9 @@ pub enum OperatorError {
         /// Why.
         reason: Refused,
     },
-    /// The saga's definition version is not registered here, so its steps' kinds are unknown.
-    #[error("cannot {action} saga {id}: its definition `{definition}` version {version} is not registered here")]
+    /// The saga's definition version is not registered in this program: its steps' kinds are
+    /// unknown here, and no mediator of this program would ever run the saga on.
+    #[error("cannot {action} saga {id}: its definition `{definition}` version {version} is not registered in this program, so none of its workers would run it")]
     UnknownVersion {
         /// `abort` or `retry`.
         action: &'static str,
@@ -58,29 +61,23 @@ pub async fn abort(
     id: Uuid,
     reason: &str,
 ) -> Result<SagaState, OperatorError> {
-    act(store, id, "abort", |saga| {
-        let def = registry
-            .get(&saga.definition, saga.version)
-            .ok_or_else(|| OperatorError::UnknownVersion {
-                action: "abort",
-                id,
-                definition: saga.definition.clone(),
-                version: saga.version,
-            })?;
-        Ok(transition::abort(def, saga, reason))
+    act(store, registry, id, "abort", |def, saga| {
+        transition::abort(def, saga, reason)
     })
     .await
 }
 
 /// Resumes a failed saga where it stopped, or runs a saga waiting in a backoff now, recording
-/// `reason`.
+/// `reason`. Refused for a saga whose definition version `registry` lacks: a program that
+/// cannot run the saga should not promise that its workers will.
 pub async fn retry(
     store: &dyn SagaStore,
+    registry: &Registry,
     id: Uuid,
     reason: &str,
 ) -> Result<SagaState, OperatorError> {
-    act(store, id, "retry", |saga| {
-        Ok(transition::retry(saga, reason))
+    act(store, registry, id, "retry", |_, saga| {
+        transition::retry(saga, reason)
     })
     .await
 }
@@ -88,14 +85,23 @@ pub async fn retry(
 /// Reads the saga, computes the change and writes it, again if a mediator wrote in between.
 async fn act(
     store: &dyn SagaStore,
+    registry: &Registry,
     id: Uuid,
     action: &'static str,
-    decide: impl Fn(&SagaState) -> Result<Result<Change, Refused>, OperatorError>,
+    decide: impl Fn(&Definition, &SagaState) -> Result<Change, Refused>,
 ) -> Result<SagaState, OperatorError> {
     for _ in 0..20 {
         let saga = store.get(id).await?.ok_or(OperatorError::NotFound(id))?;
+        let def = registry
+            .get(&saga.definition, saga.version)
+            .ok_or_else(|| OperatorError::UnknownVersion {
+                action,
+                id,
+                definition: saga.definition.clone(),
+                version: saga.version,
+            })?;
         let change =
-            decide(&saga)?.map_err(|reason| OperatorError::Refused { action, id, reason })?;
+            decide(def, &saga).map_err(|reason| OperatorError::Refused { action, id, reason })?;
         match write(store, Some(&saga), change, None, &FaultPlan::default()).await {
             Ok(written) => {
                 tracing::info!(saga_id = %id, action, "operator action recorded");

@@ -16,47 +16,11 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::bus::{BusError, ConsumeOptions, Delivery, Envelope, EventBus, Filter};
-use crate::step::{Phase, SagaData, Step, StepContext, StepError, Work};
+use crate::failure::StepError;
+use crate::step::Phase;
 
 /// The event type of every participant's reply.
 pub const REPLY: &str = "ParticipantReply";
-
-/// Folds a successful reply's output into the saga data (type-erased).
-pub(crate) type ApplyFn = Arc<dyn Fn(Value, Value) -> Result<Value, StepError> + Send + Sync>;
-
-impl<D: SagaData> Step<D> {
-    /// A participant step: its action sends a `command` event and the saga waits for the reply,
-    /// whose `output` (of type `O`) `apply` folds into the data. The step's timeout is the reply
-    /// deadline; no reply by then counts as a failure with an unknown outcome.
-    pub fn participant<O, F>(name: impl Into<String>, command: impl Into<String>, apply: F) -> Self
-    where
-        O: DeserializeOwned,
-        F: Fn(D, O) -> D + Send + Sync + 'static,
-    {
-        let noop = |ctx: StepContext<D>| std::future::ready(Ok(ctx.data));
-        let mut step = Step::new(name, noop);
-        step.spec.action = Work::Command(command.into());
-        step.spec.apply = Some(Arc::new(move |data: Value, output: Value| {
-            let data: D = serde_json::from_value(data)
-                .map_err(|e| StepError::poison(format!("saga data cannot be read: {e}")))?;
-            let output: O = serde_json::from_value(output).map_err(|e| {
-                StepError::invalid_output(format!(
-                    "the participant's reply output does not fit: {e}"
-                ))
-            })?;
-            serde_json::to_value(apply(data, output))
-                .map_err(|e| StepError::invalid_output(format!("saga data cannot be written: {e}")))
-        }));
-        step
-    }
-
-    /// Compensates the step by sending a `command` event to a participant and waiting for its
-    /// reply (the compensation's retry policy applies to failures and timeouts).
-    pub fn compensate_with_command(mut self, command: impl Into<String>) -> Self {
-        self.spec.compensation = Some(Work::Command(command.into()));
-        self
-    }
-}
 
 /// A command as a participant receives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +51,8 @@ struct CommandPayload {
 }
 
 impl Command {
-    /// The envelope that sends this command.
+    /// The envelope that sends this command: the state machine decides on a command, the
+    /// commit writes this envelope to the outbox.
     pub(crate) fn envelope(&self, definition: &str) -> Envelope {
         let mut e = Envelope::new(
             self.kind.clone(),

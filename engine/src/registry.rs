@@ -1,17 +1,21 @@
-//! The registry: which saga definitions (by name and version) this process can run.
+//! The registry: which saga definitions (by name and version) this process can run, which
+//! events start them, and the shared resources their steps use.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::definition::Definition;
 use crate::error::DefinitionError;
+use crate::resources::Resources;
 use crate::trigger::Trigger;
 
-/// The saga definitions a mediator can start and resume, by name and version.
+/// The saga definitions a mediator can start and resume, by name and version, and the
+/// resources their steps reach.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     sagas: HashMap<String, BTreeMap<u32, Arc<Definition>>>,
     triggers: Vec<Trigger>,
+    resources: Resources,
 }
 
 impl Registry {
@@ -48,6 +52,34 @@ impl Registry {
         }
         self.triggers.push(trigger);
         Ok(self)
+    }
+
+    /// Provides a shared resource (a pool, a client, a service handle) to every step, which
+    /// reaches it by type with [`crate::StepContext::resource`]. One per type: a second value of
+    /// the same type replaces the first. Wrap a type you do not own to tell two apart.
+    ///
+    /// ```
+    /// # use saga_engine::{Registry, StepContext, StepError};
+    /// #[derive(Clone)]
+    /// struct Hotels { base_url: String }
+    ///
+    /// async fn book(mut ctx: StepContext<Vec<String>>) -> Result<Vec<String>, StepError> {
+    ///     let hotels = ctx.resource::<Hotels>()?;
+    ///     ctx.data.push(format!("{}/bookings/{}", hotels.base_url, ctx.idempotency_key));
+    ///     Ok(ctx.data)
+    /// }
+    ///
+    /// let mut registry = Registry::new();
+    /// registry.provide(Hotels { base_url: "https://hotels.example".into() });
+    /// ```
+    pub fn provide<T: Send + Sync + 'static>(&mut self, resource: T) -> &mut Self {
+        self.resources.insert(resource);
+        self
+    }
+
+    /// The resources provided so far.
+    pub fn resources(&self) -> &Resources {
+        &self.resources
     }
 
     /// The registered triggers.

@@ -241,8 +241,24 @@ impl SagaState {
             }
     }
 
-    /// The steps still to compensate, in the order they will be compensated (last step first).
+    /// The steps still to compensate, in the order they will be compensated (last step first):
+    /// for a compensating saga, one whose compensation failed (an operator's retry resumes it),
+    /// and a running one (what a failure now would undo, while it has not passed its pivot:
+    /// [`crate::Definition::compensations_left`] knows). Empty for a saga that will never
+    /// compensate: completed, compensated, or failed other than in a compensation (after the
+    /// pivot, or with a definition that no longer fits).
     pub fn compensations_left(&self) -> Vec<&str> {
+        let will_compensate = match self.status {
+            SagaStatus::Running | SagaStatus::Compensating => true,
+            SagaStatus::Failed => self
+                .steps
+                .get(self.current_step)
+                .is_some_and(|s| s.status == StepStatus::CompensationFailed),
+            SagaStatus::Completed | SagaStatus::Compensated => false,
+        };
+        if !will_compensate {
+            return Vec::new();
+        }
         (0..self.steps.len())
             .rev()
             .filter(|&i| self.needs_compensation(i))
@@ -255,6 +271,37 @@ impl SagaState {
     pub fn current(&self) -> Option<&StepState> {
         let done = matches!(self.status, SagaStatus::Completed | SagaStatus::Compensated);
         (!done).then(|| self.steps.get(self.current_step)).flatten()
+    }
+}
+
+/// A saga that has ended, with its data typed: what [`crate::Mediator::wait_for`] returns.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Finished<D> {
+    /// The saga.
+    pub id: Uuid,
+    /// `completed`, `compensated` or `failed`.
+    pub status: SagaStatus,
+    /// The saga data as its last step or compensation left it.
+    pub data: D,
+    /// Why it did not complete (the failed step's error, or what an operator must look at).
+    pub error: Option<String>,
+}
+
+impl<D: serde::de::DeserializeOwned> Finished<D> {
+    /// Reads `saga`'s data as `D`; an error names the saga and what did not fit.
+    pub(crate) fn from_state(saga: SagaState) -> Result<Self, crate::EngineError> {
+        let data =
+            serde_json::from_value(saga.data).map_err(|e| crate::EngineError::InvalidData {
+                saga: saga.definition,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            id: saga.id,
+            status: saga.status,
+            data,
+            error: saga.last_error,
+        })
     }
 }
 

@@ -129,6 +129,38 @@ async fn opening_a_missing_database_for_reading_names_the_path() {
     assert!(matches!(err, StoreError::UnsupportedUrl(_)));
 }
 
+#[tokio::test]
+async fn a_postgres_url_with_nothing_listening_names_the_cause_at_once() {
+    // Port 1 on this machine: nothing listens there.
+    let url = "postgres://postgres@127.0.0.1:1/test";
+    let err = store::open(url, store::OpenMode::CreateIfMissing)
+        .await
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{text}");
+    assert!(text.contains(url), "{text}");
+    assert!(
+        text.to_lowercase().contains("connection refused"),
+        "the cause, not a pool timeout: {text}"
+    );
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the driver's error stays reachable"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_saga"))
+        .args(["--database", url, "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.to_lowercase().contains("connection refused"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_second_trigger_for_the_same_event_type_is_rejected() {
     let mut registry = Registry::new();

@@ -18,6 +18,7 @@ mod events;
 
 mod bad_input;
 mod cli;
+mod ergonomics;
 mod example;
 mod failures;
 mod group_commit;

@@ -295,7 +295,7 @@ async fn unknown_and_malformed_replies_change_nothing() {
     assert_eq!(snapshot(&s.m, id).await, before);
 
     // An operator cannot retry it either: its reply is still awaited.
-    let refused = operator::retry(s.env.store.as_ref(), id, "impatient")
+    let refused = operator::retry(s.env.store.as_ref(), s.m.registry(), id, "impatient")
         .await
         .unwrap_err();
     assert!(

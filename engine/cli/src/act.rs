@@ -53,12 +53,13 @@ pub(crate) async fn abort(
 /// `saga retry`.
 pub(crate) async fn retry(
     store: &dyn SagaStore,
+    registry: &Registry,
     text: &str,
     reason: &str,
     json: bool,
 ) -> Result<(), CliError> {
     let id = resolve(store, text).await?;
-    let saga = operator::retry(store, id, reason).await?;
+    let saga = operator::retry(store, registry, id, reason).await?;
     outcome(&saga, json, "retried")?;
     Ok(())
 }
@@ -169,6 +170,7 @@ pub(crate) struct WorkerArgs {
     pub concurrency: usize,
     pub max_in_flight: usize,
     pub lease: Duration,
+    pub node_id: Option<String>,
     pub poll: Duration,
     pub ack_wait: Duration,
 }
@@ -189,7 +191,11 @@ pub(crate) async fn worker(
             unknown.join(", ")
         )));
     }
-    let mediator = Mediator::builder(store, registry)
+    let mut builder = Mediator::builder(store, registry);
+    if let Some(id) = &args.node_id {
+        builder = builder.node_id(id);
+    }
+    let mediator = builder
         .concurrency(args.concurrency)
         .max_in_flight(args.max_in_flight)
         .lease(args.lease)

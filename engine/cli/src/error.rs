@@ -9,6 +9,7 @@ use saga_engine::EngineError;
 
 /// A command's failure: one sentence for stderr and an exit code that means something.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CliError {
     /// The operation was refused, or the saga ended in a state other than the one asked for.
     #[error("{0}")]
@@ -51,7 +52,13 @@ impl CliError {
 
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
-        CliError::Store(e.to_string())
+        match e {
+            StoreError::Missing(_) => CliError::Store(format!(
+                "{e}; run a saga first, or check --database / {}",
+                crate::DATABASE_URL_ENV
+            )),
+            _ => CliError::Store(e.to_string()),
+        }
     }
 }
 
@@ -73,14 +80,13 @@ impl From<EngineError> for CliError {
                 "no saga named `{name}` is registered; `saga definitions` lists the registered ones"
             )),
             EngineError::NotFound(_) => CliError::NotFound(e.to_string()),
+            EngineError::UnknownVersion { .. } => CliError::NotFound(e.to_string()),
             EngineError::InvalidData { .. }
             | EngineError::PayloadTooLarge { .. }
             | EngineError::Definition(_) => CliError::Usage(e.to_string()),
-            EngineError::UnknownVersion { .. } | EngineError::ShuttingDown => {
-                CliError::Refused(e.to_string())
-            }
             EngineError::Store(e) => e.into(),
             EngineError::Bus(e) => e.into(),
+            _ => CliError::Refused(e.to_string()),
         }
     }
 }
@@ -88,11 +94,11 @@ impl From<EngineError> for CliError {
 impl From<OperatorError> for CliError {
     fn from(e: OperatorError) -> Self {
         match e {
-            OperatorError::NotFound(_) => CliError::NotFound(e.to_string()),
-            OperatorError::Refused { .. }
-            | OperatorError::UnknownVersion { .. }
-            | OperatorError::Busy(_) => CliError::Refused(e.to_string()),
+            OperatorError::NotFound(_) | OperatorError::UnknownVersion { .. } => {
+                CliError::NotFound(e.to_string())
+            }
             OperatorError::Store(e) => e.into(),
+            _ => CliError::Refused(e.to_string()),
         }
     }
 }

@@ -141,9 +141,14 @@ enum Command {
         /// lower it to share a backlog more evenly between workers
         #[arg(long, default_value_t = 10_000)]
         max_in_flight: usize,
-        /// Lease duration: a crashed worker's sagas are taken over after it
+        /// Lease duration: a crashed worker's sagas are taken over after it by other workers (a
+        /// worker restarted on the same machine, or with the same --node-id, takes them at once)
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         lease: Duration,
+        /// A stable id for this worker (unique among live workers): restarted with the same id,
+        /// on any machine, it resumes its predecessor's sagas at once
+        #[arg(long, value_name = "ID")]
+        node_id: Option<String>,
         /// How often to look for sagas to continue when idle
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         poll: Duration,
@@ -306,7 +311,8 @@ where
             act::abort(store.as_ref(), &registry()?, &id, &reason, json).await?;
         }
         Command::Retry { id, reason } => {
-            act::retry(existing().await?.as_ref(), &id, &reason, json).await?
+            let store = existing().await?;
+            act::retry(store.as_ref(), &registry()?, &id, &reason, json).await?;
         }
         Command::Run {
             definition,
@@ -328,6 +334,7 @@ where
             concurrency,
             max_in_flight,
             lease,
+            node_id,
             poll,
             ack_wait,
         } => {
@@ -338,6 +345,7 @@ where
                 concurrency,
                 max_in_flight,
                 lease,
+                node_id,
                 poll,
                 ack_wait,
             };

@@ -57,6 +57,8 @@ struct StepView {
     kind: Option<StepKind>,
     status: String,
     has_compensation: bool,
+    /// The compensation's own name, when the definition (registered here) gives it one.
+    compensation_name: Option<String>,
     attempts: u32,
     compensation_attempts: u32,
     outcome_unknown: bool,
@@ -102,6 +104,10 @@ pub(crate) async fn show(
             kind: def.and_then(|d| d.steps().get(i)).map(|d| d.kind()),
             status: s.status.to_string(),
             has_compensation: s.has_compensation,
+            compensation_name: def
+                .and_then(|d| d.steps().get(i))
+                .and_then(|d| d.compensation_name())
+                .map(str::to_string),
             attempts: s.attempts,
             compensation_attempts: s.compensation_attempts,
             outcome_unknown: s.outcome_unknown,
@@ -131,8 +137,11 @@ pub(crate) async fn show(
         }),
         fencing_token: saga.fencing_token,
         awaiting: saga.awaiting,
-        compensations_left: saga
-            .compensations_left()
+        compensations_left: def
+            .map_or_else(
+                || saga.compensations_left(),
+                |d| d.compensations_left(&saga),
+            )
             .iter()
             .map(|s| s.to_string())
             .collect(),
@@ -229,8 +238,12 @@ fn print_saga(saga: &SagaState, view: &SagaView) -> Result<(), CliError> {
                 _ => "to do".to_string(),
             };
             let (started, duration) = phase_cells(&s.compensation);
+            let step = match &s.compensation_name {
+                Some(name) => format!("{} ({name})", s.name),
+                None => s.name.clone(),
+            };
             comp.add_row(vec![
-                Cell::new(&s.name),
+                Cell::new(step),
                 status_cell(&status),
                 Cell::new(s.compensation_attempts),
                 Cell::new(started),

@@ -21,7 +21,7 @@ impl Route {
     /// The token for "no definition".
     pub const NONE: &'static str = "_";
 
-    /// The route of `definition` and `kind`, made broker-safe (see [`token`]).
+    /// The route of `definition` and `kind`, made broker-safe (see `token`).
     pub fn new(definition: Option<&str>, kind: &str) -> Self {
         Self {
             definition: definition

@@ -5,7 +5,7 @@
 //! participant services of such a program read it from the same plan).
 //!
 //! With the `fault-injection` feature, a plan can also stop the process at a named crash point
-//! (`SAGA_CRASH_AT`, [`FaultPlan::crash_at`]); without it there are no crash points, and
+//! (`SAGA_CRASH_AT`, `FaultPlan::crash_at`); without it there are no crash points, and
 //! [`FaultPlan::from_env`] refuses a `SAGA_CRASH_AT` it cannot honour.
 
 use std::collections::HashMap;
@@ -262,6 +262,19 @@ mod tests {
         );
         assert_eq!(plan.for_attempt("d", Phase::Action, 1), Some(Fault::Panic));
         assert_eq!(plan.for_attempt("e", Phase::Action, 1), Some(Fault::Hang));
+    }
+
+    /// Without the `fault-injection` feature (`cargo test -p saga-engine`, as CI runs it), a
+    /// crash point asked for in the environment is refused, never silently ignored.
+    #[cfg(not(feature = "fault-injection"))]
+    #[test]
+    fn without_crash_points_a_crash_variable_is_refused() {
+        std::env::set_var(CRASH_AT_ENV, "after_commit");
+        let refused = FaultPlan::from_env();
+        std::env::remove_var(CRASH_AT_ENV);
+        let err = refused.unwrap_err();
+        assert_eq!(err.spec, "after_commit");
+        assert!(err.reason.contains("`fault-injection` feature"), "{err}");
     }
 
     #[test]

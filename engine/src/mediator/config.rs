@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use uuid::Uuid;
 
-use super::{dispatch, listen, scheduler, Inner, Mediator};
+use super::{dispatch, holder, listen, scheduler, Inner, Mediator};
 use crate::bus::{self, BusConfig, ConsumeOptions, EventBus, InProcessBus};
 use crate::error::EngineError;
 use crate::fault::FaultPlan;
@@ -58,11 +58,7 @@ impl Default for MediatorConfig {
             max_in_flight: 10_000,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
-            owner: format!(
-                "mediator-{}-{}",
-                std::process::id(),
-                &Uuid::now_v7().simple().to_string()[20..]
-            ),
+            owner: holder::default_owner(&Uuid::now_v7().simple().to_string()[20..]),
             faults: FaultPlan::default(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             shutdown_grace: Duration::from_secs(30),
@@ -114,9 +110,22 @@ impl MediatorBuilder {
         self
     }
 
-    /// The name this mediator puts in leases.
+    /// The name this mediator puts in leases. The default names this process so that the next
+    /// mediator on the same machine can prove it dead after a crash and resume its sagas at
+    /// once; a name of your own gives that up (its leases run out instead), unless it is a
+    /// [`MediatorBuilder::node_id`].
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.config.owner = owner.into();
+        self
+    }
+
+    /// A stable identity for this mediator (`worker-1`, a pod's ordinal): its leases are held as
+    /// `node:ID`, and a mediator that starts with the same id takes them back at once, on any
+    /// machine, rather than waiting for them to expire. Ids must be unique among the mediators
+    /// that are alive (as DBOS's executor ids are): two live ones sharing an id would take each
+    /// other's sagas, which fencing then keeps safe but slow.
+    pub fn node_id(mut self, id: impl AsRef<str>) -> Self {
+        self.config.owner = holder::node_owner(id.as_ref());
         self
     }
 
@@ -211,6 +220,9 @@ impl MediatorBuilder {
             shutdown,
             refused: std::sync::atomic::AtomicU64::new(0),
         });
+        if inner.config.claim {
+            take_over_dead_holders(&inner).await;
+        }
         let consumer = listen::join(&inner).await?;
         let mut background = vec![
             tokio::spawn(scheduler::heartbeat(inner.clone())),
@@ -221,5 +233,39 @@ impl MediatorBuilder {
             background.push(tokio::spawn(scheduler::run(inner.clone())));
         }
         Ok(Mediator { inner, background })
+    }
+}
+
+/// Ends the leases of holders known to be gone before the first claim, so their sagas resume
+/// now: this mediator's own node id (its predecessor's), and processes proven dead on this
+/// machine. A failure here only costs the wait for those leases to expire.
+async fn take_over_dead_holders(inner: &Inner) {
+    let own = &inner.config.owner;
+    let holders = match inner.store.lease_holders().await {
+        Ok(holders) => holders,
+        Err(error) => {
+            tracing::warn!(%error, "listing lease holders failed; their leases will expire");
+            return;
+        }
+    };
+    for held_by in holders {
+        let gone = if held_by == *own {
+            holder::is_node(own)
+        } else {
+            holder::provably_dead(&held_by)
+        };
+        if !gone {
+            continue;
+        }
+        match inner.store.take_over(&held_by).await {
+            Ok(n) => tracing::info!(
+                holder = held_by,
+                sagas = n,
+                "took over the leases of a holder that is gone"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, holder = held_by, "taking over leases failed; they will expire")
+            }
+        }
     }
 }

@@ -201,6 +201,7 @@ async fn run_attempt(
         fencing_token: saga.fencing_token,
         idempotency_key: idempotency_key(saga.id, spec.name(), phase),
         data: saga.data.clone(),
+        resources: inner.registry.resources().clone(),
     };
     let fault = inner.config.faults.for_attempt(spec.name(), phase, attempt);
     let name = spec.name().to_string();

@@ -2,16 +2,19 @@
 //! one step at a time on tokio (bounded concurrency), resumes unfinished sagas it finds in the
 //! store, and tells callers how their sagas ended.
 
-pub(crate) mod commit;
+mod commit;
 mod config;
 mod dispatch;
 mod driver;
+mod holder;
 mod listen;
+mod new;
 mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -19,15 +22,16 @@ use tokio::task::{AbortHandle, JoinHandle};
 use uuid::Uuid;
 
 pub use config::{MediatorBuilder, MediatorConfig, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use new::enqueue;
+
+use new::prepare;
 
 use crate::bus::{BusError, EventBus, Filter, InProcessBus, Subscription};
 use crate::error::EngineError;
 use crate::event::{EventKind, HistoryEvent};
-use crate::fault::FaultPlan;
 use crate::registry::Registry;
-use crate::state::SagaState;
+use crate::state::{Finished, SagaState};
 use crate::store::SagaStore;
-use crate::transition;
 
 /// State shared by the mediator's tasks.
 pub(crate) struct Inner {
@@ -75,6 +79,7 @@ impl Inner {
             id,
             data,
             self.config.max_payload_bytes,
+            false,
         )?;
         let saga = self.commit(None, change).await?;
         self.spawn_driver(saga, false);
@@ -223,6 +228,25 @@ impl Mediator {
         }
     }
 
+    /// [`Mediator::wait`], with the saga's data read back as `D` (the saga's own data type):
+    /// what the steps left in it, whichever way the saga ended.
+    ///
+    /// ```no_run
+    /// # async fn demo(mediator: saga_engine::Mediator, id: uuid::Uuid) -> Result<(), saga_engine::EngineError> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Trip { flight: Option<String> }
+    /// let done = mediator.wait_for::<Trip>(id).await?;
+    /// println!("{}: flight {:?}", done.status, done.data.flight);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for<D: DeserializeOwned>(
+        &self,
+        id: Uuid,
+    ) -> Result<Finished<D>, EngineError> {
+        let saga = self.wait(id).await?;
+        Finished::from_state(saga)
+    }
+
     /// Events on this mediator's bus that match `filter`, as they are published (from any
     /// process, on a broker).
     pub async fn subscribe(&self, filter: Filter) -> Result<Subscription, BusError> {
@@ -290,50 +314,4 @@ impl Drop for Mediator {
             handle.abort();
         }
     }
-}
-
-/// Validates a new saga and computes its first transition; nothing is written on error.
-fn prepare(
-    registry: &Registry,
-    name: &str,
-    id: Uuid,
-    data: Value,
-    limit: usize,
-) -> Result<transition::Change, EngineError> {
-    let def = registry
-        .latest(name)
-        .ok_or_else(|| EngineError::UnknownSaga(name.to_string()))?;
-    def.check_data(&data)
-        .map_err(|reason| EngineError::InvalidData {
-            saga: name.to_string(),
-            reason,
-        })?;
-    let size = data.to_string().len();
-    if size > limit {
-        return Err(EngineError::PayloadTooLarge {
-            saga: name.to_string(),
-            size,
-            limit,
-        });
-    }
-    Ok(transition::start(def, id, data))
-}
-
-/// Records a new saga (its first step started) without running it here: no lease is taken, so
-/// the next mediator that looks for work (`saga worker`) picks it up. Returns once it is durable.
-pub async fn enqueue(
-    store: &dyn SagaStore,
-    registry: &Registry,
-    name: &str,
-    data: Value,
-) -> Result<Uuid, EngineError> {
-    let change = prepare(
-        registry,
-        name,
-        Uuid::now_v7(),
-        data,
-        DEFAULT_MAX_PAYLOAD_BYTES,
-    )?;
-    let written = commit::write(store, None, change, None, &FaultPlan::default()).await?;
-    Ok(written.state.id)
 }

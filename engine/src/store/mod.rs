@@ -230,6 +230,15 @@ pub trait SagaStore: Send + Sync + 'static {
     /// at once.
     async fn release(&self, owner: &str, ids: &[Uuid]) -> Result<u64, StoreError>;
 
+    /// The owners of unexpired leases: whom a starting mediator checks for dead holders.
+    async fn lease_holders(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Ends at once every lease `owner` holds, moving those sagas' fencing tokens (so `owner`
+    /// could not write to them even if it were still running), and returns how many. For a
+    /// holder known to be gone: proven dead, or the predecessor of a mediator that restarted
+    /// with the same node id.
+    async fn take_over(&self, owner: &str) -> Result<u64, StoreError>;
+
     /// One saga instance.
     async fn get(&self, id: Uuid) -> Result<Option<SagaState>, StoreError>;
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::bus::Envelope;
 use crate::definition::Definition;
 use crate::event::EventKind;
 use crate::participant::Command;
@@ -37,7 +36,7 @@ pub(crate) struct Change {
     pub events: Vec<NewEvent>,
     pub retry_after: Option<Duration>,
     /// Commands to participants, sent (through the outbox) once the transition commits.
-    pub messages: Vec<Envelope>,
+    pub commands: Vec<Command>,
 }
 
 impl Change {
@@ -46,7 +45,7 @@ impl Change {
             state: state.clone(),
             events: Vec::new(),
             retry_after: None,
-            messages: Vec::new(),
+            commands: Vec::new(),
         }
     }
 
@@ -131,8 +130,12 @@ fn start_attempt(def: &Definition, change: &mut Change, i: usize, phase: Phase, 
             (EventKind::CompensationStarted, step.compensation_attempts)
         }
     };
-    change.event(kind, Some(i), Some(attempt), detail);
     let spec = &def.steps()[i];
+    let detail = match phase {
+        Phase::Action => detail,
+        Phase::Compensation => named_compensation(def, i, detail),
+    };
+    change.event(kind, Some(i), Some(attempt), detail);
     if let Some(command) = spec.command(phase) {
         let command = Command {
             kind: command.to_string(),
@@ -144,7 +147,7 @@ fn start_attempt(def: &Definition, change: &mut Change, i: usize, phase: Phase, 
             idempotency_key: idempotency_key(change.state.id, spec.name(), phase),
             data: change.state.data.clone(),
         };
-        change.messages.push(command.envelope(def.name()));
+        change.commands.push(command);
         change.state.awaiting = Some(Awaiting {
             step: i,
             phase,
@@ -154,8 +157,32 @@ fn start_attempt(def: &Definition, change: &mut Change, i: usize, phase: Phase, 
     }
 }
 
+/// A compensation event's `detail`, with the compensation's own name when it has one.
+fn named_compensation(def: &Definition, i: usize, mut detail: Value) -> Value {
+    if let (Some(name), Value::Object(map)) = (def.steps()[i].compensation_name(), &mut detail) {
+        map.insert("compensation".into(), json!(name));
+    }
+    detail
+}
+
 /// A new instance: created, leased and its first step started, in one transition.
 pub(crate) fn start(def: &Definition, id: Uuid, data: Value) -> Change {
+    let mut change = created(def, id, data);
+    start_attempt(def, &mut change, 0, Phase::Action, json!({}));
+    change
+}
+
+/// A new instance queued for whichever mediator claims it: created with its first step still
+/// pending and due now. That mediator records the step's start when it runs it, so the history
+/// never shows an attempt that did not run.
+pub(crate) fn enqueue(def: &Definition, id: Uuid, data: Value) -> Change {
+    let mut change = created(def, id, data);
+    change.retry_after = Some(Duration::ZERO);
+    change
+}
+
+/// A new instance, `running` at its first step, with its `SagaStarted` event.
+fn created(def: &Definition, id: Uuid, data: Value) -> Change {
     let steps: Vec<StepState> = def
         .steps()
         .iter()
@@ -186,7 +213,6 @@ pub(crate) fn start(def: &Definition, id: Uuid, data: Value) -> Change {
         None,
         json!({ "version": def.version() }),
     );
-    start_attempt(def, &mut change, 0, Phase::Action, json!({}));
     change
 }
 
@@ -245,7 +271,7 @@ pub(crate) fn succeeded(def: &Definition, state: &SagaState, phase: Phase, data:
                 EventKind::StepCompensated,
                 Some(i),
                 Some(attempt),
-                json!({}),
+                named_compensation(def, i, json!({})),
             );
             compensate_next_or_finish(def, &mut change);
         }
@@ -281,9 +307,12 @@ pub(crate) fn failed(
         "retryable": error.retryable,
         "retry_in_ms": retry_after.map(|d| d.as_millis() as u64),
     });
-    let failed_kind = match phase {
-        Phase::Action => EventKind::StepFailed,
-        Phase::Compensation => EventKind::CompensationFailed,
+    let (failed_kind, detail) = match phase {
+        Phase::Action => (EventKind::StepFailed, detail),
+        Phase::Compensation => (
+            EventKind::CompensationFailed,
+            named_compensation(def, i, detail),
+        ),
     };
     change.event(failed_kind, Some(i), Some(attempt), detail);
     if let Some(delay) = retry_after {
@@ -359,3 +388,6 @@ pub(crate) fn point_at_next_compensation(change: &mut Change) -> Option<usize> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,7 @@ use crate::step::StepKind;
 
 /// Why an operator action was refused; the saga is left as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Refused {
     /// The saga is already final.
     #[error("it is already {0}")]

@@ -1,188 +1,150 @@
-//! OrderSaga with local steps: each step calls its participant service in-process.
+//! OrderSaga with local steps: each step calls its participant service in-process. The services
+//! are shared resources of the registry ([`Participants::provide_to`]); each step is a plain
+//! `async fn` that takes the one it needs from its context.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use saga_engine::{
     Definition, DefinitionError, Registry, SagaDefinition, Step, StepContext, StepError, Trigger,
 };
 
 use super::{validate, Options, Order, NAME, ORDER_PLACED, VERSION};
-use crate::participants::{Participants, StepRuns};
+use crate::participants::{Inventory, Notifications, Participants, Payments, Shipping, StepRuns};
 
-/// OrderSaga over the given participants, with the default options.
-pub fn definition(participants: &Participants) -> Result<Definition, DefinitionError> {
-    definition_with(participants, &Options::default())
+/// OrderSaga with the default options. Its steps reach the participants through the registry
+/// it is registered in: see [`register_all`].
+pub fn definition() -> Result<Definition, DefinitionError> {
+    definition_with(&Options::default())
 }
 
-/// OrderSaga over the given participants, with the given timeouts and retry policies.
-pub fn definition_with(
-    participants: &Participants,
-    options: &Options,
-) -> Result<Definition, DefinitionError> {
-    let p = participants.clone();
-    let (reserve, release) = (p.inventory.clone(), p.inventory.clone());
-    let (charge, refund) = (p.payments.clone(), p.payments.clone());
-    let (shipping, notify) = (p.shipping, p.notifications);
-    let audit = Audit(options.record_runs.then_some(p.runs));
-    let [audit_reserve, audit_release, audit_charge, audit_refund, audit_ship, audit_confirm] =
-        [(); 6].map(|()| audit.clone());
+/// OrderSaga with the given timeouts and retry policies.
+pub fn definition_with(options: &Options) -> Result<Definition, DefinitionError> {
     let timeout = options.step_timeout;
-    let (retry, undo_retry) = (options.retry.clone(), options.compensation_retry.clone());
+    let (retry, undo_retry) = (&options.retry, &options.compensation_retry);
     SagaDefinition::<Order>::new(NAME, VERSION)
-        .step({
-            let audit = audit.clone();
-            Step::new("validate_order", move |ctx: StepContext<Order>| {
-                let audit = audit.clone();
-                async move { audit.time(&ctx.clone(), ACTION, validate(ctx)).await }
-            })
-            .retry(retry.clone())
-            .timeout(timeout)
-        })
         .step(
-            Step::new("reserve_inventory", move |mut ctx: StepContext<Order>| {
-                let inventory = reserve.clone();
-                let audit = audit_reserve.clone();
-                async move {
-                    let run = ctx.clone();
-                    audit
-                        .time(&run, ACTION, async move {
-                            let o = &ctx.data;
-                            let id = inventory
-                                .reserve(&ctx.idempotency_key, &o.order_id, &o.items)
-                                .await?;
-                            ctx.data.reservation = Some(id);
-                            Ok(ctx.data)
-                        })
-                        .await
-                }
-            })
-            .compensate(move |mut ctx: StepContext<Order>| {
-                let inventory = release.clone();
-                let audit = audit_release.clone();
-                async move {
-                    let run = ctx.clone();
-                    audit
-                        .time(&run, COMPENSATE, async move {
-                            inventory
-                                .release(&ctx.action_key(), &ctx.data.order_id)
-                                .await?;
-                            ctx.data.reservation = None;
-                            Ok(ctx.data)
-                        })
-                        .await
-                }
-            })
-            .retry(retry.clone())
-            .compensation_retry(undo_retry.clone())
-            .timeout(timeout),
+            Step::new("validate_order", audited(ACTION, validate))
+                .retry(retry.clone())
+                .timeout(timeout),
         )
         .step(
-            Step::new("charge_payment", move |mut ctx: StepContext<Order>| {
-                let payments = charge.clone();
-                let audit = audit_charge.clone();
-                async move {
-                    let run = ctx.clone();
-                    audit
-                        .time(&run, ACTION, async move {
-                            let o = &ctx.data;
-                            let id = payments
-                                .charge(
-                                    &ctx.idempotency_key,
-                                    &o.order_id,
-                                    &o.customer,
-                                    o.amount_cents,
-                                )
-                                .await?;
-                            ctx.data.payment = Some(id);
-                            Ok(ctx.data)
-                        })
-                        .await
-                }
-            })
-            .compensate(move |mut ctx: StepContext<Order>| {
-                let payments = refund.clone();
-                let audit = audit_refund.clone();
-                async move {
-                    let run = ctx.clone();
-                    audit
-                        .time(&run, COMPENSATE, async move {
-                            payments
-                                .refund(&ctx.action_key(), &ctx.data.order_id)
-                                .await?;
-                            ctx.data.payment = None;
-                            Ok(ctx.data)
-                        })
-                        .await
-                }
-            })
-            .retry(retry.clone())
-            .compensation_retry(undo_retry)
-            .timeout(timeout),
+            Step::new("reserve_inventory", audited(ACTION, reserve_inventory))
+                .compensate_as("release_inventory", audited(COMPENSATE, release_inventory))
+                .retry(retry.clone())
+                .compensation_retry(undo_retry.clone())
+                .timeout(timeout),
         )
         .step(
-            Step::new("create_shipment", move |mut ctx: StepContext<Order>| {
-                let shipping = shipping.clone();
-                let audit = audit_ship.clone();
-                async move {
-                    let run = ctx.clone();
-                    audit
-                        .time(&run, ACTION, async move {
-                            let o = &ctx.data;
-                            let tracking = shipping
-                                .create(&ctx.idempotency_key, &o.order_id, &o.address)
-                                .await?;
-                            ctx.data.tracking = Some(tracking);
-                            Ok(ctx.data)
-                        })
-                        .await
-                }
-            })
-            .pivot()
-            .retry(retry)
-            .timeout(timeout),
+            Step::new("charge_payment", audited(ACTION, charge_payment))
+                .compensate_as("refund_payment", audited(COMPENSATE, refund_payment))
+                .retry(retry.clone())
+                .compensation_retry(undo_retry.clone())
+                .timeout(timeout),
         )
         .step(
-            Step::new("confirm_order", move |mut ctx: StepContext<Order>| {
-                let notifications = notify.clone();
-                let audit = audit_confirm.clone();
-                async move {
-                    let run = ctx.clone();
-                    audit
-                        .time(&run, ACTION, async move {
-                            let o = &ctx.data;
-                            let tracking = o.tracking.clone().unwrap_or_default();
-                            notifications
-                                .confirm(&ctx.idempotency_key, &o.order_id, &o.customer, &tracking)
-                                .await?;
-                            ctx.data.confirmed = true;
-                            Ok(ctx.data)
-                        })
-                        .await
-                }
-            })
-            .retriable()
-            .retry(options.confirm_retry.clone())
-            .timeout(timeout),
+            Step::new("create_shipment", audited(ACTION, create_shipment))
+                .pivot()
+                .retry(retry.clone())
+                .timeout(timeout),
+        )
+        .step(
+            Step::new("confirm_order", audited(ACTION, confirm_order))
+                .retriable()
+                .retry(options.confirm_retry.clone())
+                .timeout(timeout),
         )
         .build()
+}
+
+async fn reserve_inventory(mut ctx: StepContext<Order>) -> Result<Order, StepError> {
+    let inventory = ctx.resource::<Inventory>()?;
+    let o = &ctx.data;
+    let id = inventory
+        .reserve(&ctx.idempotency_key, &o.order_id, &o.items)
+        .await?;
+    ctx.data.reservation = Some(id);
+    Ok(ctx.data)
+}
+
+async fn release_inventory(mut ctx: StepContext<Order>) -> Result<Order, StepError> {
+    let inventory = ctx.resource::<Inventory>()?;
+    inventory
+        .release(&ctx.action_key(), &ctx.data.order_id)
+        .await?;
+    ctx.data.reservation = None;
+    Ok(ctx.data)
+}
+
+async fn charge_payment(mut ctx: StepContext<Order>) -> Result<Order, StepError> {
+    let payments = ctx.resource::<Payments>()?;
+    let o = &ctx.data;
+    let id = payments
+        .charge(
+            &ctx.idempotency_key,
+            &o.order_id,
+            &o.customer,
+            o.amount_cents,
+        )
+        .await?;
+    ctx.data.payment = Some(id);
+    Ok(ctx.data)
+}
+
+async fn refund_payment(mut ctx: StepContext<Order>) -> Result<Order, StepError> {
+    let payments = ctx.resource::<Payments>()?;
+    payments
+        .refund(&ctx.action_key(), &ctx.data.order_id)
+        .await?;
+    ctx.data.payment = None;
+    Ok(ctx.data)
+}
+
+async fn create_shipment(mut ctx: StepContext<Order>) -> Result<Order, StepError> {
+    let shipping = ctx.resource::<Shipping>()?;
+    let o = &ctx.data;
+    let tracking = shipping
+        .create(&ctx.idempotency_key, &o.order_id, &o.address)
+        .await?;
+    ctx.data.tracking = Some(tracking);
+    Ok(ctx.data)
+}
+
+async fn confirm_order(mut ctx: StepContext<Order>) -> Result<Order, StepError> {
+    let notifications = ctx.resource::<Notifications>()?;
+    let o = &ctx.data;
+    let tracking = o.tracking.clone().unwrap_or_default();
+    notifications
+        .confirm(&ctx.idempotency_key, &o.order_id, &o.customer, &tracking)
+        .await?;
+    ctx.data.confirmed = true;
+    Ok(ctx.data)
 }
 
 const ACTION: &str = "action";
 const COMPENSATE: &str = "compensate";
 
-/// The step-run audit when [`Options::record_runs`] asks for it.
-#[derive(Clone)]
-struct Audit(Option<StepRuns>);
+/// The step-run audit, a resource only when [`Options::record_runs`] asks for it.
+struct Audit(StepRuns);
 
-impl Audit {
-    async fn time(
-        &self,
-        ctx: &StepContext<Order>,
-        phase: &str,
-        work: impl std::future::Future<Output = Result<Order, StepError>>,
-    ) -> Result<Order, StepError> {
-        match &self.0 {
-            Some(runs) => runs.time(ctx, phase, work).await,
-            None => work.await,
-        }
+type StepFuture = Pin<Box<dyn Future<Output = Result<Order, StepError>> + Send>>;
+
+/// `step`, with each run recorded in the step-run audit when the registry holds one.
+fn audited<F, Fut>(
+    phase: &'static str,
+    step: F,
+) -> impl Fn(StepContext<Order>) -> StepFuture + Send + Sync + 'static
+where
+    F: Fn(StepContext<Order>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<Order, StepError>> + Send + 'static,
+{
+    move |ctx: StepContext<Order>| {
+        Box::pin(async move {
+            match ctx.resource::<Audit>() {
+                Ok(audit) => audit.0.time(&ctx.clone(), phase, step(ctx)).await,
+                Err(_) => step(ctx).await,
+            }
+        })
     }
 }
 
@@ -200,7 +162,9 @@ pub fn register_all_with(
     participants: &Participants,
     options: &Options,
 ) -> Result<(), DefinitionError> {
-    registry.register(definition_with(participants, options)?)?;
+    participants.provide_to(registry);
+    provide_audit(registry, participants, options);
+    registry.register(definition_with(options)?)?;
     // Publishing `OrderPlaced` (payload: the order) starts an OrderSaga.
     registry.trigger(Trigger::with_payload(ORDER_PLACED, NAME))?;
     Ok(())
@@ -215,7 +179,9 @@ pub fn register_both(
     options: &Options,
     over_events: bool,
 ) -> Result<(), DefinitionError> {
-    registry.register(definition_with(participants, options)?)?;
+    participants.provide_to(registry);
+    provide_audit(registry, participants, options);
+    registry.register(definition_with(options)?)?;
     registry.register(super::events::definition(options)?)?;
     let started = if over_events {
         super::events::NAME
@@ -224,4 +190,10 @@ pub fn register_both(
     };
     registry.trigger(Trigger::with_payload(ORDER_PLACED, started))?;
     Ok(())
+}
+
+fn provide_audit(registry: &mut Registry, participants: &Participants, options: &Options) {
+    if options.record_runs {
+        registry.provide(Audit(participants.runs.clone()));
+    }
 }

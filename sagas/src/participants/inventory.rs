@@ -150,7 +150,7 @@ impl Inventory {
     }
 
     /// Units of `sku` available now.
-    pub async fn available(&self, sku: &str) -> Result<i64, ParticipantError> {
+    pub async fn available(&self, sku: &str) -> Result<i64, sqlx::Error> {
         let n: Option<i64> =
             sqlx::query_scalar("SELECT available FROM inventory_stock WHERE sku = ?1")
                 .bind(sku)
@@ -160,7 +160,7 @@ impl Inventory {
     }
 
     /// Sets the stock of `sku` (seeding, tests).
-    pub async fn set_stock(&self, sku: &str, available: i64) -> Result<(), ParticipantError> {
+    pub async fn set_stock(&self, sku: &str, available: i64) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO inventory_stock (sku, available) VALUES (?1, ?2) \
              ON CONFLICT (sku) DO UPDATE SET available = excluded.available",
@@ -173,12 +173,10 @@ impl Inventory {
     }
 
     /// The reservations of an order.
-    pub async fn reservations(&self, order_id: &str) -> Result<Vec<Reservation>, ParticipantError> {
-        Ok(
-            sqlx::query_as("SELECT key, order_id, status FROM inventory_reservations WHERE order_id = ?1 ORDER BY key")
+    pub async fn reservations(&self, order_id: &str) -> Result<Vec<Reservation>, sqlx::Error> {
+        sqlx::query_as("SELECT key, order_id, status FROM inventory_reservations WHERE order_id = ?1 ORDER BY key")
                 .bind(order_id)
                 .fetch_all(self.db.pool().await?)
-                .await?,
-        )
+                .await
     }
 }

@@ -25,14 +25,31 @@ pub use runs::{StepRun, StepRuns};
 pub use shipping::{Shipment, Shipping};
 
 /// Why a participant refused or could not do its work.
-#[derive(Debug, thiserror::Error)]
+///
+/// It knows whether trying again may help, so it converts into a [`StepError`] of its own
+/// accord (`?` in a step): a refusal is terminal, a database failure retryable. That is why it
+/// is not a `std::error::Error`, whose every type `?` turns into a retryable failure.
+#[derive(Debug)]
 pub enum ParticipantError {
     /// A business refusal (not enough stock, declined card, no carrier): retrying cannot help.
-    #[error("{0}")]
     Rejected(String),
     /// The participant's database failed: retrying may help.
-    #[error("participant database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl std::fmt::Display for ParticipantError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParticipantError::Rejected(reason) => f.write_str(reason),
+            ParticipantError::Database(e) => write!(f, "participant database error: {e}"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ParticipantError {
+    fn from(e: sqlx::Error) -> Self {
+        ParticipantError::Database(e)
+    }
 }
 
 impl From<ParticipantError> for StepError {
@@ -56,7 +73,7 @@ pub(crate) struct Db {
 
 impl Db {
     /// The pool, once the participants' tables exist.
-    pub(crate) async fn pool(&self) -> Result<&SqlitePool, ParticipantError> {
+    pub(crate) async fn pool(&self) -> Result<&SqlitePool, sqlx::Error> {
         self.ready
             .get_or_try_init(|| async {
                 for ddl in [
@@ -68,7 +85,7 @@ impl Db {
                 ] {
                     sqlx::raw_sql(ddl).execute(&self.pool).await?;
                 }
-                Ok::<(), ParticipantError>(())
+                Ok::<(), sqlx::Error>(())
             })
             .await?;
         Ok(&self.pool)
@@ -104,9 +121,19 @@ pub struct Participants {
 }
 
 impl Participants {
+    /// Provides each service to `registry` as a shared resource, where OrderSaga's steps find
+    /// them ([`saga_engine::StepContext::resource`]).
+    pub fn provide_to(&self, registry: &mut saga_engine::Registry) {
+        registry
+            .provide(self.inventory.clone())
+            .provide(self.payments.clone())
+            .provide(self.shipping.clone())
+            .provide(self.notifications.clone());
+    }
+
     /// Opens the participants' tables in the SQLite database at `url` (creating file and tables
     /// if needed) and seeds stock and carriers where missing.
-    pub async fn open(url: &str) -> Result<Self, ParticipantError> {
+    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
         let participants = Self::lazy(url)?;
         participants.inventory.db.pool().await?;
         Ok(participants)
@@ -116,13 +143,13 @@ impl Participants {
     /// `SAGA_PARTICIPANTS_URL` if set, else in the saga database itself when that is a SQLite
     /// file (one file holds everything), else in `sqlite://participants.db`. They keep their
     /// tables in SQLite either way: they stand for other services with databases of their own.
-    pub fn for_saga_database(saga_url: &str) -> Result<Self, ParticipantError> {
+    pub fn for_saga_database(saga_url: &str) -> Result<Self, sqlx::Error> {
         Self::lazy(&participants_url(saga_url))
     }
 
     /// The services over the SQLite database at `url`, connecting (and creating tables) only
     /// when first used.
-    pub fn lazy(url: &str) -> Result<Self, ParticipantError> {
+    pub fn lazy(url: &str) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

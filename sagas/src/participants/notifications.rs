@@ -42,12 +42,10 @@ impl Notifications {
     }
 
     /// How many confirmations the order got (at most one, whatever the retries).
-    pub async fn confirmations(&self, order_id: &str) -> Result<i64, ParticipantError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM order_confirmations WHERE order_id = ?1")
-                .bind(order_id)
-                .fetch_one(self.db.pool().await?)
-                .await?,
-        )
+    pub async fn confirmations(&self, order_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM order_confirmations WHERE order_id = ?1")
+            .bind(order_id)
+            .fetch_one(self.db.pool().await?)
+            .await
     }
 }

@@ -151,7 +151,7 @@ impl Payments {
     }
 
     /// Cents the customer has been charged and not refunded.
-    pub async fn charged(&self, customer: &str) -> Result<i64, ParticipantError> {
+    pub async fn charged(&self, customer: &str) -> Result<i64, sqlx::Error> {
         let n: Option<i64> =
             sqlx::query_scalar("SELECT charged FROM payments_accounts WHERE customer = ?1")
                 .bind(customer)
@@ -161,11 +161,11 @@ impl Payments {
     }
 
     /// The charges of an order.
-    pub async fn charges(&self, order_id: &str) -> Result<Vec<Charge>, ParticipantError> {
-        Ok(sqlx::query_as("SELECT key, order_id, amount, status FROM payments_charges WHERE order_id = ?1 ORDER BY key")
+    pub async fn charges(&self, order_id: &str) -> Result<Vec<Charge>, sqlx::Error> {
+        sqlx::query_as("SELECT key, order_id, amount, status FROM payments_charges WHERE order_id = ?1 ORDER BY key")
             .bind(order_id)
             .fetch_all(self.db.pool().await?)
-            .await?)
+            .await
     }
 }
 

@@ -102,12 +102,12 @@ impl StepRuns {
     }
 
     /// Every recorded run, by saga, step, phase and start.
-    pub async fn all(&self) -> Result<Vec<StepRun>, ParticipantError> {
-        Ok(sqlx::query_as(
+    pub async fn all(&self) -> Result<Vec<StepRun>, sqlx::Error> {
+        sqlx::query_as(
             "SELECT saga_id, step, phase, fencing_token, worker, started_us, ended_us \
              FROM step_runs ORDER BY saga_id, step, phase, started_us",
         )
         .fetch_all(self.db.pool().await?)
-        .await?)
+        .await
     }
 }

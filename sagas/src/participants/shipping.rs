@@ -92,10 +92,10 @@ impl Shipping {
     }
 
     /// The shipments of an order.
-    pub async fn shipments(&self, order_id: &str) -> Result<Vec<Shipment>, ParticipantError> {
-        Ok(sqlx::query_as("SELECT key, order_id, carrier, tracking FROM shipments WHERE order_id = ?1 ORDER BY key")
+    pub async fn shipments(&self, order_id: &str) -> Result<Vec<Shipment>, sqlx::Error> {
+        sqlx::query_as("SELECT key, order_id, carrier, tracking FROM shipments WHERE order_id = ?1 ORDER BY key")
             .bind(order_id)
             .fetch_all(self.db.pool().await?)
-            .await?)
+            .await
     }
 }

@@ -4,6 +4,8 @@
 mod act;
 mod dead;
 mod read;
+mod recovery;
+mod truthful;
 
 use std::process::{Child, Command, Output, Stdio};
 

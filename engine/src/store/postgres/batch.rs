@@ -21,7 +21,8 @@ pub(super) struct Encoded {
     row: InstanceWrite<String>,
     events: Vec<Event>,
     outbox: Vec<(Uuid, String)>,
-    /// Left runnable with no owner (enqueued, released by an operator): wake a mediator.
+    /// Left runnable with no owner, now (enqueued, released or retried by an operator): wake a
+    /// mediator.
     runnable: bool,
 }
 
@@ -69,7 +70,7 @@ impl Encoded {
             runnable: t.lease.is_none()
                 && !s.status.is_final()
                 && s.awaiting.is_none()
-                && t.retry_after.is_none(),
+                && t.retry_after.is_none_or(|due| due.is_zero()),
         })
     }
 }

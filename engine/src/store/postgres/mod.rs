@@ -257,6 +257,23 @@ impl SagaStore for PostgresStore {
         Ok(released.max(0) as u64)
     }
 
+    async fn lease_holders(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(LEASE_HOLDERS)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn take_over(&self, owner: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(TAKE_OVER)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() > 0 {
+            self.counters.commit(0);
+        }
+        Ok(done.rows_affected())
+    }
+
     async fn get(&self, id: Uuid) -> Result<Option<SagaState>, StoreError> {
         let row: Option<SagaRow> = sqlx::query_as("SELECT * FROM saga_instances WHERE id = $1")
             .bind(id)

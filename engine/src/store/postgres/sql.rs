@@ -101,6 +101,17 @@ pub(super) const RELEASE: &str = concat!(
     "SELECT (SELECT COUNT(*) FROM r), (SELECT COUNT(*) FROM n)"
 );
 
+/// The owners of unexpired leases.
+pub(super) const LEASE_HOLDERS: &str = concat!(
+    "SELECT DISTINCT lease_owner FROM saga_instances WHERE lease_owner IS NOT NULL ",
+    "AND lease_expires_at > ",
+    now_ms!()
+);
+
+/// Ends every lease `$1` holds and moves those sagas' fencing tokens.
+pub(super) const TAKE_OVER: &str = "UPDATE saga_instances SET lease_owner = NULL, \
+     lease_expires_at = NULL, fencing_token = fencing_token + 1 WHERE lease_owner = $1::TEXT";
+
 pub(super) const OUTBOX_CLAIM: &str = concat!(
     "UPDATE saga_outbox AS o SET claimed_until = ",
     now_ms!(),

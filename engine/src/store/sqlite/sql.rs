@@ -129,6 +129,18 @@ pub(super) const RELEASE: &str =
     "UPDATE saga_instances SET lease_owner = NULL, lease_expires_at = NULL \
      WHERE lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2))";
 
+/// The owners of unexpired leases.
+pub(super) const LEASE_HOLDERS: &str = concat!(
+    "SELECT DISTINCT lease_owner FROM saga_instances WHERE lease_owner IS NOT NULL ",
+    "AND lease_expires_at > ",
+    now_ms!()
+);
+
+/// Ends every lease `?1` holds and moves those sagas' fencing tokens.
+pub(super) const TAKE_OVER: &str =
+    "UPDATE saga_instances SET lease_owner = NULL, lease_expires_at = NULL, \
+     fencing_token = fencing_token + 1 WHERE lease_owner = ?1";
+
 /// Takes outbox rows at least `?1` ms old (oldest first, at most `?2`) that no other sweeper holds
 /// (unless `?3`), holding them for `?4` ms.
 pub(super) const OUTBOX_CLAIM: &str = concat!(

@@ -12,9 +12,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::resources::Resources;
 use crate::retry::RetryPolicy;
 
 pub(crate) use crate::failure::StepError;
+
+mod remote;
+
+pub(crate) use remote::ApplyFn;
 
 /// What saga data must be: serialisable to JSON (it is stored after every step) and sendable.
 pub trait SagaData: Serialize + DeserializeOwned + Send + Sync + 'static {}
@@ -80,9 +85,24 @@ pub struct StepContext<D> {
     pub idempotency_key: String,
     /// The saga data as the previous step left it.
     pub data: D,
+    /// What the program provided to its registry.
+    pub(crate) resources: Resources,
 }
 
 impl<D> StepContext<D> {
+    /// The shared resource of type `T` that the program provided at start-up
+    /// ([`crate::Registry::provide`]). A step that asks for a type never provided fails for good,
+    /// with an error naming the type: a deployment mistake that retrying cannot mend.
+    pub fn resource<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, StepError> {
+        self.resources.get::<T>().ok_or_else(|| {
+            StepError::terminal(format!(
+                "no resource of type `{}` was provided to the registry (Registry::provide); provided: {:?}",
+                std::any::type_name::<T>(),
+                self.resources.names()
+            ))
+        })
+    }
+
     /// The idempotency key of this step's action; a compensation uses it to find the effect it
     /// must undo.
     pub fn action_key(&self) -> String {
@@ -120,6 +140,7 @@ where
                     fencing_token: ctx.fencing_token,
                     idempotency_key: ctx.idempotency_key,
                     data,
+                    resources: ctx.resources,
                 },
                 Err(e) => {
                     let err = StepError::poison(format!("saga data cannot be read: {e}"));
@@ -152,8 +173,11 @@ pub struct StepSpec {
     pub(crate) kind: StepKind,
     pub(crate) action: Work,
     pub(crate) compensation: Option<Work>,
+    /// What the compensation is called in the history, `saga show` and events, if it has a
+    /// name of its own (`cancel_flight` for `book_flight`).
+    pub(crate) compensation_name: Option<String>,
     /// For a participant step: folds the reply's output into the saga data.
-    pub(crate) apply: Option<crate::participant::ApplyFn>,
+    pub(crate) apply: Option<ApplyFn>,
     pub(crate) retry: RetryPolicy,
     pub(crate) compensation_retry: RetryPolicy,
     pub(crate) timeout: Duration,
@@ -173,6 +197,11 @@ impl StepSpec {
     /// Whether the step has a compensation.
     pub fn has_compensation(&self) -> bool {
         self.compensation.is_some()
+    }
+
+    /// The compensation's own name, if it was given one.
+    pub fn compensation_name(&self) -> Option<&str> {
+        self.compensation_name.as_deref()
     }
 
     /// The retry policy of the action.
@@ -258,6 +287,7 @@ impl<D: SagaData> Step<D> {
                 kind: StepKind::Compensatable,
                 action: Work::Local(erase(action)),
                 compensation: None,
+                compensation_name: None,
                 apply: None,
                 retry: RetryPolicy::default(),
                 compensation_retry: RetryPolicy::attempts(5),
@@ -276,6 +306,17 @@ impl<D: SagaData> Step<D> {
     {
         self.spec.compensation = Some(Work::Local(erase(compensation)));
         self
+    }
+
+    /// Sets the compensation and gives it a name of its own (`cancel_flight` for `book_flight`),
+    /// which the history, `saga show` and the compensation's events carry beside the step's.
+    pub fn compensate_as<F, Fut>(mut self, name: impl Into<String>, compensation: F) -> Self
+    where
+        F: Fn(StepContext<D>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<D, StepError>> + Send + 'static,
+    {
+        self.spec.compensation_name = Some(name.into());
+        self.compensate(compensation)
     }
 
     /// Marks the step as the pivot: the point of no return.

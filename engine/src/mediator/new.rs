@@ -1,0 +1,66 @@
+//! New sagas: validated, and their first transition computed, before anything is written;
+//! started in this mediator, or queued for whichever mediator claims them.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::DEFAULT_MAX_PAYLOAD_BYTES;
+use crate::error::EngineError;
+use crate::fault::FaultPlan;
+use crate::registry::Registry;
+use crate::store::SagaStore;
+use crate::transition;
+
+/// Validates a new saga and computes its first transition (its first step started here, or, for
+/// `queued`, due for whichever mediator claims it); nothing is written on error.
+pub(super) fn prepare(
+    registry: &Registry,
+    name: &str,
+    id: Uuid,
+    data: Value,
+    limit: usize,
+    queued: bool,
+) -> Result<transition::Change, EngineError> {
+    let def = registry
+        .latest(name)
+        .ok_or_else(|| EngineError::UnknownSaga(name.to_string()))?;
+    def.check_data(&data)
+        .map_err(|reason| EngineError::InvalidData {
+            saga: name.to_string(),
+            reason,
+        })?;
+    let size = data.to_string().len();
+    if size > limit {
+        return Err(EngineError::PayloadTooLarge {
+            saga: name.to_string(),
+            size,
+            limit,
+        });
+    }
+    Ok(if queued {
+        transition::enqueue(def, id, data)
+    } else {
+        transition::start(def, id, data)
+    })
+}
+
+/// Records a new saga without running it here: no lease is taken and no step started, so the
+/// next mediator that looks for work (`saga worker`) picks it up and records the start of its
+/// first step when it runs it. Returns once it is durable.
+pub async fn enqueue(
+    store: &dyn SagaStore,
+    registry: &Registry,
+    name: &str,
+    data: Value,
+) -> Result<Uuid, EngineError> {
+    let change = prepare(
+        registry,
+        name,
+        Uuid::now_v7(),
+        data,
+        DEFAULT_MAX_PAYLOAD_BYTES,
+        true,
+    )?;
+    let written = crate::commit::write(store, None, change, None, &FaultPlan::default()).await?;
+    Ok(written.state.id)
+}
