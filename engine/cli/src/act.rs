@@ -166,12 +166,29 @@ async fn print_until_final(events: &mut Subscription, id: Uuid) -> Result<(), Cl
 }
 
 /// What `saga worker` was asked.
+#[derive(clap::Args)]
 pub(crate) struct WorkerArgs {
+    /// Step attempts that may run at once
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Sagas driven at once (running or waiting in a backoff); a claim takes no more, so
+    /// lower it to share a backlog more evenly between workers
+    #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
+    /// Lease duration: a crashed worker's sagas are taken over after it by other workers (a
+    /// worker restarted on the same machine, or with the same --node-id, takes them at once)
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: Duration,
+    /// A stable id for this worker (unique among live workers): restarted with the same id,
+    /// on any machine, it resumes its predecessor's sagas at once
+    #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
+    /// How often to look for sagas to continue when idle
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll: Duration,
+    /// On a broker: how long a reply or initiating event may stay unacknowledged before
+    /// another worker gets it (a killed worker's messages wait this long)
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_wait: Duration,
 }
 

@@ -25,7 +25,6 @@ mod read;
 mod show;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
@@ -133,30 +132,7 @@ enum Command {
         wait: bool,
     },
     /// Run a mediator over the store until Ctrl-C or SIGTERM
-    Worker {
-        /// Step attempts that may run at once
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Sagas driven at once (running or waiting in a backoff); a claim takes no more, so
-        /// lower it to share a backlog more evenly between workers
-        #[arg(long, default_value_t = 10_000)]
-        max_in_flight: usize,
-        /// Lease duration: a crashed worker's sagas are taken over after it by other workers (a
-        /// worker restarted on the same machine, or with the same --node-id, takes them at once)
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        lease: Duration,
-        /// A stable id for this worker (unique among live workers): restarted with the same id,
-        /// on any machine, it resumes its predecessor's sagas at once
-        #[arg(long, value_name = "ID")]
-        node_id: Option<String>,
-        /// How often to look for sagas to continue when idle
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        poll: Duration,
-        /// On a broker: how long a reply or initiating event may stay unacknowledged before
-        /// another worker gets it (a killed worker's messages wait this long)
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        ack_wait: Duration,
-    },
+    Worker(act::WorkerArgs),
     /// List, show and replay the messages consumer groups gave up on (needs --bus)
     DeadLetters {
         #[command(subcommand)]
@@ -233,7 +209,7 @@ where
             };
         }
     };
-    let default_level = if matches!(cli.command, Command::Worker { .. }) {
+    let default_level = if matches!(cli.command, Command::Worker(_)) {
         "info"
     } else {
         "warn"
@@ -330,25 +306,10 @@ where
             };
             return act::run(store, registry()?, args).await;
         }
-        Command::Worker {
-            concurrency,
-            max_in_flight,
-            lease,
-            node_id,
-            poll,
-            ack_wait,
-        } => {
+        Command::Worker(args) => {
             let registry = registry()?;
             let store = store::open(&url, OpenMode::CreateIfMissing).await?;
             let bus = bus::connect(&bus_config).await?;
-            let args = act::WorkerArgs {
-                concurrency,
-                max_in_flight,
-                lease,
-                node_id,
-                poll,
-                ack_wait,
-            };
             act::worker(store, registry, bus, &url, args).await?;
         }
         Command::DeadLetters { command } => {
