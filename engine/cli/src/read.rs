@@ -189,6 +189,7 @@ pub(crate) fn definitions(registry: &Registry, json: bool) -> Result<(), CliErro
                             "name": s.name(),
                             "kind": s.kind(),
                             "has_compensation": s.has_compensation(),
+                            "compensation_name": s.compensation_name(),
                             "max_attempts": s.retry_policy().max_attempts,
                             "compensation_max_attempts": s.compensation_retry_policy().max_attempts,
                             "timeout_ms": s.timeout().as_millis() as u64,
@@ -212,7 +213,11 @@ pub(crate) fn definitions(registry: &Registry, json: bool) -> Result<(), CliErro
             t.add_row(vec![
                 Cell::new(s.name()),
                 Cell::new(s.kind().as_str()),
-                Cell::new(if s.has_compensation() { "yes" } else { "-" }),
+                Cell::new(match (s.has_compensation(), s.compensation_name()) {
+                    (true, Some(name)) => name,
+                    (true, None) => "yes",
+                    (false, _) => "-",
+                }),
                 Cell::new(attempts),
                 Cell::new(humantime::format_duration(s.timeout())),
             ]);

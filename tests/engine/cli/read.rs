@@ -150,6 +150,12 @@ async fn read_commands_show_what_the_store_holds() {
     assert_eq!(names, ["EventDrivenOrderSaga", "OrderSaga"]);
     assert_eq!(defs["definitions"][1]["steps"].as_array().unwrap().len(), 5);
     assert_eq!(defs["definitions"][1]["steps"][1]["has_compensation"], true);
+    assert_eq!(
+        defs["definitions"][1]["steps"][1]["compensation_name"],
+        "release_inventory"
+    );
+    let text = stdout(&db.saga(&["definitions"]));
+    assert!(text.contains("refund_payment"), "{text}");
 }
 
 #[tokio::test]
