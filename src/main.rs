@@ -7,10 +7,19 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     saga_cli::main(|context| {
         let participants = sagas::Participants::for_saga_database(&context.database_url)?;
+        let defaults = sagas::order::Options::default();
+        // How long one attempt of an OrderSaga step may run (over events: how long a reply may
+        // take), for deployments and test runs slower than the default's 10 s allow.
+        let step_timeout = match std::env::var("SAGA_ORDER_STEP_TIMEOUT") {
+            Ok(text) => humantime::parse_duration(&text)
+                .map_err(|e| format!("SAGA_ORDER_STEP_TIMEOUT=`{text}`: {e}"))?,
+            Err(_) => defaults.step_timeout,
+        };
         let options = sagas::order::Options {
             // The step-run audit, for checking that no step ever ran on two workers at once.
             record_runs: std::env::var("SAGA_RECORD_STEP_RUNS").as_deref() == Ok("1"),
-            ..Default::default()
+            step_timeout,
+            ..defaults
         };
         let mut registry = saga_engine::Registry::new();
         // With a broker, `OrderPlaced` starts the OrderSaga whose participants are services on

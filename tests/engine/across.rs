@@ -80,8 +80,9 @@ impl Deployment {
     }
 
     /// Workers and services acknowledge within 4 s: a command or reply a killed process held
-    /// comes back well inside the steps' 10 s reply deadline (longer, and a pivot whose attempt
-    /// timed out would rightly end `failed`, its outcome unknown).
+    /// comes back well inside the steps' reply deadline, 30 s here (past it, a pivot whose
+    /// attempt timed out would rightly end `failed`, its outcome unknown; with the default 10 s
+    /// that happened once in a loaded CI run, a redelivery after a SIGKILL arriving late).
     fn worker(&self) -> (Worker, PathBuf) {
         let mut c = Command::new(SAGA);
         c.args(["--database", &self.store_url])
@@ -95,7 +96,8 @@ impl Deployment {
                 "--ack-wait",
                 "4s",
             ])
-            .env("SAGA_PARTICIPANTS_URL", &self.participants_url);
+            .env("SAGA_PARTICIPANTS_URL", &self.participants_url)
+            .env("SAGA_ORDER_STEP_TIMEOUT", "30s");
         self.spawn("worker", c)
     }
 
