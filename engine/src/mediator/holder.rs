@@ -14,6 +14,7 @@
 //! those leases back at once. That works across machines, for PostgreSQL.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// The prefix of a lease owner given by a node id.
 const NODE: &str = "node:";
@@ -29,9 +30,15 @@ pub(crate) fn is_node(owner: &str) -> bool {
 }
 
 /// This process as the kernel knows it: `BOOT:PIDNS:PID:START`, or `None` without `/proc`.
+/// Read once per process.
 pub(crate) fn this_process() -> Option<String> {
-    let pid = std::process::id();
-    Some(format!("{}:{pid}:{}", machine()?, start_time(pid)?))
+    static IDENTITY: OnceLock<Option<String>> = OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            let pid = std::process::id();
+            Some(format!("{}:{pid}:{}", machine()?, start_time(pid)?))
+        })
+        .clone()
 }
 
 /// The default lease owner: readable first, then this process's identity, if known.
@@ -56,7 +63,7 @@ pub(crate) fn provably_dead(owner: &str) -> bool {
     let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
         return false;
     };
-    if self::machine().as_deref() != Some(machine) || pid == std::process::id() {
+    if self::machine() != Some(machine) || pid == std::process::id() {
         return false;
     }
     match start_time(pid) {
@@ -66,13 +73,18 @@ pub(crate) fn provably_dead(owner: &str) -> bool {
     }
 }
 
-/// `BOOT:PIDNS`: this machine boot and this pid namespace.
-fn machine() -> Option<String> {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    let namespace = namespace.to_string_lossy();
-    let namespace = namespace.trim_start_matches("pid:[").trim_end_matches(']');
-    Some(format!("{}:{namespace}", boot.trim().replace('-', "")))
+/// `BOOT:PIDNS`: this machine boot and this pid namespace. Read once per process.
+fn machine() -> Option<&'static str> {
+    static MACHINE: OnceLock<Option<String>> = OnceLock::new();
+    MACHINE
+        .get_or_init(|| {
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
+            let namespace = namespace.to_string_lossy();
+            let namespace = namespace.trim_start_matches("pid:[").trim_end_matches(']');
+            Some(format!("{}:{namespace}", boot.trim().replace('-', "")))
+        })
+        .as_deref()
 }
 
 /// When process `pid` started (clock ticks since boot, field 22 of `/proc/PID/stat`).

@@ -338,28 +338,39 @@ pub enum OpenMode {
 }
 
 /// Opens the store named by `url`, choosing the implementation from the scheme, and runs the
-/// embedded migrations.
-/// A URL for a database compiled out names the feature that adds it.
+/// embedded migrations. A URL for a database compiled out names the feature that adds it.
 pub async fn open(url: &str, mode: OpenMode) -> Result<Arc<dyn SagaStore>, StoreError> {
-    let _ = mode;
-    let not_compiled = |feature| StoreError::NotCompiled {
+    match url.split_once(':').map(|(scheme, _)| scheme) {
+        Some("sqlite") => open_sqlite(url, mode).await,
+        Some("postgres" | "postgresql") => open_postgres(url, mode).await,
+        _ => Err(StoreError::UnsupportedUrl(url.to_string())),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(url: &str, mode: OpenMode) -> Result<Arc<dyn SagaStore>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(url, mode).await?))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(url: &str, _: OpenMode) -> Result<Arc<dyn SagaStore>, StoreError> {
+    Err(StoreError::NotCompiled {
         url: url.to_string(),
-        feature,
-    };
-    if url.starts_with("sqlite:") {
-        #[cfg(feature = "sqlite")]
-        return Ok(Arc::new(SqliteStore::open(url, mode).await?));
-        #[cfg(not(feature = "sqlite"))]
-        return Err(not_compiled("sqlite"));
-    }
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        #[cfg(feature = "postgres")]
-        return Ok(Arc::new(PostgresStore::open(url, mode).await?));
-        #[cfg(not(feature = "postgres"))]
-        return Err(not_compiled("postgres"));
-    }
-    let _ = not_compiled;
-    Err(StoreError::UnsupportedUrl(url.to_string()))
+        feature: "sqlite",
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str, mode: OpenMode) -> Result<Arc<dyn SagaStore>, StoreError> {
+    Ok(Arc::new(PostgresStore::open(url, mode).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str, _: OpenMode) -> Result<Arc<dyn SagaStore>, StoreError> {
+    Err(StoreError::NotCompiled {
+        url: url.to_string(),
+        feature: "postgres",
+    })
 }
 
 impl From<sqlx::Error> for StoreError {

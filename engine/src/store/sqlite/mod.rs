@@ -176,6 +176,20 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Runs a write that ends leases (a release, a take-over) on the writer connection and
+    /// returns how many it ended, once they are on disk.
+    async fn end_leases<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<u64, StoreError> {
+        let done = query.execute(&self.writer).await?;
+        if done.rows_affected() > 0 {
+            self.counters.commit(0);
+            self.durable().await?;
+        }
+        Ok(done.rows_affected())
+    }
+
     /// Returns once what the writer connection committed so far is on disk: every write this
     /// store makes outside the commit pipeline waits for it before it reports success.
     async fn durable(&self) -> Result<(), StoreError> {
@@ -319,16 +333,8 @@ impl SagaStore for SqliteStore {
     }
 
     async fn release(&self, owner: &str, ids: &[Uuid]) -> Result<u64, StoreError> {
-        let done = sqlx::query(RELEASE)
-            .bind(owner)
-            .bind(json_list(ids))
-            .execute(&self.writer)
-            .await?;
-        if done.rows_affected() > 0 {
-            self.counters.commit(0);
-            self.durable().await?;
-        }
-        Ok(done.rows_affected())
+        let query = sqlx::query(RELEASE).bind(owner).bind(json_list(ids));
+        self.end_leases(query).await
     }
 
     async fn lease_holders(&self) -> Result<Vec<String>, StoreError> {
@@ -338,15 +344,7 @@ impl SagaStore for SqliteStore {
     }
 
     async fn take_over(&self, owner: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(TAKE_OVER)
-            .bind(owner)
-            .execute(&self.writer)
-            .await?;
-        if done.rows_affected() > 0 {
-            self.counters.commit(0);
-            self.durable().await?;
-        }
-        Ok(done.rows_affected())
+        self.end_leases(sqlx::query(TAKE_OVER).bind(owner)).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<SagaState>, StoreError> {
