@@ -32,4 +32,5 @@ mod restart;
 mod retries;
 mod store;
 mod success;
+mod ui;
 mod workers;

@@ -22,7 +22,12 @@ mod defaults;
 mod error;
 mod output;
 mod read;
+#[cfg(feature = "ui")]
+mod serve;
 mod show;
+mod timeline;
+#[cfg(feature = "ui")]
+pub mod ui;
 
 use std::process::ExitCode;
 
@@ -91,6 +96,9 @@ enum Command {
     Show {
         /// Saga id or unique id prefix
         id: String,
+        /// Also write the saga's timeline (the one `saga ui` draws) to this SVG file
+        #[arg(long, value_name = "FILE")]
+        svg: Option<std::path::PathBuf>,
     },
     /// Show a saga's event history in order
     History {
@@ -133,6 +141,9 @@ enum Command {
     },
     /// Run a mediator over the store until Ctrl-C or SIGTERM
     Worker(act::WorkerArgs),
+    /// Serve web pages over the store: sagas, a saga's timeline and history, definitions
+    #[cfg(feature = "ui")]
+    Ui(serve::UiArgs),
     /// List, show and replay the messages consumer groups gave up on (needs --bus)
     DeadLetters {
         #[command(subcommand)]
@@ -170,14 +181,14 @@ pub struct Context {
     pub bus_url: Option<String>,
 }
 
-fn parse_status(text: &str) -> Result<SagaStatus, String> {
+pub(crate) fn parse_status(text: &str) -> Result<SagaStatus, String> {
     text.parse().map_err(|_| {
         let all: Vec<&str> = SagaStatus::ALL.iter().map(|s| s.as_str()).collect();
         format!("unknown status `{text}`; use one of {}", all.join(", "))
     })
 }
 
-fn parse_since(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_since(text: &str) -> Result<i64, String> {
     if let Ok(ago) = humantime::parse_duration(text) {
         return Ok(output::now_ms() - ago.as_millis() as i64);
     }
@@ -275,9 +286,9 @@ where
             };
             read::list(existing().await?.as_ref(), query, json).await?;
         }
-        Command::Show { id } => {
+        Command::Show { id, svg } => {
             let store = existing().await?;
-            show::show(store.as_ref(), &registry()?, &id, json).await?;
+            show::show(store.as_ref(), &registry()?, &id, json, svg.as_deref()).await?;
         }
         Command::History { id } => read::history(existing().await?.as_ref(), &id, json).await?,
         Command::Stats => read::stats(existing().await?.as_ref(), json).await?,
@@ -311,6 +322,11 @@ where
             let store = store::open(&url, OpenMode::CreateIfMissing).await?;
             let bus = bus::connect(&bus_config).await?;
             act::worker(store, registry, bus, &url, args).await?;
+        }
+        #[cfg(feature = "ui")]
+        Command::Ui(args) => {
+            let store = existing().await?;
+            serve::ui(store, registry()?, args).await?;
         }
         Command::DeadLetters { command } => {
             if bus_config.url.is_none() {

@@ -13,10 +13,15 @@ use saga_engine::Registry;
 use saga_engine::StepKind;
 use saga_engine::{SagaState, SagaStatus};
 
-/// Finds the saga a full id or a unique id prefix names.
-pub(crate) async fn resolve(store: &dyn SagaStore, text: &str) -> Result<Uuid, CliError> {
+/// The ids that `text` names: itself when it is a full id, else up to `limit` ids it is a prefix
+/// of (at least 4 hex characters).
+pub(crate) async fn matching(
+    store: &dyn SagaStore,
+    text: &str,
+    limit: usize,
+) -> Result<Vec<Uuid>, CliError> {
     if let Ok(id) = Uuid::parse_str(text) {
-        return Ok(id);
+        return Ok(vec![id]);
     }
     let prefix = text.to_ascii_lowercase();
     if prefix.len() < 4 || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
@@ -24,7 +29,12 @@ pub(crate) async fn resolve(store: &dyn SagaStore, text: &str) -> Result<Uuid, C
             "`{text}` is neither a saga id nor an id prefix of at least 4 hex characters"
         )));
     }
-    let ids = store.ids_with_prefix(&prefix, 11).await?;
+    Ok(store.ids_with_prefix(&prefix, limit).await?)
+}
+
+/// Finds the saga a full id or a unique id prefix names.
+pub(crate) async fn resolve(store: &dyn SagaStore, text: &str) -> Result<Uuid, CliError> {
+    let ids = matching(store, text, 11).await?;
     match ids.as_slice() {
         [] => Err(CliError::NotFound(format!(
             "no saga id starts with `{text}`"

@@ -2,6 +2,8 @@
 //! current step, last error, next attempt, lease, the compensations still to run, a per-step
 //! table with timings from the history, the compensation phase apart, and the data.
 
+use std::path::Path;
+
 use comfy_table::Cell;
 use serde::Serialize;
 use serde_json::Value;
@@ -11,6 +13,7 @@ use crate::output::{
     self, absolute, print_json, relative, rfc3339, short, status_cell, status_text, Summary,
 };
 use crate::read::load;
+use crate::timeline;
 use saga_engine::store::SagaStore;
 use saga_engine::Registry;
 use saga_engine::StepKind;
@@ -91,10 +94,21 @@ pub(crate) async fn show(
     registry: &Registry,
     text: &str,
     json: bool,
+    svg: Option<&Path>,
 ) -> Result<(), CliError> {
     let saga = load(store, text).await?;
     let history = store.history(saga.id).await?;
     let def = registry.get(&saga.definition, saga.version);
+    if let Some(path) = svg {
+        let t = timeline::build(&saga, def.map(|d| d.as_ref()), &history, output::now_ms());
+        std::fs::write(path, timeline::svg::document(&t)).map_err(|e| {
+            CliError::Output(format!(
+                "cannot write the timeline to {}: {e}",
+                path.display()
+            ))
+        })?;
+        eprintln!("timeline written to {}", path.display());
+    }
     let steps: Vec<StepView> = saga
         .steps
         .iter()

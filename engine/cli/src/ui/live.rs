@@ -1,0 +1,95 @@
+//! `GET /sagas/ID/events?after=SEQ`: server-sent events for an open saga page. The store may be
+//! written by workers in other processes, which wake nothing here, so the server reads the
+//! saga's row twice a second (one primary-key read per open page) and sends the page's live
+//! part again whenever the history has grown past `after`; it ends the stream once the saga is
+//! final.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream};
+
+use super::query::pairs;
+use super::saga::{self, parse_id};
+use super::{Shared, UiError};
+
+/// How often an open page's saga is read.
+const EVERY: Duration = Duration::from_millis(500);
+
+/// `GET /sagas/ID/events`.
+pub(super) async fn events(
+    State(ui): State<Shared>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, UiError> {
+    let id = parse_id(&id)?;
+    let mut after = 0;
+    for (key, value) in pairs(raw.as_deref())? {
+        match key.as_str() {
+            "after" => {
+                after = value.parse::<i64>().map_err(|_| {
+                    UiError::BadRequest(format!("after: `{value}` is not a history position"))
+                })?
+            }
+            other => return Err(UiError::BadRequest(format!("unknown parameter `{other}`"))),
+        }
+    }
+    // 404 now rather than an empty stream.
+    saga::load(&ui, id).await?;
+    Ok(Sse::new(updates(ui, id, after))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+struct Follow {
+    ui: Shared,
+    id: uuid::Uuid,
+    after: i64,
+    done: bool,
+    first: bool,
+}
+
+fn updates(
+    ui: Shared,
+    id: uuid::Uuid,
+    after: i64,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let start = Follow {
+        ui,
+        id,
+        after,
+        done: false,
+        first: true,
+    };
+    stream::unfold(start, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        loop {
+            if !f.first {
+                tokio::time::sleep(EVERY).await;
+            }
+            f.first = false;
+            // A store error ends the stream; the browser reconnects and tries again.
+            let Ok((saga, history)) = saga::load(&f.ui, f.id).await else {
+                return None;
+            };
+            if saga.last_seq != f.after {
+                f.after = saga.last_seq;
+                f.done = saga.status.is_final();
+                let html = saga::live(&f.ui, &saga, &history).into_string();
+                let event = Event::default()
+                    .event("update")
+                    .id(saga.last_seq.to_string())
+                    .data(html);
+                return Some((Ok(event), f));
+            }
+            if saga.status.is_final() {
+                return None;
+            }
+        }
+    })
+}

@@ -1,0 +1,153 @@
+//! `saga ui`: web pages over any store the CLI can open. The list of sagas, one saga's page
+//! with its timeline and history, the definitions with counts, and (when asked for) the
+//! operator's retry and abort. Server-rendered HTML (maud), hand-written SVG, and one small
+//! script for live updates, all embedded in the binary.
+//!
+//! [`router`] is public so a program can mount the pages inside its own axum application;
+//! `saga ui` serves the same router on its own.
+
+mod actions;
+mod definitions;
+mod error;
+mod guard;
+mod layout;
+mod list;
+mod live;
+mod query;
+mod saga;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::UiError;
+use saga_engine::store::SagaStore;
+use saga_engine::Registry;
+
+/// The environment variable `saga ui` reads its bearer token from when `--token` is not given.
+pub const TOKEN_ENV: &str = "SAGA_UI_TOKEN";
+
+/// What the pages may show and do. The defaults are the safe ones: no payloads, no actions, no
+/// token.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct UiOptions {
+    /// Show each saga's data on its page (payloads are hidden by default, as in logs).
+    pub show_data: bool,
+    /// Offer retry and abort on a saga's page (refused with 403 otherwise).
+    pub allow_actions: bool,
+    /// When set, every page needs this bearer token: an `Authorization: Bearer` header, or the
+    /// cookie a first visit with `?token=` sets.
+    pub token: Option<String>,
+}
+
+impl UiOptions {
+    /// Shows each saga's data.
+    pub fn show_data(mut self, yes: bool) -> Self {
+        self.show_data = yes;
+        self
+    }
+
+    /// Offers retry and abort.
+    pub fn allow_actions(mut self, yes: bool) -> Self {
+        self.allow_actions = yes;
+        self
+    }
+
+    /// Guards every page with `token` (ignored when empty).
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+}
+
+/// What every handler reads: the store, the registered sagas, the options, and the secret the
+/// action forms carry against cross-site requests.
+pub(crate) struct Ui {
+    pub store: Arc<dyn SagaStore>,
+    pub registry: Arc<Registry>,
+    pub options: UiOptions,
+    pub csrf: String,
+}
+
+pub(crate) type Shared = Arc<Ui>;
+
+/// The pages as an axum router over `store`, with `registry` for the definitions (steps, kinds,
+/// what is still to undo) and for the actions.
+pub fn router(store: Arc<dyn SagaStore>, registry: Arc<Registry>, options: UiOptions) -> Router {
+    let csrf = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let ui = Arc::new(Ui {
+        store,
+        registry,
+        options,
+        csrf,
+    });
+    Router::new()
+        .route("/", get(list::page))
+        .route("/definitions", get(definitions::page))
+        .route("/sagas/{id}", get(saga::page))
+        .route("/sagas/{id}/timeline.svg", get(saga::timeline_svg))
+        .route("/sagas/{id}/events", get(live::events))
+        .route("/sagas/{id}/abort", post(actions::abort))
+        .route("/sagas/{id}/retry", post(actions::retry))
+        .route("/assets/style.css", get(layout::style))
+        .route("/assets/live.js", get(layout::script))
+        .fallback(|| async { UiError::NotFound("no such page".into()) })
+        .layer(middleware::from_fn_with_state(ui.clone(), guard::token))
+        .layer(middleware::from_fn(server_timing))
+        .with_state(ui)
+}
+
+/// Adds `Server-Timing: app;dur=MS`: how long the server took, for browsers' tools and for
+/// the benchmark.
+async fn server_timing(request: Request, next: Next) -> Response {
+    let begun = Instant::now();
+    let mut response = next.run(request).await;
+    let ms = begun.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = HeaderValue::from_str(&format!("app;dur={ms:.2}")) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+        .headers_mut()
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// Whether `addr` is reachable only from this machine.
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Serves the pages on `listener` until `stop` resolves. Open pages' live streams end with it
+/// (their browsers reconnect to whatever serves next), so stopping never waits on a tab.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tokio::select! {
+        served = axum::serve(listener, router.into_make_service()) => served,
+        () = stop => Ok(()),
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        error::page(self)
+    }
+}

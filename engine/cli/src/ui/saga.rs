@@ -1,0 +1,186 @@
+//! `GET /sagas/ID`: one saga. Its status and "why is it stuck" at a glance, the timeline, the
+//! full history, the data (only with `--show-data`) and the actions (only with
+//! `--allow-actions`). The part that changes as the saga moves is one element (`#live`) that
+//! the page's script swaps for the fresh copy the server streams.
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup};
+use uuid::Uuid;
+
+use super::layout::{self, badge, when};
+use super::{Shared, UiError};
+use crate::output::{self, now_ms, rfc3339};
+use crate::timeline::{self, svg};
+use saga_engine::{HistoryEvent, SagaState, SagaStatus};
+
+/// Reads the id in the path: a full saga id (the list links to those).
+pub(super) fn parse_id(text: &str) -> Result<Uuid, UiError> {
+    Uuid::parse_str(text).map_err(|_| UiError::BadRequest(format!("`{text}` is not a saga id")))
+}
+
+/// The saga and its history, or 404.
+pub(super) async fn load(ui: &Shared, id: Uuid) -> Result<(SagaState, Vec<HistoryEvent>), UiError> {
+    let saga = ui
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| UiError::NotFound(format!("no saga with id {id}")))?;
+    let history = ui.store.history(id).await?;
+    Ok((saga, history))
+}
+
+/// `GET /sagas/ID`.
+pub(super) async fn page(
+    State(ui): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    let id = parse_id(&id)?;
+    let (saga, history) = load(&ui, id).await?;
+    let body = html! {
+        p { a href="/" { "← all sagas" } }
+        (live(&ui, &saga, &history))
+        p class="live-note" id="live-note" {
+            @if !saga.status.is_final() { "This page follows the saga as it moves." }
+        }
+        @if ui.options.allow_actions && !matches!(saga.status, SagaStatus::Completed | SagaStatus::Compensated) {
+            (actions(&ui, &saga))
+        }
+        @if ui.options.show_data {
+            h2 { "Data" }
+            pre class="data" id="data" { (serde_json::to_string_pretty(&saga.data).unwrap_or_default()) }
+        }
+    };
+    Ok(layout::page(&format!("Saga {}", short_id(&saga.id)), body).into_response())
+}
+
+/// `GET /sagas/ID/timeline.svg`: the timeline alone, as `saga show ID --svg` writes it.
+pub(super) async fn timeline_svg(
+    State(ui): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    let id = parse_id(&id)?;
+    let (saga, history) = load(&ui, id).await?;
+    let definition = ui.registry.get(&saga.definition, saga.version);
+    let t = timeline::build(&saga, definition.map(|d| d.as_ref()), &history, now_ms());
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg::document(&t)).into_response())
+}
+
+fn short_id(id: &Uuid) -> String {
+    id.to_string()[..8].to_string()
+}
+
+/// The part of the page that moves with the saga: summary, why it is stuck, the timeline and
+/// the history.
+pub(super) fn live(ui: &Shared, saga: &SagaState, history: &[HistoryEvent]) -> Markup {
+    let definition = ui.registry.get(&saga.definition, saga.version);
+    let t = timeline::build(saga, definition.map(|d| d.as_ref()), history, now_ms());
+    let left: Vec<String> = definition
+        .map_or_else(|| saga.compensations_left(), |d| d.compensations_left(saga))
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    html! {
+        div id="live" data-saga=(saga.id) data-seq=(saga.last_seq) data-final=(saga.status.is_final())
+            data-status=(saga.status.as_str()) {
+            h1 { "Saga " code { (saga.id) } " " (badge(saga.status.as_str())) }
+            p class="meta" {
+                (saga.definition) " v" (saga.version)
+                @if definition.is_none() { " (not registered in this program: no step kinds)" }
+                " · started " (when(saga.created_at)) " · updated " (when(saga.updated_at))
+            }
+            (stuck(saga, &left))
+            h2 { "Timeline" }
+            div class="legend" {
+                @for (class, text) in [("succeeded", "succeeded"), ("retrying", "failed, retried"), ("failed", "failed for good"), ("interrupted", "interrupted"), ("running", "running"), ("awaiting", "waiting for a participant")] {
+                    span { i class=(class) {} (text) }
+                }
+                span { "dashed: backoff · purple line: pivot completed" }
+            }
+            div class="timeline-box" { (svg::render(&t)) }
+            h2 { "History" }
+            (history_table(history))
+        }
+    }
+}
+
+fn stuck(saga: &SagaState, left: &[String]) -> Markup {
+    let awaiting = saga.awaiting.map(|a| {
+        let step = saga.steps.get(a.step).map_or("?", |s| s.name.as_str());
+        (step.to_string(), a)
+    });
+    html! {
+        section class="stuck" id="stuck" {
+            dl {
+                @if let Some(current) = saga.current().filter(|_| !saga.status.is_final()) {
+                    dt { "current step" } dd data-field="current" { (current.name) " (" (current.status) ")" }
+                }
+                @if let Some(error) = &saga.last_error {
+                    dt { "last error" } dd class="error" data-field="last-error" { (error) }
+                }
+                @if let (Some((step, a)), Some(deadline)) = (&awaiting, saga.next_attempt_at) {
+                    dt { "waiting for" } dd data-field="awaiting" {
+                        "the reply to " (step) "'s " (a.phase.as_str()) " command (attempt " (a.attempt) "), deadline " (when(deadline))
+                    }
+                } @else if let Some(due) = saga.next_attempt_at.filter(|_| !saga.status.is_final()) {
+                    dt { "next attempt" } dd data-field="next-attempt" { (when(due)) }
+                }
+                dt { "lease" } dd data-field="lease" {
+                    @match (&saga.lease_owner, saga.lease_expires_at) {
+                        (Some(owner), Some(until)) => { code { (owner) } " until " (when(until)) },
+                        _ if saga.awaiting.is_some() => "none (nothing runs until the reply or the deadline)",
+                        _ if !saga.status.is_final() => "none (the next worker to look picks it up)",
+                        _ => "none (finished)",
+                    }
+                }
+                @if !left.is_empty() && saga.status != SagaStatus::Running {
+                    dt { "still to undo" } dd data-field="to-undo" { (left.join(", then ")) }
+                }
+                @if saga.status == SagaStatus::Failed {
+                    dt { "needs" } dd class="error" data-field="needs" { "an operator: fix the cause, then retry (or decide by hand)" }
+                }
+            }
+        }
+    }
+}
+
+fn history_table(history: &[HistoryEvent]) -> Markup {
+    html! {
+        table class="history" {
+            thead { tr { th { "seq" } th { "time" } th { "event" } th { "step" } th { "attempt" } th { "detail" } } }
+            tbody {
+                @for e in history {
+                    tr data-event=(e.kind.as_str()) {
+                        td { (e.seq) }
+                        td { (rfc3339(e.at)) }
+                        td { (e.kind.as_str()) }
+                        td { (e.step.as_deref().unwrap_or("")) }
+                        td { (e.attempt.map(|a| a.to_string()).unwrap_or_default()) }
+                        td { (output::detail(&e.detail)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn actions(ui: &Shared, saga: &SagaState) -> Markup {
+    html! {
+        h2 { "Actions" }
+        div class="actions" {
+            @for (verb, what, default) in [
+                ("retry", "Retry: resume a failed saga's compensation, or run a waiting attempt now", "retried by an operator"),
+                ("abort", "Abort: move a running saga to compensation", "aborted by an operator"),
+            ] {
+                form method="post" action={ "/sagas/" (saga.id) "/" (verb) } id={ (verb) "-form" } {
+                    p { (what) }
+                    input type="hidden" name="csrf" value=(ui.csrf);
+                    label { "reason " input type="text" name="reason" required placeholder=(default); }
+                    " "
+                    button type="submit" { (verb) }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Every page on both backends: the list with counts, filters, paging and find; a compensated
+//! and a failed saga's page with its timeline and history; the definitions; the standalone SVG;
+//! the live stream; and a clear 4xx for every kind of bad input.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use http_body_util::BodyExt;
+use saga::cli::ui::UiOptions;
+use saga::engine::{enqueue, operator, store::ListQuery};
+use saga::sagas::order;
+
+use super::*;
+
+on_both!(
+    list_counts_filters_and_pages,
+    list_finds_by_id_prefix,
+    compensated_saga_page,
+    failed_saga_page_says_what_it_needs,
+    data_only_with_show_data,
+    definitions_page,
+    timeline_svg_stands_alone,
+    live_stream_follows_a_running_saga,
+    bad_input_gets_a_clear_4xx,
+);
+
+async fn list_counts_filters_and_pages() {
+    let site = Site::new(UiOptions::default()).await;
+    let all = site.ok("/").await;
+    let newest_first: Vec<String> = site
+        .env
+        .store
+        .list(&ListQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id.to_string())
+        .collect();
+    assert_eq!(all.attrs("data-saga"), newest_first);
+    assert_eq!(newest_first.len(), 3);
+    // Counts by status at the top, the failed one marked as needing attention.
+    for (status, n) in [
+        ("all", 3),
+        ("completed", 1),
+        ("compensated", 1),
+        ("failed", 1),
+        ("running", 0),
+    ] {
+        let tile = format!("data-count=\"{status}\"");
+        let at = all
+            .body
+            .find(&tile)
+            .unwrap_or_else(|| panic!("no {status} tile"));
+        assert!(
+            all.body[at..].contains(&format!("<span class=\"n\">{n}</span>")),
+            "{status} count is {n}"
+        );
+    }
+    assert!(all.body.contains("class=\"failed attention\""));
+    let failed_row = format!("class=\"attention\" data-saga=\"{}\"", site.failed);
+    assert!(
+        all.body.contains(&failed_row),
+        "the failed saga's row is marked"
+    );
+    assert_eq!(all.body.matches("⚠ needs attention").count(), 1);
+
+    // Filters.
+    let compensated = site.ok("/?status=compensated").await;
+    assert_eq!(
+        compensated.attrs("data-saga"),
+        vec![site.compensated.to_string()]
+    );
+    let two = site.ok("/?status=completed&status=failed").await;
+    assert_eq!(
+        two.attrs("data-saga"),
+        vec![site.failed.to_string(), site.completed.to_string()]
+    );
+    assert_eq!(
+        site.ok("/?definition=OrderSaga")
+            .await
+            .attrs("data-saga")
+            .len(),
+        3
+    );
+    let none = site.ok("/?definition=NoSuchSaga").await;
+    assert!(none.attrs("data-saga").is_empty());
+    assert!(none.body.contains("No sagas match."));
+    assert_eq!(site.ok("/?since=1h").await.attrs("data-saga").len(), 3);
+    assert_eq!(
+        site.ok("/?since=2000-01-01T00:00:00Z")
+            .await
+            .attrs("data-saga")
+            .len(),
+        3
+    );
+    assert!(site
+        .ok("/?since=2999-01-01T00:00:00Z")
+        .await
+        .attrs("data-saga")
+        .is_empty());
+    // Empty form fields mean "any".
+    assert_eq!(
+        site.ok("/?definition=&since=&find=")
+            .await
+            .attrs("data-saga")
+            .len(),
+        3
+    );
+
+    // Paging with the cursor of `saga list --before`, filters kept.
+    let mut seen = Vec::new();
+    let mut uri = "/?limit=1".to_string();
+    for _ in 0..5 {
+        let page = site.ok(&uri).await;
+        let ids = page.attrs("data-saga");
+        assert_eq!(ids.len(), 1, "{uri} after {seen:?}");
+        seen.extend(ids);
+        match page.body.find("id=\"next-page\"") {
+            Some(_) => {
+                let next = page
+                    .attrs("href")
+                    .into_iter()
+                    .find(|h| h.contains("before="))
+                    .unwrap()
+                    .replace("&amp;", "&");
+                assert!(
+                    next.contains("limit=1"),
+                    "the next page keeps the filters: {next}"
+                );
+                uri = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen, newest_first,
+        "paging visits every saga once, newest first"
+    );
+}
+
+async fn list_finds_by_id_prefix() {
+    let site = Site::new(UiOptions::default()).await;
+    let id = site.compensated.to_string();
+    let found = site.get(&format!("/?find={}", &id[..30])).await;
+    assert_eq!(found.status, StatusCode::SEE_OTHER);
+    assert_eq!(found.header("location"), format!("/sagas/{id}"));
+    let full = site.get(&format!("/?find={id}")).await;
+    assert_eq!(full.header("location"), format!("/sagas/{id}"));
+    // The three ids share their first (timestamp) characters: all listed, none opened.
+    let common = &id[..6];
+    let many = site.ok(&format!("/?find={common}")).await;
+    assert_eq!(many.attrs("data-saga").len(), 3);
+    assert!(many
+        .body
+        .contains(&format!("3 saga ids start with `{common}`")));
+    let missing = site.get("/?find=ffffffff").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("no saga id starts with `ffffffff`"));
+    let unknown = uuid::Uuid::new_v4();
+    let gone = site.get(&format!("/?find={unknown}")).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+async fn compensated_saga_page() {
+    let site = Site::new(UiOptions::default()).await;
+    let page = site.ok(&format!("/sagas/{}", site.compensated)).await;
+    assert!(page.body.contains("data-status=\"compensated\""));
+    assert!(page.body.contains("OrderSaga v1"));
+    assert!(
+        page.body.contains("`create_shipment` failed"),
+        "the last error is shown"
+    );
+    // The timeline: the step lanes in order, then the compensations in the order they ran.
+    assert_eq!(page.attrs("data-lane"), COMPENSATED_LANES);
+    assert!(page.body.contains("◆ pivot"));
+    assert!(page.body.contains("undo charge_payment (refund_payment)"));
+    assert!(page
+        .body
+        .contains("undo reserve_inventory (release_inventory)"));
+    // Bars by outcome: four steps ran, the pivot failed for good, both compensations succeeded.
+    let outcomes = page.attrs("data-outcome");
+    assert_eq!(
+        outcomes,
+        [
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "failed",
+            "succeeded",
+            "succeeded"
+        ]
+    );
+    // The full history, in order, with the compensations last step first.
+    let stored = site.env.store.history(site.compensated).await.unwrap();
+    let rows = &page.body[page.body.find("class=\"history\"").unwrap()..];
+    let kinds: Vec<String> = stored.iter().map(|e| e.kind.to_string()).collect();
+    assert_eq!(super::attrs(rows, "data-event"), kinds);
+    let first = rows
+        .find("CompensationStarted</td><td>charge_payment")
+        .unwrap();
+    let second = rows
+        .find("CompensationStarted</td><td>reserve_inventory")
+        .unwrap();
+    assert!(first < second, "compensations in the order they ran");
+    assert!(rows.contains("compensation=refund_payment"));
+    // Nothing to do: no lease, nothing to undo, no actions offered (not allowed).
+    assert!(page.body.contains("none (finished)"));
+    assert!(!page.body.contains("still to undo"));
+    assert!(!page.body.contains("-form\""));
+}
+
+async fn failed_saga_page_says_what_it_needs() {
+    let site = Site::new(UiOptions::default()).await;
+    let page = site.ok(&format!("/sagas/{}", site.failed)).await;
+    assert!(page.body.contains("data-status=\"failed\""));
+    assert!(page.body.contains("data-field=\"needs\""));
+    assert!(page
+        .body
+        .contains("compensation of `reserve_inventory` failed"));
+    let undo = page
+        .body
+        .find("data-field=\"to-undo\"")
+        .expect("what is left to undo");
+    assert!(page.body[undo..].starts_with("data-field=\"to-undo\">reserve_inventory<"));
+    assert_eq!(page.attrs("data-lane"), COMPENSATED_LANES);
+    assert_eq!(
+        page.attrs("data-outcome"),
+        [
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "failed",
+            "succeeded",
+            "failed"
+        ]
+    );
+}
+
+async fn data_only_with_show_data() {
+    let site = Site::new(UiOptions::default()).await;
+    let hidden = site.ok(&format!("/sagas/{}", site.completed)).await;
+    assert!(
+        !hidden.body.contains("ui-completed"),
+        "payloads are hidden by default"
+    );
+    assert!(!hidden.body.contains("id=\"data\""));
+    let site = Site::new(UiOptions::default().show_data(true)).await;
+    let shown = site.ok(&format!("/sagas/{}", site.completed)).await;
+    assert!(shown.body.contains("id=\"data\""));
+    assert!(shown.body.contains("ui-completed"));
+    // The completed saga retried charge_payment once: a failed-and-retried bar, then a backoff.
+    assert_eq!(
+        shown.attrs("data-outcome"),
+        [
+            "succeeded",
+            "succeeded",
+            "retrying",
+            "succeeded",
+            "succeeded",
+            "succeeded"
+        ]
+    );
+    assert!(shown.body.contains("class=\"wait\""));
+}
+
+async fn definitions_page() {
+    let site = Site::new(UiOptions::default()).await;
+    let page = site.ok("/definitions").await;
+    let section = &page.body[page
+        .body
+        .find("data-definition=\"OrderSaga\" data-version=\"1\"")
+        .unwrap()..];
+    let steps = super::attrs(section, "data-step");
+    assert_eq!(
+        &steps[..5],
+        [
+            "validate_order",
+            "reserve_inventory",
+            "charge_payment",
+            "create_shipment",
+            "confirm_order"
+        ]
+    );
+    let kinds = super::attrs(section, "data-kind");
+    assert_eq!(
+        &kinds[..5],
+        [
+            "compensatable",
+            "compensatable",
+            "compensatable",
+            "pivot",
+            "retriable"
+        ]
+    );
+    assert!(section.contains("release_inventory"));
+    assert!(section.contains("0 in flight on this version"));
+    let row = &page.body[page.body.find("<tr data-definition=\"OrderSaga\"").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    for status in ["completed", "compensated", "failed"] {
+        assert!(row.contains(&format!("data-status=\"{status}\"><a href=\"/?definition=OrderSaga&amp;status={status}\">1</a>")), "{row}");
+    }
+    assert!(row.contains("<td>3</td>"));
+}
+
+async fn timeline_svg_stands_alone() {
+    let site = Site::new(UiOptions::default()).await;
+    let svg = site
+        .ok(&format!("/sagas/{}/timeline.svg", site.compensated))
+        .await;
+    assert_eq!(svg.header("content-type"), "image/svg+xml");
+    assert!(svg.body.starts_with("<?xml"));
+    assert!(svg.body.contains("xmlns=\"http://www.w3.org/2000/svg\""));
+    assert_eq!(svg.attrs("data-lane"), COMPENSATED_LANES);
+}
+
+async fn live_stream_follows_a_running_saga() {
+    let site = Site::new(UiOptions::default()).await;
+    let registry = site.env.registry();
+    let id = enqueue(
+        site.env.store.as_ref(),
+        &registry,
+        order::NAME,
+        serde_json::to_value(good_order("ui-live")).unwrap(),
+    )
+    .await
+    .unwrap();
+    let page = site.ok(&format!("/sagas/{id}")).await;
+    assert!(page.body.contains("data-final=\"false\""));
+    let seq = page.attrs("data-seq")[0].clone();
+    let response = site
+        .router
+        .clone()
+        .oneshot(
+            axum::http::Request::get(format!("/sagas/{id}/events?after={seq}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    operator::abort(site.env.store.as_ref(), &registry, id, "stop the live test")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let got = tokio::time::timeout(BOUND, async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+                if text.contains("data-status=\"compensated\"") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got, Ok(true), "an update after the abort: {text}");
+    assert!(text.starts_with("event: update\n"), "{text}");
+    // Aborted with nothing done yet, it is compensated at once: the stream's last update.
+    assert!(text.contains("SagaAborted") && text.contains("data-final=\"true\""));
+    // A finished saga's stream says nothing and ends.
+    let done = tokio::time::timeout(
+        Duration::from_secs(30),
+        site.get(&format!("/sagas/{}/events?after=999999", site.completed)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        done.body.contains("event: update"),
+        "one last update, then the end"
+    );
+}
+
+async fn bad_input_gets_a_clear_4xx() {
+    let site = Site::new(UiOptions::default()).await;
+    let long = format!("/?definition={}", "x".repeat(3000));
+    let missing = uuid::Uuid::new_v4();
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        (
+            "/?status=bogus".into(),
+            StatusCode::BAD_REQUEST,
+            "unknown status `bogus`",
+        ),
+        (
+            "/?since=yesterday".into(),
+            StatusCode::BAD_REQUEST,
+            "`yesterday` is neither a duration",
+        ),
+        (
+            "/?before=xyz".into(),
+            StatusCode::BAD_REQUEST,
+            "before: `xyz` is not a saga id",
+        ),
+        (
+            "/?limit=0".into(),
+            StatusCode::BAD_REQUEST,
+            "limit: `0` is not a number from 1 to 500",
+        ),
+        (
+            "/?limit=100000".into(),
+            StatusCode::BAD_REQUEST,
+            "limit: `100000`",
+        ),
+        (
+            "/?colour=red".into(),
+            StatusCode::BAD_REQUEST,
+            "unknown parameter `colour`",
+        ),
+        (
+            "/?find=zz".into(),
+            StatusCode::BAD_REQUEST,
+            "`zz` is neither a saga id nor an id prefix",
+        ),
+        (
+            "/?status=%ZZ".into(),
+            StatusCode::BAD_REQUEST,
+            "unknown status",
+        ),
+        (long, StatusCode::URI_TOO_LONG, "at most 2048 are read"),
+        (
+            "/sagas/not-an-id".into(),
+            StatusCode::BAD_REQUEST,
+            "`not-an-id` is not a saga id",
+        ),
+        (
+            format!("/sagas/{missing}"),
+            StatusCode::NOT_FOUND,
+            "no saga with id",
+        ),
+        (
+            format!("/sagas/{missing}/timeline.svg"),
+            StatusCode::NOT_FOUND,
+            "no saga with id",
+        ),
+        (
+            format!("/sagas/{missing}/events"),
+            StatusCode::NOT_FOUND,
+            "no saga with id",
+        ),
+        (
+            format!("/sagas/{}/events?after=x", site.completed),
+            StatusCode::BAD_REQUEST,
+            "after: `x`",
+        ),
+        (
+            "/definitions?x=1".into(),
+            StatusCode::BAD_REQUEST,
+            "unknown parameter `x`",
+        ),
+        (
+            "/no/such/page".into(),
+            StatusCode::NOT_FOUND,
+            "no such page",
+        ),
+    ];
+    for (uri, status, message) in cases {
+        let page = site.get(&uri).await;
+        assert_eq!(page.status, status, "GET {uri}: {}", page.body);
+        assert!(
+            page.body.contains("class=\"error\""),
+            "GET {uri} answers an HTML page"
+        );
+        assert!(
+            page.body.contains(message),
+            "GET {uri} says `{message}`: {}",
+            page.body
+        );
+    }
+    // Nothing was written.
+    assert_eq!(
+        site.env
+            .store
+            .list(&ListQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
