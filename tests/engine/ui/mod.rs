@@ -2,8 +2,10 @@
 //! filters, paging, errors, actions, token), the real `saga ui` process, and a real Chromium.
 
 mod actions;
+mod browser;
 
 mod pages;
+mod process;
 
 use std::sync::Arc;
 

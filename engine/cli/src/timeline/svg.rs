@@ -112,7 +112,7 @@ fn f(x: f64) -> String {
 /// The timeline as an `<svg>` element (with its own styles).
 pub(crate) fn render(timeline: &Timeline) -> Markup {
     let axis = Axis::new(timeline);
-    let width = axis.right() + 24.0;
+    let width = axis.right() + 130.0; // room for the last marker's label
     let height = TOP + ROW * timeline.lanes.len() as f64 + BOTTOM;
     let plot_bottom = TOP + ROW * timeline.lanes.len() as f64;
     let span = timeline.end - timeline.start;
