@@ -1,6 +1,6 @@
 //! The benchmark harness: OrderSaga throughput and latency at several concurrencies against the
 //! database's raw commit rate, and the scale checks (sagas in flight at once, a store of a
-//! million finished sagas).
+//! million finished sagas, the CLI and `saga ui` on it).
 //!
 //! ```text
 //! cargo build --release --bin saga
@@ -22,6 +22,7 @@ mod load;
 mod order;
 mod report;
 mod scale;
+mod ui;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -204,6 +204,16 @@ pub async fn fill_and_time(store: Arc<dyn SagaStore>, url: &str, n: usize) -> Re
             ms(times[times.len() - 1])
         );
     }
+    let tenth_page = store
+        .list(&saga::engine::store::ListQuery {
+            limit: 500,
+            ..Default::default()
+        })
+        .await?
+        .last()
+        .map(|s| s.id)
+        .ok_or("the store is empty")?;
+    crate::ui::pages(&saga, url, total, some_failed, tenth_page)?;
     Ok(())
 }
 

@@ -22,6 +22,7 @@ on_both!(
     timeline_svg_stands_alone,
     live_stream_follows_a_running_saga,
     bad_input_gets_a_clear_4xx,
+    a_saga_waiting_for_a_reply,
 );
 
 async fn list_counts_filters_and_pages() {
@@ -478,4 +479,65 @@ async fn bad_input_gets_a_clear_4xx() {
             .len(),
         3
     );
+}
+
+/// OrderSaga over events with no participant serving: it waits for the inventory's reply, and
+/// the page says so (what it waits for and until when, no lease) and draws the wait.
+async fn a_saga_waiting_for_a_reply() {
+    let env = Env::new().await;
+    let options = saga::sagas::order::Options {
+        step_timeout: Duration::from_secs(600),
+        ..fast_options()
+    };
+    let registry = || {
+        let mut registry = saga::engine::Registry::new();
+        order::register_both(&mut registry, &env.participants, &options, true).unwrap();
+        registry
+    };
+    let m = fast(saga::engine::Mediator::builder(
+        env.store.clone(),
+        registry(),
+    ))
+    .await;
+    let id = m
+        .start(order::events::NAME, &good_order("ui-awaiting"))
+        .await
+        .unwrap();
+    until("the saga to wait for a reply", || async {
+        env.store.get(id).await.unwrap().unwrap().awaiting.is_some()
+    })
+    .await;
+    let router = saga::cli::ui::router(
+        env.store.clone(),
+        std::sync::Arc::new(registry()),
+        UiOptions::default(),
+    );
+    let response = router
+        .oneshot(
+            axum::http::Request::get(format!("/sagas/{id}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8(bytes.to_vec()).unwrap();
+    let waiting = &body[body
+        .find("data-field=\"awaiting\"")
+        .expect("says what it waits for")..];
+    assert!(
+        waiting.starts_with(
+            "data-field=\"awaiting\">the reply to reserve_inventory's action command (attempt 1), deadline "
+        ),
+        "{}",
+        &waiting[..200]
+    );
+    assert!(body.contains("none (nothing runs until the reply or the deadline)"));
+    assert_eq!(
+        super::attrs(&body, "data-outcome"),
+        ["succeeded", "awaiting"]
+    );
+    assert!(body.contains("2. reserve_inventory · participant"));
+    m.shutdown().await;
 }

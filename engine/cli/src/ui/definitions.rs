@@ -8,6 +8,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
+use super::counts::Counts;
 use super::layout;
 use super::query::pairs;
 use super::{Shared, UiError};
@@ -24,11 +25,11 @@ pub(super) async fn page(
         )));
     }
     let mut counts: BTreeMap<String, BTreeMap<SagaStatus, u64>> = BTreeMap::new();
-    for (definition, status, n) in ui.store.counts().await? {
+    for (definition, status, n) in Counts::get(&ui).await?.0.iter() {
         *counts
-            .entry(definition)
+            .entry(definition.clone())
             .or_default()
-            .entry(status)
+            .entry(*status)
             .or_default() += n;
     }
     let mut in_flight: BTreeMap<(String, u32), u64> = BTreeMap::new();

@@ -26,6 +26,9 @@ pub enum UiError {
     /// No such saga or page.
     #[error("{0}")]
     NotFound(String),
+    /// The path exists but not for this method (a `GET` of an action, a `POST` of a page).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The operation was refused in the saga's current state (as the CLI refuses it).
     #[error("{0}")]
     Conflict(String),
@@ -45,6 +48,7 @@ impl UiError {
             UiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             UiError::Forbidden(_) => StatusCode::FORBIDDEN,
             UiError::NotFound(_) => StatusCode::NOT_FOUND,
+            UiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             UiError::Conflict(_) => StatusCode::CONFLICT,
             UiError::TooLong(_) => StatusCode::URI_TOO_LONG,
             UiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -2,15 +2,17 @@
 //! need attention marked, and the same cursor paging as `saga list --before`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 
+use super::counts::Counts;
 use super::layout::{self, badge, when};
 use super::query::Filters;
 use super::{Shared, UiError};
-use crate::output::{relative, Summary};
+use crate::output::{relative, short, Summary};
 use crate::read::matching;
 use saga_engine::{SagaState, SagaStatus};
 
@@ -43,7 +45,7 @@ pub(super) async fn page(
             }
         }
     }
-    let counts = store.counts().await?;
+    let (counts, age) = Counts::get(&ui).await?;
     let mut by_status: BTreeMap<SagaStatus, u64> = BTreeMap::new();
     let mut definitions: BTreeSet<String> = ui
         .registry
@@ -51,7 +53,7 @@ pub(super) async fn page(
         .iter()
         .map(|d| d.name().to_string())
         .collect();
-    for (definition, status, n) in &counts {
+    for (definition, status, n) in counts.iter() {
         *by_status.entry(*status).or_default() += n;
         definitions.insert(definition.clone());
     }
@@ -79,6 +81,9 @@ pub(super) async fn page(
     let body = html! {
         h1 { "Sagas" }
         (count_tiles(&filters, &by_status, total))
+        @if age >= Duration::from_secs(1) {
+            p class="live-note" { "counted " (short(age.as_millis() as i64)) " ago (a count of this store takes long, so it is kept a while)" }
+        }
         (filter_form(&filters, &definitions))
         @if let Some(note) = &note { p class="note" { (note) } }
         @if sagas.is_empty() {

@@ -7,6 +7,7 @@
 //! `saga ui` serves the same router on its own.
 
 mod actions;
+mod counts;
 mod definitions;
 mod error;
 mod guard;
@@ -75,6 +76,7 @@ pub(crate) struct Ui {
     pub registry: Arc<Registry>,
     pub options: UiOptions,
     pub csrf: String,
+    pub counts: counts::Counts,
 }
 
 pub(crate) type Shared = Arc<Ui>;
@@ -92,6 +94,7 @@ pub fn router(store: Arc<dyn SagaStore>, registry: Arc<Registry>, options: UiOpt
         registry,
         options,
         csrf,
+        counts: counts::Counts::default(),
     });
     Router::new()
         .route("/", get(list::page))
@@ -104,6 +107,11 @@ pub fn router(store: Arc<dyn SagaStore>, registry: Arc<Registry>, options: UiOpt
         .route("/assets/style.css", get(layout::style))
         .route("/assets/live.js", get(layout::script))
         .fallback(|| async { UiError::NotFound("no such page".into()) })
+        .method_not_allowed_fallback(|| async {
+            UiError::MethodNotAllowed(
+                "this page takes no such request (actions are POSTs from a saga's page)".into(),
+            )
+        })
         .layer(middleware::from_fn_with_state(ui.clone(), guard::token))
         .layer(middleware::from_fn(server_timing))
         .with_state(ui)
