@@ -3,9 +3,10 @@
 
 mod actions;
 mod browser;
-
+mod errors;
 mod pages;
 mod process;
+mod running;
 
 use std::sync::Arc;
 

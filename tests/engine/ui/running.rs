@@ -1,0 +1,138 @@
+//! Running sagas on both backends: the live stream sends the page's new state after a
+//! transition, and a saga waiting for a participant's reply says so.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use http_body_util::BodyExt;
+use saga::cli::ui::UiOptions;
+use saga::engine::{enqueue, operator};
+use saga::sagas::order;
+
+use super::*;
+
+on_both!(
+    live_stream_follows_a_running_saga,
+    a_saga_waiting_for_a_reply
+);
+
+async fn live_stream_follows_a_running_saga() {
+    let site = Site::new(UiOptions::default()).await;
+    let registry = site.env.registry();
+    let id = enqueue(
+        site.env.store.as_ref(),
+        &registry,
+        order::NAME,
+        serde_json::to_value(good_order("ui-live")).unwrap(),
+    )
+    .await
+    .unwrap();
+    let page = site.ok(&format!("/sagas/{id}")).await;
+    assert!(page.body.contains("data-final=\"false\""));
+    let seq = page.attrs("data-seq")[0].clone();
+    let response = site
+        .router
+        .clone()
+        .oneshot(
+            axum::http::Request::get(format!("/sagas/{id}/events?after={seq}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    operator::abort(site.env.store.as_ref(), &registry, id, "stop the live test")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let got = tokio::time::timeout(BOUND, async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+                if text.contains("data-status=\"compensated\"") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got, Ok(true), "an update after the abort: {text}");
+    assert!(text.starts_with("event: update\n"), "{text}");
+    // Aborted with nothing done yet, it is compensated at once: the stream's last update.
+    assert!(text.contains("SagaAborted") && text.contains("data-final=\"true\""));
+    // A finished saga's stream says nothing and ends.
+    let done = tokio::time::timeout(
+        Duration::from_secs(30),
+        site.get(&format!("/sagas/{}/events?after=999999", site.completed)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        done.body.contains("event: update"),
+        "one last update, then the end"
+    );
+}
+
+/// OrderSaga over events with no participant serving: it waits for the inventory's reply, and
+/// the page says so (what it waits for and until when, no lease) and draws the wait.
+async fn a_saga_waiting_for_a_reply() {
+    let env = Env::new().await;
+    let options = saga::sagas::order::Options {
+        step_timeout: Duration::from_secs(600),
+        ..fast_options()
+    };
+    let registry = || {
+        let mut registry = saga::engine::Registry::new();
+        order::register_both(&mut registry, &env.participants, &options, true).unwrap();
+        registry
+    };
+    let m = fast(saga::engine::Mediator::builder(
+        env.store.clone(),
+        registry(),
+    ))
+    .await;
+    let id = m
+        .start(order::events::NAME, &good_order("ui-awaiting"))
+        .await
+        .unwrap();
+    until("the saga to wait for a reply", || async {
+        env.store.get(id).await.unwrap().unwrap().awaiting.is_some()
+    })
+    .await;
+    let router = saga::cli::ui::router(
+        env.store.clone(),
+        std::sync::Arc::new(registry()),
+        UiOptions::default(),
+    );
+    let response = router
+        .oneshot(
+            axum::http::Request::get(format!("/sagas/{id}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8(bytes.to_vec()).unwrap();
+    let waiting = &body[body
+        .find("data-field=\"awaiting\"")
+        .expect("says what it waits for")..];
+    assert!(
+        waiting.starts_with(
+            "data-field=\"awaiting\">the reply to reserve_inventory's action command (attempt 1), deadline "
+        ),
+        "{}",
+        &waiting[..200]
+    );
+    assert!(body.contains("none (nothing runs until the reply or the deadline)"));
+    assert_eq!(
+        super::attrs(&body, "data-outcome"),
+        ["succeeded", "awaiting"]
+    );
+    assert!(body.contains("2. reserve_inventory · participant"));
+    m.shutdown().await;
+}
