@@ -190,7 +190,10 @@ pub(crate) fn parse_status(text: &str) -> Result<SagaStatus, String> {
 
 pub(crate) fn parse_since(text: &str) -> Result<i64, String> {
     if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(output::now_ms() - ago.as_millis() as i64);
+        return i64::try_from(ago.as_millis())
+            .ok()
+            .and_then(|ago| output::now_ms().checked_sub(ago))
+            .ok_or_else(|| format!("`{text}` reaches back further than any time"));
     }
     humantime::parse_rfc3339_weak(text)
         .map(|t| {

@@ -24,6 +24,10 @@ pub(crate) struct UiArgs {
     /// Require this bearer token on every page [default: $SAGA_UI_TOKEN]
     #[arg(long, env = ui::TOKEN_ENV, hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
+    /// Also serve requests whose Host is this DNS name, e.g. behind a proxy (repeatable; IP
+    /// addresses and localhost always pass)
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -38,6 +42,9 @@ pub(crate) async fn ui(
     registry: Registry,
     args: UiArgs,
 ) -> Result<(), CliError> {
+    if args.token.as_deref() == Some("") {
+        eprintln!("warning: the token given is empty, so no page needs one");
+    }
     if !ui::is_loopback(&args.listen) {
         eprintln!(
             "warning: saga ui listens on {}, which other machines can reach{}",
@@ -55,10 +62,13 @@ pub(crate) async fn ui(
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
-    let options = UiOptions::default()
+    let mut options = UiOptions::default()
         .show_data(args.show_data)
         .allow_actions(args.allow_actions)
         .token(args.token);
+    for host in args.allow_hosts {
+        options = options.allow_host(host);
+    }
     let router = ui::router(store, Arc::new(registry), options);
     out!("saga ui: serving http://{addr}/ (Ctrl-C stops)");
     ui::serve(listener, router, crate::stopped())

@@ -100,7 +100,7 @@ pub(crate) async fn show(
     let history = store.history(saga.id).await?;
     let def = registry.get(&saga.definition, saga.version);
     if let Some(path) = svg {
-        let t = timeline::build(&saga, def.map(|d| d.as_ref()), &history, output::now_ms());
+        let t = timeline::of(registry, &saga, &history);
         std::fs::write(path, timeline::svg::document(&t)).map_err(|e| {
             CliError::Output(format!(
                 "cannot write the timeline to {}: {e}",

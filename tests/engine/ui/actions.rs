@@ -16,6 +16,7 @@ on_both!(
     actions_refused_across_sites,
     abort_and_retry_recorded_as_from_the_cli,
     token_guards_every_page,
+    host_names_other_than_localhost_refused,
 );
 
 fn form(uri: &str) -> axum::http::request::Builder {
@@ -217,6 +218,8 @@ async fn token_guards_every_page() {
         "/definitions",
         "/assets/style.css",
         &format!("/sagas/{}", site.completed),
+        &format!("/sagas/{}/timeline.svg", site.completed),
+        &format!("/sagas/{}/events", site.completed),
         "/nope",
     ] {
         let page = site.get(uri).await;
@@ -233,6 +236,18 @@ async fn token_guards_every_page() {
         )
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let post = site
+        .request(
+            form(&format!("/sagas/{}/abort", site.completed))
+                .body(Body::from("reason=x&csrf=y"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        post.status,
+        StatusCode::UNAUTHORIZED,
+        "actions need the token too"
+    );
     assert_eq!(
         site.get("/?token=nope").await.status,
         StatusCode::UNAUTHORIZED
@@ -252,10 +267,26 @@ async fn token_guards_every_page() {
     assert_eq!(link.header("location"), "/?status=failed");
     let cookie = link.header("set-cookie").to_string();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
+    assert!(
+        !cookie.contains("s3cret-token"),
+        "the cookie holds a session, not the token"
+    );
     let pair = cookie.split(';').next().unwrap();
+    assert!(pair.starts_with("saga_ui_"), "{pair}");
+    // A bookmarked link with the token still works once the cookie is set.
+    let again = site
+        .request(
+            Request::get("/?token=s3cret-token")
+                .header(header::COOKIE, pair)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    assert_eq!(again.header("location"), "/");
     let page = site
         .request(
             Request::get("/?status=failed")
@@ -266,4 +297,34 @@ async fn token_guards_every_page() {
         .await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.attrs("data-saga"), vec![site.failed.to_string()]);
+}
+
+/// DNS rebinding: a page on another site cannot name this server by a host name of its own.
+async fn host_names_other_than_localhost_refused() {
+    let site = Site::new(UiOptions::default()).await;
+    let with_host = |host: &'static str| {
+        Request::get("/")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.1.2.3"] {
+        assert_eq!(
+            site.request(with_host(host)).await.status,
+            StatusCode::OK,
+            "{host}"
+        );
+    }
+    let refused = site
+        .request(with_host("rebind.attacker.example:8080"))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused
+        .body
+        .contains("does not serve the host name `rebind.attacker.example`"));
+    let site = Site::new(UiOptions::default().allow_host("sagas.internal.example")).await;
+    let allowed = site.request(with_host("sagas.internal.example")).await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    let other = site.request(with_host("rebind.attacker.example")).await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
 }

@@ -88,6 +88,12 @@ fn chromedriver() -> Driver {
     }
 }
 
+/// Clicks the element `css` finds.
+async fn click(client: &fantoccini::Client, css: &str) {
+    let element = client.find(Locator::Css(css)).await.unwrap();
+    element.click().await.unwrap();
+}
+
 fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -158,16 +164,7 @@ async fn chromium_shows_the_list_a_timeline_and_live_updates() {
     std::fs::write(shots.join("list.png"), client.screenshot().await.unwrap()).unwrap();
 
     // A click to the compensated saga; its timeline's lanes, in order, drawn top to bottom.
-    client
-        .find(Locator::Css(&format!(
-            "a[href='/sagas/{}']",
-            site.compensated
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("a[href='/sagas/{}']", site.compensated)).await;
     wait()
         .for_element(Locator::Css("svg.timeline g.lane"))
         .await
@@ -254,13 +251,7 @@ async fn chromium_shows_the_list_a_timeline_and_live_updates() {
         .send_keys("stopped from the browser")
         .await
         .unwrap();
-    client
-        .find(Locator::Css("#abort-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#abort-form button").await;
     wait()
         .for_element(Locator::Css("#live[data-status='compensated']"))
         .await

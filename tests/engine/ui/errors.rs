@@ -13,6 +13,18 @@ async fn bad_input_gets_a_clear_4xx() {
     let site = Site::new(UiOptions::default()).await;
     let long = format!("/?definition={}", "x".repeat(3000));
     let missing = uuid::Uuid::new_v4();
+    let histories = |site: &Site| {
+        let ids = [site.completed, site.compensated, site.failed];
+        let store = site.env.store.clone();
+        async move {
+            let mut lengths = Vec::new();
+            for id in ids {
+                lengths.push(store.history(id).await.unwrap().len());
+            }
+            lengths
+        }
+    };
+    let before = histories(&site).await;
     let cases: Vec<(String, StatusCode, &str)> = vec![
         (
             "/?status=bogus".into(),
@@ -105,6 +117,7 @@ async fn bad_input_gets_a_clear_4xx() {
         );
     }
     // Nothing was written.
+    assert_eq!(histories(&site).await, before);
     assert_eq!(
         site.env
             .store

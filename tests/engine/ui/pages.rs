@@ -140,7 +140,21 @@ async fn list_finds_by_id_prefix() {
     let full = site.get(&format!("/?find={id}")).await;
     assert_eq!(full.header("location"), format!("/sagas/{id}"));
     // The three ids share their first (timestamp) characters: all listed, none opened.
-    let common = &id[..6];
+    let ids: Vec<String> = [site.completed, site.failed]
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    let shared = id
+        .chars()
+        .zip(ids[0].chars().zip(ids[1].chars()))
+        .take_while(|(a, (b, c))| a == b && a == c)
+        .count()
+        .min(8);
+    assert!(
+        shared >= 4,
+        "ids made seconds apart share their first characters"
+    );
+    let common = &id[..shared];
     let many = site.ok(&format!("/?find={common}")).await;
     assert_eq!(many.attrs("data-saga").len(), 3);
     assert!(many

@@ -43,26 +43,47 @@ async fn live_stream_follows_a_running_saga() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
+    // Reads the stream until it holds `marker`, bounded.
+    async fn read_until(body: &mut axum::body::Body, text: &mut String, marker: &str) -> bool {
+        let read = async {
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    text.push_str(&String::from_utf8_lossy(&data));
+                    if text.contains(marker) {
+                        return true;
+                    }
+                }
+            }
+            false
+        };
+        tokio::time::timeout(BOUND, read).await == Ok(true)
+    }
+    let mut text = String::new();
+    // A first transition (an operator's "run now"), then, once its update came, a second one:
+    // the stream keeps reading the store after it has sent something.
+    operator::retry(site.env.store.as_ref(), &registry, id, "now please")
+        .await
+        .unwrap();
+    let next = format!("data-seq=\"{}\"", seq.parse::<i64>().unwrap() + 1);
+    assert!(
+        read_until(&mut body, &mut text, &next).await,
+        "an update after the retry: {text}"
+    );
+    assert!(text.starts_with("event: update\n"), "{text}");
+    assert!(text.contains("SagaRetried") && text.contains("data-final=\"false\""));
     operator::abort(site.env.store.as_ref(), &registry, id, "stop the live test")
         .await
         .unwrap();
-    let mut text = String::new();
-    let got = tokio::time::timeout(BOUND, async {
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.unwrap().into_data() {
-                text.push_str(&String::from_utf8_lossy(&data));
-                if text.contains("data-status=\"compensated\"") {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(got, Ok(true), "an update after the abort: {text}");
-    assert!(text.starts_with("event: update\n"), "{text}");
+    assert!(
+        read_until(&mut body, &mut text, "data-status=\"compensated\"").await,
+        "an update after the abort: {text}"
+    );
     // Aborted with nothing done yet, it is compensated at once: the stream's last update.
     assert!(text.contains("SagaAborted") && text.contains("data-final=\"true\""));
+    assert!(
+        body.frame().await.is_none(),
+        "the stream ends once the saga is final"
+    );
     // A finished saga's stream says nothing and ends.
     let done = tokio::time::timeout(
         Duration::from_secs(30),

@@ -5,7 +5,9 @@
 
 pub(crate) mod svg;
 
-use saga_engine::{Definition, EventKind, HistoryEvent, Millis, Phase, SagaState, StepKind};
+use saga_engine::{
+    Definition, EventKind, HistoryEvent, Millis, Phase, Registry, SagaState, StepKind,
+};
 
 /// How an attempt ended (or that it has not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +119,17 @@ fn text(detail: &serde_json::Value, key: &str) -> Option<String> {
     detail.get(key).and_then(|v| v.as_str()).map(str::to_string)
 }
 
+/// The timeline of `saga` now, with its definition's step kinds when `registry` has it.
+pub(crate) fn of(registry: &Registry, saga: &SagaState, history: &[HistoryEvent]) -> Timeline {
+    let definition = registry.get(&saga.definition, saga.version);
+    build(
+        saga,
+        definition.map(|d| d.as_ref()),
+        history,
+        crate::output::now_ms(),
+    )
+}
+
 /// Reads the timeline of `saga` from its `history` (in sequence order). `definition` adds the
 /// step kinds and which steps wait for a participant; without it the lanes still show.
 pub(crate) fn build(
@@ -210,11 +223,16 @@ pub(crate) fn build(
                     end(lane, at, Outcome::Succeeded, None);
                 }
             }
-            (kind, _) if event.step.is_none() => markers.push(Marker {
-                at,
-                kind,
-                note: text(&event.detail, "reason").or(error),
-            }),
+            (kind, _) if event.step.is_none() => {
+                if kind == EventKind::SagaAborted {
+                    abort(&mut lanes, at);
+                }
+                markers.push(Marker {
+                    at,
+                    kind,
+                    note: text(&event.detail, "reason").or(error),
+                })
+            }
             _ => {}
         }
     }
@@ -224,20 +242,24 @@ pub(crate) fn build(
     } else {
         now.max(last)
     };
+    // The unit the saga is at: in a backoff now if it waits for a next attempt, not a reply.
+    let current_phase = match saga.status {
+        saga_engine::SagaStatus::Compensating => Phase::Compensation,
+        _ => Phase::Action,
+    };
+    let in_backoff = saga.next_attempt_at.is_some() && saga.awaiting.is_none();
     for lane in &mut lanes {
         if saga.status.is_final() {
             end(lane, end_at, Outcome::Interrupted, None);
-        } else {
-            if let Some(bar) = lane.open() {
-                bar.to = end_at;
-            }
-            // A failed attempt with a retry to come: the saga waits in its backoff now.
-            if lane
-                .bars
-                .last()
-                .is_some_and(|b| b.outcome == Outcome::Retrying)
-            {
-                let from = lane.bars.last().map_or(end_at, |b| b.to);
+            continue;
+        }
+        if let Some(bar) = lane.open() {
+            bar.to = end_at;
+        }
+        let current = lane.phase == current_phase && lane.index == saga.current_step;
+        if let Some(last) = lane.bars.last().filter(|b| b.outcome == Outcome::Retrying) {
+            if current && in_backoff {
+                let from = last.to;
                 lane.waits.push(Wait { from, to: end_at });
             }
         }
@@ -275,6 +297,21 @@ fn begin(lane: &mut Lane, attempt: u32, at: Millis) {
         outcome,
         error: None,
     });
+}
+
+/// An operator aborted the saga at `at`: the action attempt running (or waiting for a reply)
+/// was cut off, and a retry still to come in a backoff will not come.
+fn abort(lanes: &mut [Lane], at: Millis) {
+    for lane in lanes.iter_mut().filter(|l| l.phase == Phase::Action) {
+        end(lane, at, Outcome::Interrupted, None);
+        if let Some(last) = lane.bars.last_mut() {
+            if last.outcome == Outcome::Retrying {
+                last.outcome = Outcome::Failed;
+                let from = last.to;
+                lane.waits.push(Wait { from, to: at });
+            }
+        }
+    }
 }
 
 /// Ends the open attempt of `lane`, if there is one.

@@ -105,6 +105,18 @@ pub(crate) fn label(lane: &Lane) -> String {
     }
 }
 
+/// `text` without the control characters XML forbids (an error message may carry terminal
+/// colour codes), so the standalone file stays well-formed.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect()
+}
+
 fn f(x: f64) -> String {
     format!("{x:.1}")
 }
@@ -135,7 +147,7 @@ pub(crate) fn render(timeline: &Timeline) -> Markup {
                         circle class={ "marker " (m.kind.as_str()) } cx=(f(x)) cy="14" r="5" {
                             title {
                                 (m.kind.as_str()) " at " (rfc3339(m.at))
-                                @if let Some(note) = &m.note { ": " (note) }
+                                @if let Some(note) = &m.note { ": " (clean(note)) }
                             }
                         }
                         text x=(f(x + 8.0)) y="18" { (m.kind.as_str().trim_start_matches("Saga")) }
@@ -149,7 +161,7 @@ pub(crate) fn render(timeline: &Timeline) -> Markup {
                     data-step=(lane.step) data-order=(order)
                     data-kind=[lane.kind.map(|k| k.as_str())] {
                     rect class="lane-bg" x="0" y=(f(y + 2.0)) width=(f(width)) height=(f(ROW - 4.0)) {}
-                    text class="label" x="8" y=(f(y + ROW / 2.0 + 4.0)) { (label(lane)) }
+                    text class="label" x="8" y=(f(y + ROW / 2.0 + 4.0)) { (clean(&label(lane))) }
                     @if lane.phase == Phase::Action && lane.kind == Some(StepKind::Pivot) {
                         text class="tag" x=(f(LABEL_WIDTH - 52.0)) y=(f(y + ROW / 2.0 + 4.0)) { "◆ pivot" }
                     }
@@ -169,7 +181,7 @@ pub(crate) fn render(timeline: &Timeline) -> Markup {
                                 "attempt " (b.attempt) ": " (b.outcome.as_str())
                                 @if b.outcome == Outcome::Awaiting { " (waiting for the participant's reply)" }
                                 ", " (rfc3339(b.from)) ", " (short(b.to - b.from))
-                                @if let Some(e) = &b.error { ": " (e) }
+                                @if let Some(e) = &b.error { ": " (clean(e)) }
                             }
                         }
                     }

@@ -115,7 +115,7 @@ fn a_resumed_attempt_marks_the_one_before_interrupted() {
 }
 
 #[test]
-fn an_abort_cuts_the_running_attempt_and_compensations_get_lanes_in_the_order_they_ran() {
+fn an_abort_cuts_the_waiting_attempt_and_compensations_get_lanes_in_the_order_they_ran() {
     let s = saga(
         &["book_flight", "book_hotel", "charge"],
         SagaStatus::Compensated,
@@ -124,8 +124,6 @@ fn an_abort_cuts_the_running_attempt_and_compensations_get_lanes_in_the_order_th
         event(0, StepStarted, Some("book_flight"), 1, json!({})),
         event(1, StepCompleted, Some("book_flight"), 1, json!({})),
         event(1, StepStarted, Some("book_hotel"), 1, json!({})),
-        event(2, StepCompleted, Some("book_hotel"), 1, json!({})),
-        event(2, StepStarted, Some("charge"), 1, json!({})),
         event(
             9,
             SagaAborted,
@@ -133,31 +131,32 @@ fn an_abort_cuts_the_running_attempt_and_compensations_get_lanes_in_the_order_th
             0,
             json!({ "reason": "customer cancelled" }),
         ),
-        event(9, CompensationStarted, Some("book_hotel"), 1, json!({})),
+        // A worker picks the compensation up later.
+        event(12, CompensationStarted, Some("book_hotel"), 1, json!({})),
         event(
-            10,
+            13,
             CompensationFailed,
             Some("book_hotel"),
             1,
             json!({ "error": "x", "retry_in_ms": 5 }),
         ),
-        event(15, CompensationStarted, Some("book_hotel"), 2, json!({})),
-        event(16, StepCompensated, Some("book_hotel"), 2, json!({})),
+        event(18, CompensationStarted, Some("book_hotel"), 2, json!({})),
+        event(19, StepCompensated, Some("book_hotel"), 2, json!({})),
         event(
-            16,
+            19,
             CompensationStarted,
             Some("book_flight"),
             1,
             json!({ "compensation": "cancel_flight" }),
         ),
         event(
-            17,
+            20,
             StepCompensated,
             Some("book_flight"),
             1,
             json!({ "compensation": "cancel_flight" }),
         ),
-        event(17, SagaCompensated, None, 0, json!({})),
+        event(20, SagaCompensated, None, 0, json!({})),
     ];
     let t = build(&s, Some(&definition()), &history, 999);
     let keys: Vec<String> = t.lanes.iter().map(Lane::key).collect();
@@ -171,19 +170,87 @@ fn an_abort_cuts_the_running_attempt_and_compensations_get_lanes_in_the_order_th
             "compensation:book_flight"
         ]
     );
+    let waited = &t.lanes[1].bars[0];
     assert_eq!(
-        t.lanes[2].bars[0].outcome,
+        waited.outcome,
         Outcome::Interrupted,
-        "the abort cut it off"
+        "the abort cut the wait off"
     );
-    assert_eq!(t.lanes[2].bars[0].to, 9);
+    assert_eq!(
+        (waited.from, waited.to),
+        (1, 9),
+        "at the abort, not when compensation began"
+    );
+    assert!(t.lanes[2].bars.is_empty(), "the pivot never started");
     let hotel: Vec<Outcome> = t.lanes[3].bars.iter().map(|b| b.outcome).collect();
     assert_eq!(hotel, [Outcome::Retrying, Outcome::Succeeded]);
-    assert_eq!(t.lanes[3].waits, [Wait { from: 10, to: 15 }]);
+    assert_eq!(t.lanes[3].waits, [Wait { from: 13, to: 18 }]);
     assert_eq!(svg::label(&t.lanes[4]), "undo book_flight (cancel_flight)");
     let abort = t.markers.iter().find(|m| m.kind == SagaAborted).unwrap();
     assert_eq!(abort.note.as_deref(), Some("customer cancelled"));
     assert_eq!(t.pivot_at, None, "the pivot never completed");
+}
+
+#[test]
+fn an_abort_in_a_backoff_ends_the_wait_and_the_retry_that_never_came() {
+    let s = saga(&["book_flight"], SagaStatus::Compensated);
+    let history = [
+        event(0, StepStarted, Some("book_flight"), 1, json!({})),
+        event(
+            3,
+            StepFailed,
+            Some("book_flight"),
+            1,
+            json!({ "error": "busy", "retry_in_ms": 1000 }),
+        ),
+        event(7, SagaAborted, None, 0, json!({ "reason": "stop" })),
+        event(7, SagaCompensated, None, 0, json!({})),
+    ];
+    let t = build(&s, None, &history, 5000);
+    let lane = &t.lanes[0];
+    assert_eq!(lane.bars[0].outcome, Outcome::Failed, "no retry followed");
+    assert_eq!(
+        lane.waits,
+        [Wait { from: 3, to: 7 }],
+        "the backoff ended at the abort"
+    );
+    assert_eq!(t.end, 7);
+}
+
+#[test]
+fn only_the_current_step_waits_in_a_backoff_until_now() {
+    let mut s = saga(&["book_flight", "book_hotel"], SagaStatus::Compensating);
+    // The compensation of book_flight is in its backoff now; no other lane waits until now.
+    s.current_step = 0;
+    s.next_attempt_at = Some(900);
+    let history = [
+        event(0, StepStarted, Some("book_flight"), 1, json!({})),
+        event(1, StepCompleted, Some("book_flight"), 1, json!({})),
+        event(1, StepStarted, Some("book_hotel"), 1, json!({})),
+        event(
+            2,
+            StepFailed,
+            Some("book_hotel"),
+            1,
+            json!({ "error": "no rooms" }),
+        ),
+        event(2, CompensationStarted, Some("book_flight"), 1, json!({})),
+        event(
+            4,
+            CompensationFailed,
+            Some("book_flight"),
+            1,
+            json!({ "error": "down", "retry_in_ms": 800 }),
+        ),
+    ];
+    let t = build(&s, None, &history, 600);
+    let undo = t
+        .lanes
+        .iter()
+        .find(|l| l.key() == "compensation:book_flight")
+        .unwrap();
+    assert_eq!(undo.waits, [Wait { from: 4, to: 600 }]);
+    assert!(t.lanes[0].waits.is_empty() && t.lanes[1].waits.is_empty());
 }
 
 #[test]
@@ -210,6 +277,7 @@ fn a_participant_step_waits_and_a_saga_in_backoff_waits_until_now() {
     );
 
     s.steps[0].status = saga_engine::StepStatus::Running;
+    s.next_attempt_at = Some(1003);
     let history = [
         event(0, StepStarted, Some("book_flight"), 1, json!({})),
         event(

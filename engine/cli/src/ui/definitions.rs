@@ -53,7 +53,7 @@ pub(super) async fn page(
                             @let n = by_status.get(s).copied().unwrap_or(0);
                             td data-status=(s.as_str()) {
                                 @if n > 0 {
-                                    a href={ "/?definition=" (definition) "&status=" (s.as_str()) } { (n) }
+                                    a href={ "/?" (serde_urlencoded::to_string([("definition", definition.as_str()), ("status", s.as_str())]).unwrap_or_default()) } { (n) }
                                 } @else { "0" }
                             }
                         }

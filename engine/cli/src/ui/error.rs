@@ -75,7 +75,11 @@ impl From<StoreError> for UiError {
 
 impl From<OperatorError> for UiError {
     fn from(e: OperatorError) -> Self {
-        CliError::from(e).into()
+        match e {
+            // The saga exists; this program just cannot run it on.
+            OperatorError::UnknownVersion { .. } => UiError::Conflict(e.to_string()),
+            e => CliError::from(e).into(),
+        }
     }
 }
 

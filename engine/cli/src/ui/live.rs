@@ -1,8 +1,8 @@
 //! `GET /sagas/ID/events?after=SEQ`: server-sent events for an open saga page. The store may be
 //! written by workers in other processes, which wake nothing here, so the server reads the
-//! saga's row twice a second (one primary-key read per open page) and sends the page's live
-//! part again whenever the history has grown past `after`; it ends the stream once the saga is
-//! final.
+//! saga's row twice a second (one primary-key read per open page) and, when the history has
+//! grown past `after`, reads the history and sends the page's live part again; it ends the
+//! stream once the saga is final.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -74,10 +74,13 @@ fn updates(
             }
             f.first = false;
             // A store error ends the stream; the browser reconnects and tries again.
-            let Ok((saga, history)) = saga::load(&f.ui, f.id).await else {
+            let Ok(Some(saga)) = f.ui.store.get(f.id).await else {
                 return None;
             };
             if saga.last_seq != f.after {
+                let Ok(history) = f.ui.store.history(f.id).await else {
+                    return None;
+                };
                 f.after = saga.last_seq;
                 f.done = saga.status.is_final();
                 let html = saga::live(&f.ui, &saga, &history).into_string();

@@ -45,8 +45,11 @@ pub struct UiOptions {
     /// Offer retry and abort on a saga's page (refused with 403 otherwise).
     pub allow_actions: bool,
     /// When set, every page needs this bearer token: an `Authorization: Bearer` header, or the
-    /// cookie a first visit with `?token=` sets.
+    /// cookie a first visit with `?token=` sets. An empty token counts as none.
     pub token: Option<String>,
+    /// Host names (besides `localhost` and IP addresses) requests may name in `Host`, such as
+    /// the name a proxy in front serves the pages under.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl UiOptions {
@@ -67,15 +70,22 @@ impl UiOptions {
         self.token = token.filter(|t| !t.is_empty());
         self
     }
+
+    /// Serves requests that name `host` (a DNS name) in their `Host` header.
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.allowed_hosts.push(host.into());
+        self
+    }
 }
 
-/// What every handler reads: the store, the registered sagas, the options, and the secret the
-/// action forms carry against cross-site requests.
+/// What every handler reads: the store, the registered sagas, the options, the secret the
+/// action forms carry against cross-site requests, and the value of the session cookie.
 pub(crate) struct Ui {
     pub store: Arc<dyn SagaStore>,
     pub registry: Arc<Registry>,
     pub options: UiOptions,
     pub csrf: String,
+    pub session: String,
     pub counts: counts::Counts,
 }
 
@@ -84,16 +94,12 @@ pub(crate) type Shared = Arc<Ui>;
 /// The pages as an axum router over `store`, with `registry` for the definitions (steps, kinds,
 /// what is still to undo) and for the actions.
 pub fn router(store: Arc<dyn SagaStore>, registry: Arc<Registry>, options: UiOptions) -> Router {
-    let csrf = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
     let ui = Arc::new(Ui {
         store,
         registry,
         options,
-        csrf,
+        csrf: secret(),
+        session: secret(),
         counts: counts::Counts::default(),
     });
     Router::new()
@@ -113,8 +119,18 @@ pub fn router(store: Arc<dyn SagaStore>, registry: Arc<Registry>, options: UiOpt
             )
         })
         .layer(middleware::from_fn_with_state(ui.clone(), guard::token))
+        .layer(middleware::from_fn_with_state(ui.clone(), guard::host))
         .layer(middleware::from_fn(server_timing))
         .with_state(ui)
+}
+
+/// 256 random bits as hex (UUID v4 draws from the operating system's generator).
+fn secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// Adds `Server-Timing: app;dur=MS`: how long the server took, for browsers' tools and for
@@ -141,8 +157,9 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-/// Serves the pages on `listener` until `stop` resolves. Open pages' live streams end with it
-/// (their browsers reconnect to whatever serves next), so stopping never waits on a tab.
+/// Serves the pages on `listener` until `stop` resolves, then stops accepting and returns at
+/// once, without waiting on open pages' live streams: those connections end when the runtime
+/// does (when `saga ui` exits), and their browsers reconnect to whatever serves next.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,

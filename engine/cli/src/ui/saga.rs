@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::layout::{self, badge, when};
 use super::{Shared, UiError};
-use crate::output::{self, now_ms, rfc3339};
+use crate::output::{self, rfc3339};
 use crate::timeline::{self, svg};
 use saga_engine::{HistoryEvent, SagaState, SagaStatus};
 
@@ -44,7 +44,9 @@ pub(super) async fn page(
         p class="live-note" id="live-note" {
             @if !saga.status.is_final() { "This page follows the saga as it moves." }
         }
-        @if ui.options.allow_actions && !matches!(saga.status, SagaStatus::Completed | SagaStatus::Compensated) {
+        @if ui.options.allow_actions
+            && ui.registry.get(&saga.definition, saga.version).is_some()
+            && !matches!(saga.status, SagaStatus::Completed | SagaStatus::Compensated) {
             (actions(&ui, &saga))
         }
         @if ui.options.show_data {
@@ -62,8 +64,7 @@ pub(super) async fn timeline_svg(
 ) -> Result<Response, UiError> {
     let id = parse_id(&id)?;
     let (saga, history) = load(&ui, id).await?;
-    let definition = ui.registry.get(&saga.definition, saga.version);
-    let t = timeline::build(&saga, definition.map(|d| d.as_ref()), &history, now_ms());
+    let t = timeline::of(&ui.registry, &saga, &history);
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg::document(&t)).into_response())
 }
 
@@ -75,7 +76,7 @@ fn short_id(id: &Uuid) -> String {
 /// the history.
 pub(super) fn live(ui: &Shared, saga: &SagaState, history: &[HistoryEvent]) -> Markup {
     let definition = ui.registry.get(&saga.definition, saga.version);
-    let t = timeline::build(saga, definition.map(|d| d.as_ref()), history, now_ms());
+    let t = timeline::of(&ui.registry, saga, history);
     let left: Vec<String> = definition
         .map_or_else(|| saga.compensations_left(), |d| d.compensations_left(saga))
         .iter()
