@@ -31,9 +31,19 @@ pub(crate) struct UiArgs {
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!("`{text}` is not an address and port such as 127.0.0.1:8080 or [::1]:8080")
-    })
+    let bad =
+        || format!("`{text}` is not an address and port such as 127.0.0.1:8080 or [::1]:8080");
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    // `localhost:8080` means the loopback address, as a browser takes it.
+    match text.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| bad()),
+        _ => Err(bad()),
+    }
 }
 
 /// Runs the server over `store` with the sagas of `registry`.
@@ -45,10 +55,16 @@ pub(crate) async fn ui(
     if args.token.as_deref() == Some("") {
         eprintln!("warning: the token given is empty, so no page needs one");
     }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
     if !ui::is_loopback(&args.listen) {
         eprintln!(
             "warning: saga ui listens on {}, which other machines can reach{}",
-            args.listen,
+            addr,
             if args.token.as_deref().is_some_and(|t| !t.is_empty()) {
                 "; every page needs the token, sent in clear over HTTP: put TLS in front"
             } else {
@@ -56,12 +72,6 @@ pub(crate) async fn ui(
             }
         );
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
     let mut options = UiOptions::default()
         .show_data(args.show_data)
         .allow_actions(args.allow_actions)
@@ -69,8 +79,18 @@ pub(crate) async fn ui(
     for host in args.allow_hosts {
         options = options.allow_host(host);
     }
+    let modes = [
+        (options.show_data, "data shown"),
+        (options.allow_actions, "retry and abort allowed"),
+        (options.token.is_some(), "token required"),
+    ];
+    let modes: Vec<&str> = modes.iter().filter(|m| m.0).map(|m| m.1).collect();
+    let modes = match modes.is_empty() {
+        true => "read only, no data shown".to_string(),
+        false => modes.join(", "),
+    };
     let router = ui::router(store, Arc::new(registry), options);
-    out!("saga ui: serving http://{addr}/ (Ctrl-C stops)");
+    out!("saga ui: serving http://{addr}/ ({modes}; Ctrl-C stops)");
     ui::serve(listener, router, crate::stopped())
         .await
         .map_err(|e| CliError::Output(format!("the server stopped: {e}")))?;

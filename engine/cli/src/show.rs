@@ -100,6 +100,11 @@ pub(crate) async fn show(
     let history = store.history(saga.id).await?;
     let def = registry.get(&saga.definition, saga.version);
     if let Some(path) = svg {
+        if path.as_os_str() == "-" {
+            return Err(CliError::Usage(
+                "--svg takes a file name (stdout holds the saga's table)".into(),
+            ));
+        }
         let t = timeline::of(registry, &saga, &history);
         std::fs::write(path, timeline::svg::document(&t)).map_err(|e| {
             CliError::Output(format!(

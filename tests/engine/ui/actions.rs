@@ -134,6 +134,23 @@ async fn actions_refused_across_sites() {
 async fn abort_and_retry_recorded_as_from_the_cli() {
     let site = Site::new(UiOptions::default().allow_actions(true)).await;
     let (id, csrf) = running(&site).await;
+    // Each page offers what the engine would do: a queued saga both, a failed one a retry,
+    // a finished one nothing.
+    let forms = |page: Page| -> Vec<String> {
+        page.attrs("id")
+            .into_iter()
+            .filter(|i| i.ends_with("-form"))
+            .collect()
+    };
+    assert_eq!(
+        forms(site.ok(&format!("/sagas/{id}")).await),
+        ["retry-form", "abort-form"]
+    );
+    assert_eq!(
+        forms(site.ok(&format!("/sagas/{}", site.failed)).await),
+        ["retry-form"]
+    );
+    assert!(forms(site.ok(&format!("/sagas/{}", site.completed)).await).is_empty());
     let body = format!("reason=customer+called+to+cancel&csrf={csrf}");
     let page = site
         .request(
@@ -216,7 +233,6 @@ async fn token_guards_every_page() {
     for uri in [
         "/",
         "/definitions",
-        "/assets/style.css",
         &format!("/sagas/{}", site.completed),
         &format!("/sagas/{}/timeline.svg", site.completed),
         &format!("/sagas/{}/events", site.completed),
@@ -227,6 +243,8 @@ async fn token_guards_every_page() {
         assert!(page.header("www-authenticate").starts_with("Bearer"));
         assert!(page.body.contains("needs its token"));
     }
+    // The 401 page is styled: the assets hold no data and need no token.
+    assert_eq!(site.get("/assets/style.css").await.status, StatusCode::OK);
     let wrong = site
         .request(
             Request::get("/")

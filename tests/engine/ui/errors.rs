@@ -70,7 +70,12 @@ async fn bad_input_gets_a_clear_4xx() {
         (
             "/sagas/not-an-id".into(),
             StatusCode::BAD_REQUEST,
-            "`not-an-id` is not a saga id",
+            "`not-an-id` is neither a saga id nor an id prefix",
+        ),
+        (
+            format!("/sagas/{}/timeline.svg", "x".repeat(100)),
+            StatusCode::BAD_REQUEST,
+            "`xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…` is not a saga id",
         ),
         (
             format!("/sagas/{missing}"),

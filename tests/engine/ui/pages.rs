@@ -15,6 +15,7 @@ on_both!(
     data_only_with_show_data,
     definitions_page,
     timeline_svg_stands_alone,
+    assets_are_embedded,
 );
 
 async fn list_counts_filters_and_pages() {
@@ -75,9 +76,18 @@ async fn list_counts_filters_and_pages() {
             .len(),
         3
     );
-    let none = site.ok("/?definition=NoSuchSaga").await;
+    let none = site.ok("/?definition=NoSuchSaga&since=1h").await;
     assert!(none.attrs("data-saga").is_empty());
     assert!(none.body.contains("No sagas match."));
+    // The tiles count the chosen definition's sagas (of any age), and link to just those.
+    assert!(
+        none.body
+            .contains("data-count=\"all\"><span class=\"n\">0</span>"),
+        "tiles follow the definition"
+    );
+    assert!(none
+        .body
+        .contains("href=\"/?status=failed&amp;definition=NoSuchSaga\""));
     assert_eq!(site.ok("/?since=1h").await.attrs("data-saga").len(), 3);
     assert_eq!(
         site.ok("/?since=2000-01-01T00:00:00Z")
@@ -160,6 +170,13 @@ async fn list_finds_by_id_prefix() {
     assert!(many
         .body
         .contains(&format!("3 saga ids start with `{common}`")));
+    let by_path = site.get(&format!("/sagas/{}", &id[..30])).await;
+    assert_eq!(
+        by_path.status,
+        StatusCode::SEE_OTHER,
+        "a prefix in the path, as `saga show` takes"
+    );
+    assert_eq!(by_path.header("location"), format!("/sagas/{id}"));
     let missing = site.get("/?find=ffffffff").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.body.contains("no saga id starts with `ffffffff`"));
@@ -221,6 +238,10 @@ async fn failed_saga_page_says_what_it_needs() {
     let page = site.ok(&format!("/sagas/{}", site.failed)).await;
     assert!(page.body.contains("data-status=\"failed\""));
     assert!(page.body.contains("data-field=\"needs\""));
+    assert!(page.body.contains(&format!("saga retry {}", site.failed)));
+    assert!(page
+        .body
+        .contains("none (nothing runs until an operator retries it)"));
     assert!(page
         .body
         .contains("compensation of `reserve_inventory` failed"));
@@ -318,4 +339,22 @@ async fn timeline_svg_stands_alone() {
     assert!(svg.body.starts_with("<?xml"));
     assert!(svg.body.contains("xmlns=\"http://www.w3.org/2000/svg\""));
     assert_eq!(svg.attrs("data-lane"), COMPENSATED_LANES);
+}
+
+/// The stylesheet and the live-update script come from the binary, cacheable, and every page
+/// links them.
+async fn assets_are_embedded() {
+    let site = Site::new(UiOptions::default()).await;
+    let css = site.ok("/assets/style.css").await;
+    assert_eq!(css.header("content-type"), "text/css; charset=utf-8");
+    assert!(css.body.contains(".timeline-box"));
+    let js = site.ok("/assets/live.js").await;
+    assert_eq!(js.header("content-type"), "text/javascript; charset=utf-8");
+    assert!(js.body.contains("EventSource"));
+    assert!(js.header("cache-control").starts_with("max-age="));
+    let page = site.ok("/definitions").await;
+    assert!(page.body.contains("href=\"/assets/style.css\""));
+    assert!(page.body.contains("src=\"/assets/live.js\""));
+    assert_eq!(page.header("x-frame-options"), "DENY");
+    assert!(page.header("server-timing").starts_with("app;dur="));
 }

@@ -143,6 +143,7 @@ async fn serves_the_store_and_warns_off_loopback() {
     let warning = open.stderr.recv_timeout(BOUND).unwrap();
     assert!(
         warning.starts_with("warning: saga ui listens on 0.0.0.0:")
+            && !warning.starts_with("warning: saga ui listens on 0.0.0.0:0,")
             && warning.contains("other machines can reach")
             && warning.contains("give --token"),
         "{warning}"
@@ -173,6 +174,12 @@ async fn token_from_the_environment() {
 
 async fn refusals_at_start() {
     let site = Site::new(UiOptions::default()).await;
+    let by_name = serve(&site.env, &["--listen", "localhost:0"], &[]);
+    assert_eq!(
+        http_get(&by_name.addr, "/", &[]).0,
+        200,
+        "localhost:PORT is loopback"
+    );
     let bad = saga(&site.env)
         .args(["ui", "--listen", "localhost"])
         .output()
@@ -221,6 +228,12 @@ async fn show_writes_the_timeline_as_svg() {
         super::attrs(&served.body, "data-outcome"),
         super::attrs(&svg, "data-outcome")
     );
+    let dash = saga(&site.env)
+        .args(["show", &site.compensated.to_string(), "--svg", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(dash.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&dash.stderr).contains("--svg takes a file name"));
     let unwritable = saga(&site.env)
         .args([
             "show",

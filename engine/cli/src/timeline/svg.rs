@@ -14,7 +14,7 @@ const PLOT_WIDTH: f64 = 640.0;
 const MIN_GAP: f64 = 6.0;
 const ROW: f64 = 28.0;
 const BAR: f64 = 16.0;
-const TOP: f64 = 36.0;
+const TOP: f64 = 44.0;
 const BOTTOM: f64 = 28.0;
 
 const STYLE: &str = "
@@ -83,6 +83,23 @@ impl Axis {
     }
 }
 
+/// The row (0 or 1) of each marker's label: the second when the first row's label before it
+/// would overlap this one.
+fn marker_rows(timeline: &Timeline, axis: &Axis) -> Vec<usize> {
+    const LABEL: f64 = 90.0;
+    let mut ends = [f64::MIN; 2];
+    timeline
+        .markers
+        .iter()
+        .map(|m| {
+            let x = axis.x(m.at);
+            let row = if x >= ends[0] { 0 } else { 1 };
+            ends[row] = ends[row].max(x + LABEL);
+            row
+        })
+        .collect()
+}
+
 /// What a lane's label says: `2. charge_payment · pivot`, or `undo charge_payment (refund)`.
 pub(crate) fn label(lane: &Lane) -> String {
     match lane.phase {
@@ -141,16 +158,17 @@ pub(crate) fn render(timeline: &Timeline) -> Markup {
                 }
             }
             g class="markers" {
-                @for m in &timeline.markers {
+                @for (m, row) in timeline.markers.iter().zip(marker_rows(timeline, &axis)) {
                     @let x = axis.x(m.at);
+                    @let y = 10.0 + 14.0 * row as f64;
                     g class="marker-group" data-event=(m.kind.as_str()) {
-                        circle class={ "marker " (m.kind.as_str()) } cx=(f(x)) cy="14" r="5" {
+                        circle class={ "marker " (m.kind.as_str()) } cx=(f(x)) cy=(f(y)) r="5" {
                             title {
                                 (m.kind.as_str()) " at " (rfc3339(m.at))
                                 @if let Some(note) = &m.note { ": " (clean(note)) }
                             }
                         }
-                        text x=(f(x + 8.0)) y="18" { (m.kind.as_str().trim_start_matches("Saga")) }
+                        text x=(f(x + 8.0)) y=(f(y + 4.0)) { (m.kind.as_str().trim_start_matches("Saga")) }
                     }
                 }
             }

@@ -105,13 +105,17 @@ fn split_token(query: &str) -> (String, Option<String>) {
 }
 
 /// Lets a request through when no token is set, or it carries the token as a bearer header, or
-/// the session cookie. A `GET` with the right `?token=` sets that cookie (a random value made at
+/// the session cookie, or it asks for an asset. A `GET` with the right `?token=` sets that cookie (a random value made at
 /// start, not the token) and redirects to the same page without it, so a browser can open the
 /// pages from a link.
 pub(super) async fn token(State(ui): State<Shared>, request: Request, next: Next) -> Response {
     let Some(expected) = ui.options.token.as_deref().filter(|t| !t.is_empty()) else {
         return next.run(request).await;
     };
+    // The stylesheet and script hold no data; the 401 page itself is styled with them.
+    if request.uri().path().starts_with("/assets/") {
+        return next.run(request).await;
+    }
     let name = cookie_name(&request);
     let (rest, given) = match request.method() {
         &Method::GET => split_token(request.uri().query().unwrap_or("")),

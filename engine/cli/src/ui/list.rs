@@ -38,7 +38,7 @@ pub(super) async fn page(
             [id] => return Err(UiError::NotFound(format!("no saga with id {id}"))),
             many => {
                 let mut sagas = Vec::with_capacity(many.len());
-                for id in many.iter().take(filters.limit) {
+                for id in many.iter().rev().take(filters.limit) {
                     sagas.extend(store.get(*id).await?);
                 }
                 found = Some((text.clone(), sagas, many.len() > filters.limit));
@@ -54,7 +54,10 @@ pub(super) async fn page(
         .map(|d| d.name().to_string())
         .collect();
     for (definition, status, n) in counts.iter() {
-        *by_status.entry(*status).or_default() += n;
+        // The tiles count the chosen definition's sagas, of any age.
+        if filters.definition.as_ref().is_none_or(|d| d == definition) {
+            *by_status.entry(*status).or_default() += n;
+        }
         definitions.insert(definition.clone());
     }
     let (sagas, note, next) = match found {
@@ -100,14 +103,17 @@ pub(super) async fn page(
 }
 
 fn count_tiles(filters: &Filters, by_status: &BTreeMap<SagaStatus, u64>, total: u64) -> Markup {
+    // A tile's link shows what it counts: its status, the definition chosen, any age.
     let only = |status: SagaStatus| Filters {
         statuses: vec![status],
         before: None,
+        since: None,
         ..filters.clone()
     };
     let all = Filters {
         statuses: Vec::new(),
         before: None,
+        since: None,
         ..filters.clone()
     };
     html! {
@@ -150,13 +156,16 @@ fn filter_form(filters: &Filters, definitions: &BTreeSet<String>) -> Markup {
                 }
             }
             label { "started within or since"
-                input type="text" name="since" placeholder="2h, or 2026-12-01T10:00:00Z"
+                input type="text" name="since" placeholder="2h, or a time"
                     value=[filters.since.as_ref().map(|s| s.0.as_str())];
             }
             button type="submit" { "Filter" }
-            label { "find by id or prefix"
-                input type="search" name="find" placeholder="0193a5c2" value=[filters.find.as_deref()];
+        }
+        form class="filters" method="get" action="/" {
+            label { "find a saga by id or prefix (4 characters or more)"
+                input type="search" name="find" placeholder="id or prefix" value=[filters.find.as_deref()];
             }
+            button type="submit" { "Find" }
         }
     }
 }

@@ -102,6 +102,11 @@ pub fn router(store: Arc<dyn SagaStore>, registry: Arc<Registry>, options: UiOpt
         session: secret(),
         counts: counts::Counts::default(),
     });
+    // Count once now, so the first list need not wait for a slow count.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let ui = ui.clone();
+        runtime.spawn(async move { counts::Counts::get(&ui).await.map(|_| ()) });
+    }
     Router::new()
         .route("/", get(list::page))
         .route("/definitions", get(definitions::page))

@@ -5,7 +5,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use uuid::Uuid;
 
@@ -17,7 +17,11 @@ use saga_engine::{HistoryEvent, SagaState, SagaStatus};
 
 /// Reads the id in the path: a full saga id (the list links to those).
 pub(super) fn parse_id(text: &str) -> Result<Uuid, UiError> {
-    Uuid::parse_str(text).map_err(|_| UiError::BadRequest(format!("`{text}` is not a saga id")))
+    Uuid::parse_str(text).map_err(|_| {
+        let shown: String = text.chars().take(64).collect();
+        let more = if shown.len() < text.len() { "…" } else { "" };
+        UiError::BadRequest(format!("`{shown}{more}` is not a saga id"))
+    })
 }
 
 /// The saga and its history, or 404.
@@ -36,7 +40,15 @@ pub(super) async fn page(
     State(ui): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let id = parse_id(&id)?;
+    let id = match Uuid::parse_str(&id) {
+        Ok(id) => id,
+        // A prefix, as `saga show` takes: open the one saga it names.
+        Err(_) if id.len() >= 4 && id.len() < 36 => {
+            let full = crate::read::resolve(ui.store.as_ref(), &id).await?;
+            return Ok(Redirect::to(&format!("/sagas/{full}")).into_response());
+        }
+        Err(_) => parse_id(&id)?,
+    };
     let (saga, history) = load(&ui, id).await?;
     let body = html! {
         p { a href="/" { "← all sagas" } }
@@ -44,9 +56,7 @@ pub(super) async fn page(
         p class="live-note" id="live-note" {
             @if !saga.status.is_final() { "This page follows the saga as it moves." }
         }
-        @if ui.options.allow_actions
-            && ui.registry.get(&saga.definition, saga.version).is_some()
-            && !matches!(saga.status, SagaStatus::Completed | SagaStatus::Compensated) {
+        @if ui.options.allow_actions && ui.registry.get(&saga.definition, saga.version).is_some() {
             (actions(&ui, &saga))
         }
         @if ui.options.show_data {
@@ -132,6 +142,7 @@ fn stuck(saga: &SagaState, left: &[String]) -> Markup {
                         (Some(owner), Some(until)) => { code { (owner) } " until " (when(until)) },
                         _ if saga.awaiting.is_some() => "none (nothing runs until the reply or the deadline)",
                         _ if !saga.status.is_final() => "none (the next worker to look picks it up)",
+                        _ if saga.status == SagaStatus::Failed => "none (nothing runs until an operator retries it)",
                         _ => "none (finished)",
                     }
                 }
@@ -139,7 +150,10 @@ fn stuck(saga: &SagaState, left: &[String]) -> Markup {
                     dt { "still to undo" } dd data-field="to-undo" { (left.join(", then ")) }
                 }
                 @if saga.status == SagaStatus::Failed {
-                    dt { "needs" } dd class="error" data-field="needs" { "an operator: fix the cause, then retry (or decide by hand)" }
+                    dt { "needs" } dd class="error" data-field="needs" {
+                        "an operator: fix the cause, then retry (below with --allow-actions, or "
+                        code { "saga retry " (saga.id) } "), or settle it by hand"
+                    }
                 }
             }
         }
@@ -166,20 +180,47 @@ fn history_table(history: &[HistoryEvent]) -> Markup {
     }
 }
 
+/// Which operator actions the engine would take now; the forms offered are those.
+fn offered(saga: &SagaState) -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut offered = Vec::new();
+    let retry = match saga.status {
+        SagaStatus::Failed => true,
+        SagaStatus::Running | SagaStatus::Compensating => {
+            saga.next_attempt_at.is_some() && saga.awaiting.is_none()
+        }
+        _ => false,
+    };
+    if retry {
+        offered.push((
+            "retry",
+            "Retry: resume the failed saga where it stopped, or run the waiting attempt now",
+            "retried by an operator",
+        ));
+    }
+    if saga.status == SagaStatus::Running {
+        offered.push((
+            "abort",
+            "Abort: stop the saga and compensate its completed steps (refused past the pivot)",
+            "aborted by an operator",
+        ));
+    }
+    offered
+}
+
 fn actions(ui: &Shared, saga: &SagaState) -> Markup {
+    let offered = offered(saga);
     html! {
-        h2 { "Actions" }
-        div class="actions" {
-            @for (verb, what, default) in [
-                ("retry", "Retry: resume a failed saga's compensation, or run a waiting attempt now", "retried by an operator"),
-                ("abort", "Abort: move a running saga to compensation", "aborted by an operator"),
-            ] {
-                form method="post" action={ "/sagas/" (saga.id) "/" (verb) } id={ (verb) "-form" } {
-                    p { (what) }
-                    input type="hidden" name="csrf" value=(ui.csrf);
-                    label { "reason " input type="text" name="reason" required placeholder=(default); }
-                    " "
-                    button type="submit" { (verb) }
+        @if !offered.is_empty() {
+            h2 { "Actions" }
+            div class="actions" {
+                @for (verb, what, default) in offered {
+                    form method="post" action={ "/sagas/" (saga.id) "/" (verb) } id={ (verb) "-form" } {
+                        p { (what) }
+                        input type="hidden" name="csrf" value=(ui.csrf);
+                        label { "reason " input type="text" name="reason" required placeholder=(default); }
+                        " "
+                        button type="submit" { (verb) }
+                    }
                 }
             }
         }
