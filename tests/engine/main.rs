@@ -33,4 +33,5 @@ mod retries;
 mod store;
 mod success;
 mod ui;
+mod versions;
 mod workers;

@@ -295,7 +295,15 @@ where
         }
         Command::History { id } => read::history(existing().await?.as_ref(), &id, json).await?,
         Command::Stats => read::stats(existing().await?.as_ref(), json).await?,
-        Command::Definitions => read::definitions(&registry()?, json)?,
+        Command::Definitions => {
+            // Sagas in flight per version, when there is a store to count them in.
+            let in_flight = match existing().await {
+                Ok(store) => Some(store.unfinished_definitions().await?),
+                Err(store::StoreError::Missing(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            read::definitions(&registry()?, in_flight.as_deref(), json)?
+        }
         Command::Abort { id, reason } => {
             let store = existing().await?;
             act::abort(store.as_ref(), &registry()?, &id, &reason, json).await?;

@@ -184,9 +184,25 @@ pub(crate) async fn stats(store: &dyn SagaStore, json: bool) -> Result<(), CliEr
     Ok(())
 }
 
-/// `saga definitions`.
-pub(crate) fn definitions(registry: &Registry, json: bool) -> Result<(), CliError> {
+/// `saga definitions`, with the sagas in flight per version (`None`: no store yet).
+pub(crate) fn definitions(
+    registry: &Registry,
+    in_flight: Option<&[(String, u32, u64)]>,
+    json: bool,
+) -> Result<(), CliError> {
     let defs = registry.definitions();
+    let flying = |name: &str, version: u32| {
+        in_flight.map(|all| {
+            all.iter()
+                .find(|(d, v, _)| d == name && *v == version)
+                .map_or(0, |f| f.2)
+        })
+    };
+    let unregistered: Vec<&(String, u32, u64)> = in_flight
+        .unwrap_or_default()
+        .iter()
+        .filter(|(d, v, _)| registry.get(d, *v).is_none())
+        .collect();
     if json {
         let defs: Vec<Value> = defs
             .iter()
@@ -206,14 +222,26 @@ pub(crate) fn definitions(registry: &Registry, json: bool) -> Result<(), CliErro
                         })
                     })
                     .collect();
-                json!({ "name": d.name(), "version": d.version(), "steps": steps })
+                json!({
+                    "name": d.name(),
+                    "version": d.version(),
+                    "in_flight": flying(d.name(), d.version()),
+                    "steps": steps,
+                })
             })
             .collect();
-        print_json(&json!({ "definitions": defs }))?;
+        let unregistered: Vec<Value> = unregistered
+            .iter()
+            .map(|(d, v, n)| json!({ "name": d, "version": v, "in_flight": n }))
+            .collect();
+        print_json(&json!({ "definitions": defs, "unregistered_in_flight": unregistered }))?;
         return Ok(());
     }
     for d in defs {
-        out!("{} v{}", d.name(), d.version());
+        match flying(d.name(), d.version()) {
+            Some(n) => out!("{} v{}  ({n} in flight)", d.name(), d.version()),
+            None => out!("{} v{}", d.name(), d.version()),
+        }
         let mut t = output::table(&["STEP", "KIND", "COMPENSATION", "ATTEMPTS", "TIMEOUT"]);
         for s in d.steps() {
             let attempts = match (s.kind(), s.retry_policy().max_attempts) {
@@ -234,6 +262,9 @@ pub(crate) fn definitions(registry: &Registry, json: bool) -> Result<(), CliErro
         }
         output::print_table(&t)?;
         out!();
+    }
+    for (d, v, n) in unregistered {
+        out!("{d} v{v}: {n} in flight, not registered in this program (no worker of it runs them)");
     }
     Ok(())
 }

@@ -156,6 +156,20 @@ async fn read_commands_show_what_the_store_holds() {
     );
     let text = stdout(&db.saga(&["definitions"]));
     assert!(text.contains("refund_payment"), "{text}");
+    // In flight per version, counted in the store (all three sagas here are finished).
+    assert_eq!(defs["definitions"][1]["in_flight"], 0);
+    assert!(text.contains("OrderSaga v1  (0 in flight)"), "{text}");
+    // Without a store there is nothing to count, and nothing is created.
+    let dir = tempfile::tempdir().unwrap();
+    let none = format!("sqlite://{}", dir.path().join("none.db").display());
+    let out = Command::new(SAGA)
+        .args(["--database", &none, "definitions", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let defs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(defs["definitions"][1]["in_flight"].is_null());
+    assert!(!dir.path().join("none.db").exists());
 }
 
 #[tokio::test]
