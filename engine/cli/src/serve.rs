@@ -61,7 +61,7 @@ pub(crate) async fn ui(
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
-    if !ui::is_loopback(&args.listen) {
+    if !args.listen.ip().is_loopback() {
         eprintln!(
             "warning: saga ui listens on {}, which other machines can reach{}",
             addr,

@@ -170,10 +170,6 @@ pub(crate) fn build(
         match (event.kind, index) {
             (EventKind::StepStarted, Some(i)) => begin(&mut lanes[i], attempt, at),
             (EventKind::CompensationStarted, Some(i)) => {
-                // Whatever action still ran was cut off when compensation began (an abort).
-                for lane in lanes.iter_mut().filter(|l| l.phase == Phase::Action) {
-                    end(lane, at, Outcome::Interrupted, None);
-                }
                 let k = match lanes
                     .iter()
                     .position(|l| l.phase == Phase::Compensation && l.index == i)

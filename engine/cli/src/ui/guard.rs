@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use axum::extract::{Request, State};
+use axum::http::uri::Authority;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,24 +16,12 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-/// The host the request names (`Host`, else the URI's authority), port included.
-fn authority(request: &Request) -> Option<&str> {
-    request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-}
-
-/// `name` of `name:port`, `[::1]` of `[::1]:port`.
-fn hostname(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .split(']')
-            .next()
-            .map_or(authority, |h| &authority[..h.len() + 1]);
+/// The host the request names (`Host`, else the URI's authority), with its port if it has one.
+fn authority(request: &Request) -> Option<Authority> {
+    match request.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok()?.parse().ok(),
+        None => request.uri().authority().cloned(),
     }
-    authority.split(':').next().unwrap_or(authority)
 }
 
 /// Refuses a request whose `Host` is a DNS name other than `localhost` or one allowed by
@@ -41,7 +30,7 @@ fn hostname(authority: &str) -> &str {
 /// IP address, so IP literals pass.
 pub(super) async fn host(State(ui): State<Shared>, request: Request, next: Next) -> Response {
     if let Some(authority) = authority(&request) {
-        let name = hostname(authority);
+        let name = authority.host();
         let ip = name.trim_start_matches('[').trim_end_matches(']');
         let allowed = name.eq_ignore_ascii_case("localhost")
             || ip.parse::<IpAddr>().is_ok()
@@ -71,11 +60,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The session cookie's name: one per port, since cookies do not tell ports apart.
 fn cookie_name(request: &Request) -> String {
-    let port = authority(request)
-        .and_then(|a| a.rsplit_once(':'))
-        .map(|(_, p)| p)
-        .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
-        .unwrap_or("80");
+    let port = authority(request).and_then(|a| a.port_u16()).unwrap_or(80);
     format!("saga_ui_{port}")
 }
 

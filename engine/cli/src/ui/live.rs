@@ -38,18 +38,22 @@ pub(super) async fn events(
         }
     }
     // 404 now rather than an empty stream.
-    saga::load(&ui, id).await?;
+    if ui.store.get(id).await?.is_none() {
+        return Err(UiError::NotFound(format!("no saga with id {id}")));
+    }
     Ok(Sse::new(updates(ui, id, after))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
+/// What the stream has sent: the history position of its last update, and whether that one
+/// was final (the stream then ends).
 struct Follow {
     ui: Shared,
     id: uuid::Uuid,
+    every: tokio::time::Interval,
     after: i64,
     done: bool,
-    first: bool,
 }
 
 fn updates(
@@ -57,30 +61,23 @@ fn updates(
     id: uuid::Uuid,
     after: i64,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
+    // The first tick is at once: a page opened late gets what it missed straight away.
+    let mut every = tokio::time::interval(EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = Follow {
         ui,
         id,
+        every,
         after,
         done: false,
-        first: true,
     };
     stream::unfold(start, |mut f| async move {
-        if f.done {
-            return None;
-        }
-        loop {
-            if !f.first {
-                tokio::time::sleep(EVERY).await;
-            }
-            f.first = false;
+        while !f.done {
+            f.every.tick().await;
             // A store error ends the stream; the browser reconnects and tries again.
-            let Ok(Some(saga)) = f.ui.store.get(f.id).await else {
-                return None;
-            };
+            let saga = f.ui.store.get(f.id).await.ok()??;
             if saga.last_seq != f.after {
-                let Ok(history) = f.ui.store.history(f.id).await else {
-                    return None;
-                };
+                let history = f.ui.store.history(f.id).await.ok()?;
                 f.after = saga.last_seq;
                 f.done = saga.status.is_final();
                 let html = saga::live(&f.ui, &saga, &history).into_string();
@@ -90,9 +87,8 @@ fn updates(
                     .data(html);
                 return Some((Ok(event), f));
             }
-            if saga.status.is_final() {
-                return None;
-            }
+            f.done = saga.status.is_final();
         }
+        None
     })
 }

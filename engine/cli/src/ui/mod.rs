@@ -17,7 +17,6 @@ mod live;
 mod query;
 mod saga;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -125,7 +124,7 @@ pub fn router(store: Arc<dyn SagaStore>, registry: Arc<Registry>, options: UiOpt
         })
         .layer(middleware::from_fn_with_state(ui.clone(), guard::token))
         .layer(middleware::from_fn_with_state(ui.clone(), guard::host))
-        .layer(middleware::from_fn(server_timing))
+        .layer(middleware::from_fn(response_headers))
         .with_state(ui)
 }
 
@@ -138,9 +137,9 @@ fn secret() -> String {
     )
 }
 
-/// Adds `Server-Timing: app;dur=MS`: how long the server took, for browsers' tools and for
-/// the benchmark.
-async fn server_timing(request: Request, next: Next) -> Response {
+/// Adds `Server-Timing: app;dur=MS` (how long the server took, for browsers' tools and for the
+/// benchmark) and the headers that keep browsers from sniffing types or framing the pages.
+async fn response_headers(request: Request, next: Next) -> Response {
     let begun = Instant::now();
     let mut response = next.run(request).await;
     let ms = begun.elapsed().as_secs_f64() * 1000.0;
@@ -155,11 +154,6 @@ async fn server_timing(request: Request, next: Next) -> Response {
         .headers_mut()
         .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
-}
-
-/// Whether `addr` is reachable only from this machine.
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
 }
 
 /// Serves the pages on `listener` until `stop` resolves, then stops accepting and returns at

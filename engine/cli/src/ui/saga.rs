@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::layout::{self, badge, when};
 use super::{Shared, UiError};
-use crate::output::{self, rfc3339};
+use crate::output::{self, now_ms, rfc3339};
 use crate::timeline::{self, svg};
 use saga_engine::{HistoryEvent, SagaState, SagaStatus};
 
@@ -86,7 +86,7 @@ fn short_id(id: &Uuid) -> String {
 /// the history.
 pub(super) fn live(ui: &Shared, saga: &SagaState, history: &[HistoryEvent]) -> Markup {
     let definition = ui.registry.get(&saga.definition, saga.version);
-    let t = timeline::of(&ui.registry, saga, history);
+    let t = timeline::build(saga, definition.map(|d| d.as_ref()), history, now_ms());
     let left: Vec<String> = definition
         .map_or_else(|| saga.compensations_left(), |d| d.compensations_left(saga))
         .iter()
