@@ -162,6 +162,9 @@ impl Definition {
                     return Err(invalid(problem));
                 }
             }
+            if let Some(problem) = &step.misuse {
+                return Err(invalid(problem.clone()));
+            }
             if step.timeout == Duration::ZERO {
                 return Err(invalid("timeout must be greater than zero".into()));
             }

@@ -83,13 +83,15 @@ pub enum DefinitionError {
         /// What is wrong.
         problem: String,
     },
-    /// An event type can start one saga only.
-    #[error("event `{event_type}` already starts saga `{saga}`; one event type starts one saga")]
-    DuplicateTrigger {
+    /// An event type has one meaning: it starts one saga, or it is one signal.
+    #[error(
+        "event `{event_type}` already {meaning}; an event type starts one saga or is one signal"
+    )]
+    EventTaken {
         /// The event type.
         event_type: String,
-        /// The saga it already starts.
-        saga: String,
+        /// What it already means (`starts saga `order``, `is the signal `paid``).
+        meaning: String,
     },
     /// The registry already holds this name and version.
     #[error("saga `{name}` version {version} is already registered")]
@@ -152,4 +154,8 @@ pub enum EngineError {
     /// The mediator is shutting down and takes no new work.
     #[error("the mediator is shutting down")]
     ShuttingDown,
+    /// A signal was refused (nothing was written): no such saga, no step waits for it, or its
+    /// data does not fit.
+    #[error(transparent)]
+    Signal(#[from] crate::operator::OperatorError),
 }

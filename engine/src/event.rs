@@ -37,6 +37,14 @@ pub enum EventKind {
     SagaAborted,
     /// An operator retried the saga.
     SagaRetried,
+    /// A timer step was scheduled; `detail.fires_at` says when it fires.
+    TimerScheduled,
+    /// A timer step's time came.
+    TimerFired,
+    /// A signal step began to wait; `detail` names the signal, its key and deadline.
+    SignalAwaited,
+    /// A signal step took a signal; `detail.signal_id` is the signal's event id.
+    SignalReceived,
 }
 
 impl EventKind {
@@ -55,6 +63,10 @@ impl EventKind {
             EventKind::SagaFailed => "SagaFailed",
             EventKind::SagaAborted => "SagaAborted",
             EventKind::SagaRetried => "SagaRetried",
+            EventKind::TimerScheduled => "TimerScheduled",
+            EventKind::TimerFired => "TimerFired",
+            EventKind::SignalAwaited => "SignalAwaited",
+            EventKind::SignalReceived => "SignalReceived",
         }
     }
 
@@ -66,7 +78,7 @@ impl EventKind {
         )
     }
 
-    const ALL: [EventKind; 12] = [
+    const ALL: [EventKind; 16] = [
         EventKind::SagaStarted,
         EventKind::StepStarted,
         EventKind::StepCompleted,
@@ -79,6 +91,10 @@ impl EventKind {
         EventKind::SagaFailed,
         EventKind::SagaAborted,
         EventKind::SagaRetried,
+        EventKind::TimerScheduled,
+        EventKind::TimerFired,
+        EventKind::SignalAwaited,
+        EventKind::SignalReceived,
     ];
 }
 

@@ -23,6 +23,9 @@ pub enum FailureKind {
     /// The attempt was cut off by a crash or a lost lease too many times: its effect may or may
     /// not have happened.
     Interrupted,
+    /// A signal step's wait ended with no signal: nothing happened, and waiting again would not
+    /// change that.
+    SignalTimeout,
 }
 
 /// A failed step or compensation, as the step reports it and as the history records it.
@@ -71,6 +74,14 @@ impl StepError {
             message: format!("timed out after {after:?}"),
             retryable: true,
             kind: FailureKind::Timeout,
+        }
+    }
+
+    pub(crate) fn signal_timeout(signal: &str, after: Duration) -> Self {
+        Self {
+            message: format!("no signal `{signal}` came within {after:?}"),
+            retryable: false,
+            kind: FailureKind::SignalTimeout,
         }
     }
 

@@ -10,7 +10,7 @@
 //!
 //! - At the root, what a saga author uses: [`SagaDefinition`], [`Step`], [`StepContext`],
 //!   [`StepError`] with [`StepResultExt`] (`?` and `.terminal()`), [`RetryPolicy`],
-//!   [`Registry`] (definitions, [`Trigger`]s, shared [`Resources`]), [`Mediator`] and
+//!   [`Registry`] (definitions, [`Trigger`]s, [`SignalRoute`]s, shared [`Resources`]), [`Mediator`] and
 //!   [`MediatorBuilder`], [`enqueue`], the states ([`SagaState`], [`SagaStatus`],
 //!   [`StepState`], [`StepStatus`], [`Finished`]), the history ([`HistoryEvent`],
 //!   [`EventKind`]) and the errors ([`EngineError`], [`DefinitionError`]).
@@ -58,6 +58,7 @@ pub mod participant;
 mod registry;
 mod resources;
 mod retry;
+mod signal_route;
 mod state;
 mod step;
 pub mod store;
@@ -72,8 +73,9 @@ pub use mediator::{enqueue, Mediator, MediatorBuilder, MediatorConfig, DEFAULT_M
 pub use registry::Registry;
 pub use resources::Resources;
 pub use retry::RetryPolicy;
+pub use signal_route::SignalRoute;
 pub use state::{
-    Awaiting, Finished, Millis, SagaState, SagaStatus, StepState, StepStatus, UnknownStatus,
+    Awaiting, Finished, Millis, SagaState, SagaStatus, StepState, StepStatus, UnknownStatus, Wait,
 };
 pub use step::{
     idempotency_key, Phase, SagaData, Step, StepContext, StepKind, StepSpec, DEFAULT_STEP_TIMEOUT,

@@ -1,9 +1,11 @@
 //! What an operator does to a saga from outside the mediator that runs it: abort a running saga
-//! (it compensates) and retry a failed or backing-off one. Each is one transition written through
-//! the same path as the mediator's, recorded in the history with its reason; it moves the fencing
-//! token, so the mediator that held the saga cannot overwrite it, and releases the lease, so the
-//! next mediator to look continues it.
+//! (it compensates), retry a failed or backing-off one, and send a signal. An abort or a retry is
+//! one transition written through the same path as the mediator's, recorded in the history with
+//! its reason; it moves the fencing token, so the mediator that held the saga cannot overwrite
+//! it, and releases the lease, so the next mediator to look continues it. A signal is kept for
+//! the saga and makes it due; the mediator that takes it up records it.
 
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::commit::write;
@@ -11,7 +13,7 @@ use crate::definition::Definition;
 use crate::fault::FaultPlan;
 use crate::registry::Registry;
 use crate::state::SagaState;
-use crate::store::{SagaStore, StoreError};
+use crate::store::{NewSignal, SagaStore, SignalSent, SignalTarget, StoreError};
 use crate::transition::{self, Change};
 
 pub use crate::transition::Refused;
@@ -26,7 +28,7 @@ pub enum OperatorError {
     /// The saga is not in a state the action applies to.
     #[error("cannot {action} saga {id}: {reason}")]
     Refused {
-        /// `abort` or `retry`.
+        /// `abort`, `retry` or `signal`.
         action: &'static str,
         /// The saga.
         id: Uuid,
@@ -82,6 +84,61 @@ pub async fn retry(
     .await
 }
 
+/// Sends the signal `name` carrying `data` to `target`, once per `event_id`: kept for the saga
+/// (or the sagas of that correlation key) until its signal step takes it, and the sagas waiting
+/// on it made due so that a worker takes it up. A signal to a saga id is checked first: the saga
+/// exists, its definition version is registered here, a step of it waits for this signal and
+/// has not ended, and the data fits that step; otherwise nothing is written. A signal to a key
+/// is kept as it is (its sagas may not exist yet).
+pub async fn signal(
+    store: &dyn SagaStore,
+    registry: &Registry,
+    target: &SignalTarget,
+    name: &str,
+    event_id: Uuid,
+    data: &Value,
+) -> Result<SignalSent, OperatorError> {
+    if let SignalTarget::Saga(id) = target {
+        let id = *id;
+        let saga = store.get(id).await?.ok_or(OperatorError::NotFound(id))?;
+        let def = registered(registry, &saga, "signal")?;
+        transition::check_signal(def, &saga, name, data).map_err(|reason| {
+            OperatorError::Refused {
+                action: "signal",
+                id,
+                reason,
+            }
+        })?;
+    }
+    let sent = store
+        .send_signal(&NewSignal {
+            target,
+            name,
+            event_id,
+            data,
+        })
+        .await?;
+    tracing::info!(%target, signal = name, %event_id, kept = sent.kept, woken = sent.woken.len(), "signal sent");
+    Ok(sent)
+}
+
+/// The definition version `saga` runs on, if `registry` has it.
+fn registered<'a>(
+    registry: &'a Registry,
+    saga: &SagaState,
+    action: &'static str,
+) -> Result<&'a Definition, OperatorError> {
+    registry
+        .get(&saga.definition, saga.version)
+        .map(|d| d.as_ref())
+        .ok_or_else(|| OperatorError::UnknownVersion {
+            action,
+            id: saga.id,
+            definition: saga.definition.clone(),
+            version: saga.version,
+        })
+}
+
 /// Reads the saga, computes the change and writes it, again if a mediator wrote in between.
 async fn act(
     store: &dyn SagaStore,
@@ -92,14 +149,7 @@ async fn act(
 ) -> Result<SagaState, OperatorError> {
     for _ in 0..20 {
         let saga = store.get(id).await?.ok_or(OperatorError::NotFound(id))?;
-        let def = registry
-            .get(&saga.definition, saga.version)
-            .ok_or_else(|| OperatorError::UnknownVersion {
-                action,
-                id,
-                definition: saga.definition.clone(),
-                version: saga.version,
-            })?;
+        let def = registered(registry, &saga, action)?;
         let change =
             decide(def, &saga).map_err(|reason| OperatorError::Refused { action, id, reason })?;
         match write(store, Some(&saga), change, None, &FaultPlan::default()).await {

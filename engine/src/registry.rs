@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::definition::Definition;
 use crate::error::DefinitionError;
 use crate::resources::Resources;
+use crate::signal_route::SignalRoute;
 use crate::trigger::Trigger;
 
 /// The saga definitions a mediator can start and resume, by name and version, and the
@@ -15,6 +16,7 @@ use crate::trigger::Trigger;
 pub struct Registry {
     sagas: HashMap<String, BTreeMap<u32, Arc<Definition>>>,
     triggers: Vec<Trigger>,
+    signal_routes: Vec<SignalRoute>,
     resources: Resources,
 }
 
@@ -40,18 +42,44 @@ impl Registry {
     /// Adds an initiating event: events of the trigger's type start its saga. One trigger per
     /// event type: the saga's id is the event's id, so one event can start one saga.
     pub fn trigger(&mut self, trigger: Trigger) -> Result<&mut Self, DefinitionError> {
-        if let Some(existing) = self
-            .triggers
-            .iter()
-            .find(|t| t.event_type == trigger.event_type)
-        {
-            return Err(DefinitionError::DuplicateTrigger {
-                event_type: trigger.event_type,
-                saga: existing.saga.clone(),
-            });
-        }
+        self.check_unheard(&trigger.event_type)?;
         self.triggers.push(trigger);
         Ok(self)
+    }
+
+    /// Adds a signal route: events of the route's type, heard on the bus, are its signal. One
+    /// meaning per event type: it starts a saga or is a signal, not both.
+    pub fn signal_route(&mut self, route: SignalRoute) -> Result<&mut Self, DefinitionError> {
+        self.check_unheard(&route.event_type)?;
+        self.signal_routes.push(route);
+        Ok(self)
+    }
+
+    /// Refuses an event type that a trigger or a signal route already takes.
+    fn check_unheard(&self, event_type: &str) -> Result<(), DefinitionError> {
+        let taken = self
+            .triggers
+            .iter()
+            .find(|t| t.event_type == event_type)
+            .map(|t| format!("starts saga `{}`", t.saga))
+            .or_else(|| {
+                self.signal_routes
+                    .iter()
+                    .find(|r| r.event_type == event_type)
+                    .map(|r| format!("is the signal `{}`", r.signal))
+            });
+        match taken {
+            Some(meaning) => Err(DefinitionError::EventTaken {
+                event_type: event_type.to_string(),
+                meaning,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The registered signal routes.
+    pub fn signal_routes(&self) -> &[SignalRoute] {
+        &self.signal_routes
     }
 
     /// Provides a shared resource (a pool, a client, a service handle) to every step, which

@@ -145,6 +145,10 @@ pub struct StepState {
     /// The last error of the action or compensation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// For a signal step, the event id of the signal it took: a signal is taken once, so the
+    /// same signal never completes two steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<Uuid>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -169,13 +173,15 @@ impl StepState {
             compensation_interruptions: 0,
             outcome_unknown: false,
             last_error: None,
+            signal: None,
         }
     }
 }
 
-/// The reply a saga waits for: the command it sent, identified by step, phase and attempt. A
-/// reply that does not match it is a duplicate, late or unknown, and changes nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a saga waits for, durably: a participant's reply to the command it sent, identified by
+/// step, phase and attempt (a reply that does not match is a duplicate, late or unknown, and
+/// changes nothing), a timer, or a signal. No task waits: the stored row is all there is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Awaiting {
     /// Index of the step.
     pub step: usize,
@@ -183,6 +189,42 @@ pub struct Awaiting {
     pub phase: crate::step::Phase,
     /// The attempt whose command was sent.
     pub attempt: u32,
+    /// What the step waits for (a reply when absent, as rows written before timers read).
+    #[serde(default, skip_serializing_if = "Wait::is_reply")]
+    pub wait: Wait,
+}
+
+/// What an awaiting step waits for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// A participant's reply; the saga's `next_attempt_at` is its deadline.
+    #[default]
+    Reply,
+    /// A durable timer: the step completes at `fires_at` (this machine's clock when it was
+    /// scheduled), never earlier, and a restart does not move it.
+    Timer {
+        /// When it fires, in milliseconds since the Unix epoch.
+        fires_at: Millis,
+    },
+    /// A named signal, until `deadline`: a signal sent to the saga's id, or to `key` (the value
+    /// of a field of the saga data) completes the step; none by the deadline fails it.
+    Signal {
+        /// The signal's name.
+        name: String,
+        /// The correlation key the step also listens on, if its definition names one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// When the wait times out, in milliseconds since the Unix epoch.
+        deadline: Millis,
+    },
+}
+
+impl Wait {
+    /// Whether this is a participant's reply (the default).
+    pub fn is_reply(&self) -> bool {
+        matches!(self, Wait::Reply)
+    }
 }
 
 /// A saga instance as stored: everything needed to continue it after a crash.

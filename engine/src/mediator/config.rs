@@ -219,6 +219,7 @@ impl MediatorBuilder {
             wake: Notify::new(),
             shutdown,
             refused: std::sync::atomic::AtomicU64::new(0),
+            waits: scheduler::Waits::default(),
         });
         if inner.config.claim {
             take_over_dead_holders(&inner).await;

@@ -61,9 +61,23 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
         .next_attempt_at
         .filter(|_| !resumed)
         .map(|at| Instant::now() + Duration::from_millis((at - saga.updated_at).max(0) as u64));
+    // A saga woken on a signal wait takes the signal kept for it, if any.
+    let signal = match resumed {
+        true => match inner.kept_for(&saga).await {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "reading the saga's signals failed; leaving it for later");
+                release(inner, &saga).await;
+                return;
+            }
+        },
+        false => None,
+    };
     let first = transition::mismatch(&def, &saga).or_else(|| {
         if resumed {
-            transition::resume(&def, &saga, inner.config.max_interruptions)
+            let now = crate::store::now_ms();
+            let max = inner.config.max_interruptions;
+            transition::resume(&def, &saga, max, now, signal.as_ref())
         } else {
             None
         }
@@ -87,7 +101,17 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
         let change = match transition::next(&saga) {
             // Nothing waits for a reply: the listener continues the saga when it comes, the
             // scheduler when its deadline passes.
-            Next::Done | Next::Await => return,
+            Next::Done => return,
+            Next::Await => {
+                // A signal sent while the wait was being recorded woke no one: look once.
+                if let Ok(Some(next)) = inner.take_kept(&def, &saga).await {
+                    saga = next;
+                    due = None;
+                    continue;
+                }
+                inner.waits.due_at(saga.next_attempt_at);
+                return;
+            }
             Next::Begin => {
                 if let Some(at) = due.take() {
                     tokio::select! {
@@ -192,7 +216,10 @@ async fn run_attempt(
     let f = match work {
         Some(Work::Local(f)) => f.clone(),
         // Commands are sent by the transition that starts the attempt; nothing runs here.
-        Some(Work::Command(_)) | None => return Ok(saga.data.clone()),
+        // So are waits: the stored wait is all there is.
+        Some(Work::Command(_) | Work::Timer(_) | Work::Signal(_)) | None => {
+            return Ok(saga.data.clone())
+        }
     };
     let ctx = StepContext {
         saga_id: saga.id,

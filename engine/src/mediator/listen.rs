@@ -9,11 +9,12 @@ use std::sync::Arc;
 use super::Inner;
 use crate::bus::{BusError, Consumer, Delivery, Envelope, Filter};
 use crate::error::EngineError;
+use crate::operator::{OperatorError, Refused};
 use crate::participant::{Reply, REPLY};
-use crate::state::Awaiting;
+use crate::state::{Awaiting, Wait};
 use crate::step::Phase;
 use crate::store::StoreError;
-use crate::transition::{self, Next};
+use crate::transition;
 
 /// Messages handled at once, at most.
 const HANDLING: usize = 256;
@@ -22,12 +23,13 @@ const HANDLING: usize = 256;
 /// before the mediator starts, so nothing published once it has started is missed.
 pub(crate) async fn join(inner: &Inner) -> Result<Consumer, BusError> {
     let mut types = vec![REPLY.to_string()];
+    let registry = &inner.registry;
+    types.extend(registry.triggers().iter().map(|t| t.event_type.clone()));
     types.extend(
-        inner
-            .registry
-            .triggers()
+        registry
+            .signal_routes()
             .iter()
-            .map(|t| t.event_type.clone()),
+            .map(|r| r.event_type.clone()),
     );
     inner
         .bus
@@ -65,8 +67,11 @@ pub(crate) async fn run(inner: Arc<Inner>, consumer: Consumer) {
 
 async fn settle(inner: &Arc<Inner>, delivery: Delivery) {
     let event = delivery.event();
+    let is_signal = |r: &crate::SignalRoute| r.event_type == event.kind;
     let handled = if event.kind == REPLY {
         reply(inner, event).await
+    } else if let Some(route) = inner.registry.signal_routes().iter().find(|r| is_signal(r)) {
+        signal(inner, route, event).await
     } else {
         trigger(inner, event).await
     };
@@ -110,6 +115,42 @@ async fn trigger(inner: &Arc<Inner>, event: &Envelope) -> Handled {
         }
         Err(error @ (EngineError::Store(_) | EngineError::ShuttingDown)) => {
             tracing::warn!(event_id = %event.event_id, %error, "starting a saga from an event failed; it will be delivered again");
+            Handled::Retry(error.to_string())
+        }
+        Err(error) => Handled::Poison(error.to_string()),
+    }
+}
+
+/// Sends the signal an event is. One for a saga that no longer waits for it (final, past its
+/// step) changes nothing; one that can never be sent (no target, no such saga or signal, data
+/// that does not fit) is dead-lettered.
+async fn signal(inner: &Arc<Inner>, route: &crate::SignalRoute, event: &Envelope) -> Handled {
+    let target = match (route.target)(event) {
+        Ok(target) => target,
+        Err(reason) => return Handled::Poison(format!("signal event has no target: {reason}")),
+    };
+    let sent = inner
+        .send_signal(&target, &route.signal, event.event_id, &event.payload)
+        .await;
+    match sent {
+        Ok(sent) => {
+            if !sent.kept {
+                tracing::info!(event_id = %event.event_id, "duplicate signal ignored");
+            }
+            Handled::Done
+        }
+        Err(OperatorError::Refused {
+            reason:
+                reason @ (Refused::Final(_)
+                | Refused::SignalTooLate { .. }
+                | Refused::AlreadyCompensating),
+            id,
+            ..
+        }) => {
+            tracing::warn!(saga_id = %id, event_id = %event.event_id, %reason, "signal for a saga that no longer waits for it ignored");
+            Handled::Done
+        }
+        Err(error @ (OperatorError::Store(_) | OperatorError::UnknownVersion { .. })) => {
             Handled::Retry(error.to_string())
         }
         Err(error) => Handled::Poison(error.to_string()),
@@ -164,6 +205,7 @@ async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<Applied, Store
             step,
             phase: reply.phase,
             attempt: reply.attempt,
+            wait: Wait::Reply,
         });
         if saga.awaiting.is_none() || saga.awaiting != expected {
             tracing::warn!(
@@ -195,9 +237,7 @@ async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<Applied, Store
         change.state.fencing_token += 1;
         match inner.commit_checked(Some(&saga), change, true).await {
             Ok(next) => {
-                if matches!(transition::next(&next), Next::Begin | Next::Run { .. }) {
-                    inner.spawn_driver(next, false);
-                }
+                inner.drive_on(next);
                 return Ok(Applied::Done);
             }
             // Refused: the saga moved on (go round and see), or nothing changed and the reply

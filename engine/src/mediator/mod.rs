@@ -10,6 +10,7 @@ mod holder;
 mod listen;
 mod new;
 mod scheduler;
+mod signal;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     shutdown: watch::Sender<bool>,
     /// Writes refused because another mediator or an operator had taken the saga over.
     refused: std::sync::atomic::AtomicU64,
+    /// The earliest due time of the waits this mediator's drivers left, for the scheduler.
+    waits: scheduler::Waits,
 }
 
 impl Inner {

@@ -2,9 +2,15 @@
 //! attempt is due (at start-up, after other mediators crash, after an operator acts), and the
 //! heartbeat keeps the leases of the sagas this mediator drives from expiring.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::Inner;
+use crate::state::Millis;
 
 /// How many sagas one claim takes at most.
 const CLAIM_BATCH: usize = 256;
@@ -67,13 +73,74 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         }
         // A driver ending frees room; that only matters when there was none.
         let at_capacity = room == 0;
-        tokio::select! {
-            _ = tokio::time::sleep(inner.config.poll_interval) => {}
-            _ = inner.wake.notified(), if at_capacity => {}
-            _ = announced(), if !at_capacity => {}
-            _ = shutdown.changed() => {}
+        // The next poll, or sooner the earliest wait due (stored, or left by a driver since).
+        let poll = Instant::now() + inner.config.poll_interval;
+        inner.waits.clear();
+        let stored = match inner.store.next_due().await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "reading the next due time failed");
+                None
+            }
+        };
+        loop {
+            let at = [stored, inner.waits.earliest()]
+                .into_iter()
+                .flatten()
+                .map(instant_of)
+                .fold(poll, Instant::min);
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => break,
+                _ = inner.waits.changed.notified() => continue,
+                _ = inner.wake.notified(), if at_capacity => break,
+                _ = announced(), if !at_capacity => break,
+                _ = shutdown.changed() => break,
+            }
         }
     }
+}
+
+/// The earliest due time of the waits (timers, signal deadlines, reply deadlines) that this
+/// mediator's drivers committed since the scheduler last read the store's.
+#[derive(Debug)]
+pub(crate) struct Waits {
+    earliest: AtomicI64,
+    changed: Notify,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Self {
+            earliest: AtomicI64::new(i64::MAX),
+            changed: Notify::new(),
+        }
+    }
+}
+
+impl Waits {
+    /// A driver left a saga due at `at` (database time).
+    pub(crate) fn due_at(&self, at: Option<Millis>) {
+        if let Some(at) = at {
+            if self.earliest.fetch_min(at, Ordering::AcqRel) > at {
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    fn earliest(&self) -> Option<Millis> {
+        Some(self.earliest.load(Ordering::Acquire)).filter(|&at| at != i64::MAX)
+    }
+
+    fn clear(&self) {
+        self.earliest.store(i64::MAX, Ordering::Release);
+    }
+}
+
+/// The instant of a time on the database clock (taken to be this machine's), a millisecond
+/// late rather than early.
+fn instant_of(at: Millis) -> Instant {
+    let ahead = at.saturating_sub(crate::store::now_ms()).saturating_add(1);
+    Instant::now() + Duration::from_millis(u64::try_from(ahead).unwrap_or(0))
 }
 
 /// Renews the leases of the sagas in flight here, a third of a lease apart.

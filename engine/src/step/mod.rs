@@ -18,8 +18,10 @@ use crate::retry::RetryPolicy;
 pub(crate) use crate::failure::StepError;
 
 mod remote;
+mod wait;
 
 pub(crate) use remote::ApplyFn;
+pub(crate) use wait::{Delay, SignalWait};
 
 /// What saga data must be: serialisable to JSON (it is stored after every step) and sendable.
 pub trait SagaData: Serialize + DeserializeOwned + Send + Sync + 'static {}
@@ -164,6 +166,10 @@ pub(crate) enum Work {
     Local(StepFn),
     /// A command event of this type sent to a participant, whose reply the saga awaits.
     Command(String),
+    /// A durable timer.
+    Timer(Delay),
+    /// A wait for a signal.
+    Signal(SignalWait),
 }
 
 /// A step with its data type erased: what a [`crate::Definition`] holds.
@@ -181,6 +187,8 @@ pub struct StepSpec {
     pub(crate) retry: RetryPolicy,
     pub(crate) compensation_retry: RetryPolicy,
     pub(crate) timeout: Duration,
+    /// A builder call that does not fit the step (reported when the definition is built).
+    pub(crate) misuse: Option<String>,
 }
 
 impl StepSpec {
@@ -227,6 +235,27 @@ impl StepSpec {
         };
         match work {
             Some(Work::Command(kind)) => Some(kind),
+            _ => None,
+        }
+    }
+
+    /// Whether the step's action is a durable timer.
+    pub fn is_timer(&self) -> bool {
+        matches!(self.action, Work::Timer(_))
+    }
+
+    /// The signal the step waits for, and the data field that gives its correlation key.
+    pub fn signal(&self) -> Option<(&str, Option<&str>)> {
+        match &self.action {
+            Work::Signal(wait) => Some((&wait.name, wait.key_field.as_deref())),
+            _ => None,
+        }
+    }
+
+    /// For a timer of fixed length, that length.
+    pub fn sleeps_for(&self) -> Option<Duration> {
+        match &self.action {
+            Work::Timer(Delay::For(d)) => Some(*d),
             _ => None,
         }
     }
@@ -292,6 +321,7 @@ impl<D: SagaData> Step<D> {
                 retry: RetryPolicy::default(),
                 compensation_retry: RetryPolicy::attempts(5),
                 timeout: DEFAULT_STEP_TIMEOUT,
+                misuse: None,
             },
             _data: PhantomData,
         }

@@ -8,6 +8,7 @@ mod group;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
+mod signals;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+pub use signals::{KeptSignal, NewSignal, SignalSent, SignalTarget};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -271,6 +273,23 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// `(definition, version, count)` of the sagas that are not final.
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError>;
+
+    /// Keeps a signal (once per event id, target and name) and, in the same transaction, makes
+    /// the sagas waiting on it due now.
+    async fn send_signal(&self, signal: &NewSignal<'_>) -> Result<SignalSent, StoreError>;
+
+    /// The signals named `name` kept for saga `saga` or for its correlation key `key`, oldest
+    /// first.
+    async fn kept_signals(
+        &self,
+        saga: Uuid,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<Vec<KeptSignal>, StoreError>;
+
+    /// The earliest future due time (a timer, a deadline, a backoff) of a saga no mediator
+    /// holds: when the scheduler should look again, rather than at its next poll.
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
 
     /// Notified when another process leaves a saga runnable with no owner (enqueued, released by
     /// an operator or a stopping mediator), so an idle mediator claims it at once rather than at

@@ -123,7 +123,8 @@ impl<J: JsonColumn> InstanceWrite<J> {
             expected_seq: t.expected_seq(),
             awaiting: s
                 .awaiting
-                .map(|a| J::encode(&a))
+                .as_ref()
+                .map(|a| J::encode(a))
                 .transpose()
                 .map_err(corrupt)?,
             before_deadline: t.before_deadline,

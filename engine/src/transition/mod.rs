@@ -15,10 +15,12 @@ use crate::step::{idempotency_key, Phase, StepError, StepKind};
 
 mod operator;
 mod recovery;
+mod wait;
 
 pub use operator::Refused;
 pub(crate) use operator::{abort, retry};
 pub(crate) use recovery::{mismatch, resume};
+pub(crate) use wait::{check_signal, pick, take, wake};
 
 /// A history event before the commit gives it a sequence number, an id and a time.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +138,9 @@ fn start_attempt(def: &Definition, change: &mut Change, i: usize, phase: Phase, 
         Phase::Compensation => named_compensation(def, i, detail),
     };
     change.event(kind, Some(i), Some(attempt), detail);
+    if phase == Phase::Action && wait::schedule(change, spec, i, attempt) {
+        return;
+    }
     if let Some(command) = spec.command(phase) {
         let command = Command {
             kind: command.to_string(),
@@ -152,6 +157,7 @@ fn start_attempt(def: &Definition, change: &mut Change, i: usize, phase: Phase, 
             step: i,
             phase,
             attempt,
+            wait: crate::state::Wait::Reply,
         });
         change.retry_after = Some(spec.timeout());
     }

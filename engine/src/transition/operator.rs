@@ -33,6 +33,34 @@ pub enum Refused {
     /// Nothing is waiting to be retried.
     #[error("it is {0} and not waiting for a retry")]
     NothingToRetry(SagaStatus),
+    /// No step of the saga's definition waits for a signal of this name.
+    #[error(
+        "no step of `{definition}` waits for a signal named `{signal}` (it waits for: {waits_for})"
+    )]
+    NoSuchSignal {
+        /// The saga's definition.
+        definition: String,
+        /// The signal sent.
+        signal: String,
+        /// The signals its steps wait for, comma-separated (`none` if none).
+        waits_for: String,
+    },
+    /// The step that waits for this signal has already ended.
+    #[error("its step `{step}`, which waits for `{signal}`, is already {status}")]
+    SignalTooLate {
+        /// The signal step.
+        step: String,
+        /// The signal sent.
+        signal: String,
+        /// Where the step stands.
+        status: crate::state::StepStatus,
+    },
+    /// The signal's data does not fit what the step folds into the saga data.
+    #[error("the signal's data does not fit: {0}")]
+    SignalData(String),
+    /// A timer is waiting: it fires at its time, and nothing is waiting to be retried.
+    #[error("it is waiting for a timer or a signal, not for a retry")]
+    Waiting,
 }
 
 /// An operator moves a running saga to compensation. The step in flight (if any) counts as
@@ -54,7 +82,9 @@ pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result
     let mut change = Change::from(state);
     let i = state.current_step;
     // An attempt running here, or a command whose reply is awaited, may have taken effect.
-    let in_flight = state.next_attempt_at.is_none() || state.awaiting.is_some();
+    // A timer or a signal wait did nothing.
+    let in_flight = state.next_attempt_at.is_none()
+        || state.awaiting.as_ref().is_some_and(|a| a.wait.is_reply());
     let step = &mut change.state.steps[i];
     if step.status == StepStatus::Running {
         step.status = StepStatus::Failed;
@@ -93,7 +123,10 @@ pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> 
         }
         // A participant's reply is awaited: retrying now would abandon a command that may
         // still be answered.
-        _ if state.awaiting.is_some() => return Err(Refused::AwaitingReply),
+        _ if state.awaiting.as_ref().is_some_and(|a| a.wait.is_reply()) => {
+            return Err(Refused::AwaitingReply)
+        }
+        _ if state.awaiting.is_some() => return Err(Refused::Waiting),
         (SagaStatus::Running | SagaStatus::Compensating, _) if state.next_attempt_at.is_some() => {}
         (status, _) => return Err(Refused::NothingToRetry(status)),
     }

@@ -4,23 +4,30 @@
 
 use serde_json::json;
 
-use super::{begin_with, fail_saga, failed, next, Change, Next};
+use super::{begin_with, fail_saga, failed, next, wake, Change, Next};
 use crate::definition::Definition;
-use crate::state::SagaState;
+use crate::state::{Millis, SagaState};
 use crate::step::{Phase, StepError};
+use crate::store::KeptSignal;
 
 /// A mediator took over a saga whose attempt was in flight when its previous owner stopped (a
 /// crash, a lost lease). The attempt may have had its effect, so it runs again with the same
 /// idempotency key, as a new attempt. Interruptions do not count against the step's retry
 /// policy (the step did not fail) but against `max_interruptions`, so a step that kills its
 /// process every time is not retried forever: past that, it fails with an unknown outcome. A
-/// saga whose participant did not reply by the deadline fails that attempt as timed out.
+/// saga whose participant did not reply by the deadline fails that attempt as timed out; one
+/// waiting on a timer or a signal is woken ([`super::wake`]).
 pub(crate) fn resume(
     def: &Definition,
     state: &SagaState,
     max_interruptions: u32,
+    now: Millis,
+    signal: Option<&KeptSignal>,
 ) -> Option<Change> {
-    if let Some(awaiting) = state.awaiting {
+    if let Some(change) = wake(def, state, now, signal) {
+        return Some(change);
+    }
+    if let Some(awaiting) = &state.awaiting {
         let timeout = def.steps()[awaiting.step].timeout();
         let error = StepError::timeout(timeout);
         return Some(failed(def, state, awaiting.phase, &error));

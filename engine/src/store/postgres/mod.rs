@@ -5,7 +5,9 @@
 
 mod batch;
 mod connections;
+#[macro_use]
 mod sql;
+mod signals;
 mod wake;
 
 use std::str::FromStr;
@@ -24,13 +26,14 @@ use sql::*;
 
 use super::group::{Counters, Pipeline};
 use super::rows::{decode_outbox, EventRow as Event, SagaRow as Saga};
+use super::signals::{KeptSignal, NewSignal, SignalSent};
 use super::{
     millis, Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, WriteStats,
     OUTBOX_HOLD,
 };
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
-use crate::state::{SagaState, SagaStatus};
+use crate::state::{Millis, SagaState, SagaStatus};
 
 /// Rows as PostgreSQL returns them: native ids, `jsonb` decoded.
 type SagaRow = Saga<Uuid, Value>;
@@ -334,6 +337,25 @@ impl SagaStore for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
+    }
+
+    async fn send_signal(&self, signal: &NewSignal<'_>) -> Result<SignalSent, StoreError> {
+        self.keep_signal(signal).await
+    }
+
+    async fn kept_signals(
+        &self,
+        saga: Uuid,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<Vec<KeptSignal>, StoreError> {
+        self.read_signals(saga, name, key).await
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(sqlx::query_scalar(signals::NEXT_DUE)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError> {

@@ -5,6 +5,7 @@
 
 mod operator;
 mod recovery;
+mod waits;
 
 use std::time::Duration;
 
@@ -122,7 +123,7 @@ fn a_queued_saga_starts_no_step_until_a_mediator_begins_it() {
     );
     assert_eq!(begun.events[0].detail, json!({}), "not a resumption");
     assert!(
-        resume(&def, &state, 3).is_none(),
+        resume(&def, &state, 3, 0, None).is_none(),
         "claiming it interrupts nothing"
     );
 }
@@ -152,7 +153,8 @@ fn a_step_that_succeeds_starts_the_next_and_a_participant_step_sends_its_command
         Some(Awaiting {
             step: 1,
             phase: Phase::Action,
-            attempt: 1
+            attempt: 1,
+            wait: crate::state::Wait::Reply,
         })
     );
     assert_eq!(

@@ -1,0 +1,99 @@
+//! PostgreSQL's side of signals: kept in `saga_signals`, and the sagas waiting on one made due in
+//! the same transaction and announced, so an idle mediator of any process takes them up at once.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::PostgresStore;
+use crate::store::signals::{targets, KeptSignal, NewSignal, SignalSent, SignalTarget};
+use crate::store::StoreError;
+
+const KEEP: &str = concat!(
+    "INSERT INTO saga_signals (target, name, event_id, data, received_at) VALUES ($1, $2, $3, $4, ",
+    now_ms!(),
+    ") ON CONFLICT DO NOTHING"
+);
+
+/// Makes the saga `$1` due now if it waits on signal `$2`.
+const WAKE_SAGA: &str = concat!(
+    "UPDATE saga_instances SET next_attempt_at = ",
+    now_ms!(),
+    " WHERE id = $1 AND status = 'running' AND awaiting #>> '{wait,signal,name}' = $2 RETURNING id"
+);
+
+/// Makes the sagas due now that wait on signal `$2` with key `$1`.
+const WAKE_KEY: &str = concat!(
+    "UPDATE saga_instances SET next_attempt_at = ",
+    now_ms!(),
+    " WHERE (awaiting #>> '{wait,signal,key}') = $1 AND status = 'running' ",
+    "AND awaiting #>> '{wait,signal,name}' = $2 RETURNING id"
+);
+
+const KEPT: &str = "SELECT event_id, data, received_at, target LIKE 'key:%' FROM saga_signals \
+                    WHERE name = $1 AND target IN ($2, $3) ORDER BY received_at, event_id";
+
+/// The earliest future due time of a saga no mediator holds.
+pub(super) const NEXT_DUE: &str = concat!(
+    "SELECT next_attempt_at FROM saga_instances WHERE status IN ('running', 'compensating') ",
+    "AND lease_owner IS NULL AND next_attempt_at > ",
+    now_ms!(),
+    " ORDER BY next_attempt_at LIMIT 1"
+);
+
+impl PostgresStore {
+    pub(super) async fn keep_signal(&self, s: &NewSignal<'_>) -> Result<SignalSent, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let kept = sqlx::query(KEEP)
+            .bind(s.target.stored())
+            .bind(s.name)
+            .bind(s.event_id)
+            .bind(s.data)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        let mut woken = Vec::new();
+        if kept {
+            woken = match s.target {
+                SignalTarget::Saga(id) => sqlx::query_scalar(WAKE_SAGA).bind(*id),
+                SignalTarget::Key(key) => sqlx::query_scalar(WAKE_KEY).bind(key.as_str()),
+            }
+            .bind(s.name)
+            .fetch_all(&mut *tx)
+            .await?;
+            if !woken.is_empty() {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(&self.channel)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        self.counters.commit(0);
+        Ok(SignalSent { kept, woken })
+    }
+
+    pub(super) async fn read_signals(
+        &self,
+        saga: Uuid,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<Vec<KeptSignal>, StoreError> {
+        let (by_id, by_key) = targets(saga, key);
+        let rows: Vec<(Uuid, Value, i64, bool)> = sqlx::query_as(KEPT)
+            .bind(name)
+            .bind(by_id)
+            .bind(by_key)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(event_id, data, received_at, by_key)| KeptSignal {
+                event_id,
+                data,
+                received_at,
+                by_key,
+            })
+            .collect())
+    }
+}
