@@ -34,4 +34,5 @@ mod store;
 mod success;
 mod ui;
 mod versions;
+mod waits;
 mod workers;

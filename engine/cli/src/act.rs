@@ -1,4 +1,4 @@
-//! The commands that act: `abort`, `retry` (operator actions), `run` (start a saga) and
+//! The commands that act: `abort`, `retry`, `signal` (operator actions), `run` (start a saga) and
 //! `worker` (run a mediator until stopped).
 
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ use crate::read::resolve;
 use saga_engine::bus::{ConsumeOptions, EventBus, Filter, Subscription};
 use saga_engine::fault::FaultPlan;
 use saga_engine::operator;
-use saga_engine::store::SagaStore;
+use saga_engine::store::{SagaStore, SignalTarget};
 use saga_engine::Registry;
 use saga_engine::{enqueue, Mediator, MediatorConfig};
 use saga_engine::{SagaState, SagaStatus};
@@ -61,6 +61,50 @@ pub(crate) async fn retry(
     let id = resolve(store, text).await?;
     let saga = operator::retry(store, registry, id, reason).await?;
     outcome(&saga, json, "retried")?;
+    Ok(())
+}
+
+/// What `saga signal` was asked to send.
+pub(crate) struct Signal<'a> {
+    pub(crate) target: &'a str,
+    pub(crate) by_key: bool,
+    pub(crate) name: &'a str,
+    pub(crate) data: &'a str,
+    pub(crate) event_id: Option<Uuid>,
+}
+
+/// `saga signal`.
+pub(crate) async fn signal(
+    store: &dyn SagaStore,
+    registry: &Registry,
+    signal: Signal<'_>,
+    json: bool,
+) -> Result<(), CliError> {
+    let data = read_data(signal.data)?;
+    let target = match signal.by_key {
+        true if signal.target.is_empty() => {
+            return Err(CliError::Usage("the correlation key is empty".into()))
+        }
+        true => SignalTarget::Key(signal.target.to_string()),
+        false => SignalTarget::Saga(resolve(store, signal.target).await?),
+    };
+    let event_id = signal.event_id.unwrap_or_else(Uuid::now_v7);
+    let sent = operator::signal(store, registry, &target, signal.name, event_id, &data).await?;
+    if json {
+        return print_json(&serde_json::json!({
+            "target": target.to_string(),
+            "signal": signal.name,
+            "event_id": event_id,
+            "kept": sent.kept,
+            "woken": sent.woken,
+        }));
+    }
+    let name = signal.name;
+    match (sent.kept, sent.woken.len()) {
+        (false, _) => out!("signal `{name}` {event_id} was already sent to {target}; nothing changed"),
+        (true, 0) => out!("signal `{name}` sent to {target} ({event_id}); kept until a signal step takes it"),
+        (true, n) => out!("signal `{name}` sent to {target} ({event_id}); {n} waiting saga(s) woken, the next worker to look takes it"),
+    }
     Ok(())
 }
 

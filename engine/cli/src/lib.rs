@@ -125,6 +125,22 @@ enum Command {
         #[arg(long, default_value = "retried by an operator")]
         reason: String,
     },
+    /// Send a signal to a saga (or, with --key, to the sagas listening on a correlation key)
+    Signal {
+        /// Saga id or unique id prefix (with --key: the correlation key)
+        target: String,
+        /// The signal's name, as the saga's signal step waits for it
+        name: String,
+        /// What the signal carries: JSON, or @FILE
+        #[arg(long, default_value = "null")]
+        data: String,
+        /// TARGET is a correlation key (the value of the field the signal step correlates on)
+        #[arg(long)]
+        key: bool,
+        /// The signal's unique id: the same id sent twice is kept once (default: a new one)
+        #[arg(long, value_name = "UUID")]
+        event_id: Option<uuid::Uuid>,
+    },
     /// Start a registered saga
     Run {
         /// Definition name
@@ -311,6 +327,23 @@ where
         Command::Retry { id, reason } => {
             let store = existing().await?;
             act::retry(store.as_ref(), &registry()?, &id, &reason, json).await?;
+        }
+        Command::Signal {
+            target,
+            name,
+            data,
+            key,
+            event_id,
+        } => {
+            let store = existing().await?;
+            let signal = act::Signal {
+                target: &target,
+                by_key: key,
+                name: &name,
+                data: &data,
+                event_id,
+            };
+            act::signal(store.as_ref(), &registry()?, signal, json).await?;
         }
         Command::Run {
             definition,

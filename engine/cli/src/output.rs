@@ -223,3 +223,22 @@ pub(crate) fn detail(detail: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// What a step waits for, in words: a participant's reply to its command, a timer, a signal
+/// (and the data field its key comes from), or `-` for a step that runs in the mediator.
+pub(crate) fn waits_for(step: &saga_engine::StepSpec) -> String {
+    if let Some(command) = step.command(saga_engine::Phase::Action) {
+        return format!("reply to {command}");
+    }
+    if let Some((signal, key)) = step.signal() {
+        return match key {
+            Some(field) => format!("signal {signal} (key {field})"),
+            None => format!("signal {signal}"),
+        };
+    }
+    match (step.is_timer(), step.sleeps_for()) {
+        (true, Some(d)) => format!("timer {}", humantime::format_duration(d)),
+        (true, None) => "timer (time from the data)".to_string(),
+        (false, _) => "-".to_string(),
+    }
+}

@@ -219,6 +219,7 @@ pub(crate) fn definitions(
                             "max_attempts": s.retry_policy().max_attempts,
                             "compensation_max_attempts": s.compensation_retry_policy().max_attempts,
                             "timeout_ms": s.timeout().as_millis() as u64,
+                            "waits_for": output::waits_for(s),
                         })
                     })
                     .collect();
@@ -242,7 +243,14 @@ pub(crate) fn definitions(
             Some(n) => out!("{} v{}  ({n} in flight)", d.name(), d.version()),
             None => out!("{} v{}", d.name(), d.version()),
         }
-        let mut t = output::table(&["STEP", "KIND", "COMPENSATION", "ATTEMPTS", "TIMEOUT"]);
+        let mut t = output::table(&[
+            "STEP",
+            "KIND",
+            "COMPENSATION",
+            "WAITS FOR",
+            "ATTEMPTS",
+            "TIMEOUT",
+        ]);
         for s in d.steps() {
             let attempts = match (s.kind(), s.retry_policy().max_attempts) {
                 (StepKind::Retriable, _) | (_, None) => "until success".to_string(),
@@ -256,6 +264,7 @@ pub(crate) fn definitions(
                     (true, None) => "yes",
                     (false, _) => "-",
                 }),
+                Cell::new(output::waits_for(s)),
                 Cell::new(attempts),
                 Cell::new(humantime::format_duration(s.timeout())),
             ]);

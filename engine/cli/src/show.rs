@@ -17,7 +17,7 @@ use crate::timeline;
 use saga_engine::store::SagaStore;
 use saga_engine::Registry;
 use saga_engine::StepKind;
-use saga_engine::{Awaiting, Millis, SagaState, SagaStatus};
+use saga_engine::{Awaiting, Millis, SagaState, SagaStatus, Wait};
 use saga_engine::{EventKind, HistoryEvent};
 
 /// When one phase (action or compensation) of a step ran, from the history.
@@ -155,7 +155,7 @@ pub(crate) async fn show(
             expires_at: saga.lease_expires_at.map(rfc3339),
         }),
         fencing_token: saga.fencing_token,
-        awaiting: saga.awaiting,
+        awaiting: saga.awaiting.clone(),
         compensations_left: def
             .map_or_else(
                 || saga.compensations_left(),
@@ -174,7 +174,37 @@ pub(crate) async fn show(
     Ok(())
 }
 
-fn when(at: Millis) -> String {
+/// What a saga waits for, in words (`when` writes a time): the reply to a command, a timer, or a
+/// signal, with its deadline. `None` when it waits for nothing.
+pub(crate) fn waiting_for(saga: &SagaState, when: impl Fn(Millis) -> String) -> Option<String> {
+    let awaiting = saga.awaiting.as_ref()?;
+    let step = saga
+        .steps
+        .get(awaiting.step)
+        .map_or("?", |s| s.name.as_str());
+    Some(match &awaiting.wait {
+        Wait::Reply => format!(
+            "the reply to {step}'s {} command (attempt {}), deadline {}",
+            awaiting.phase.as_str(),
+            awaiting.attempt,
+            when(saga.next_attempt_at?)
+        ),
+        Wait::Timer { fires_at } => format!("{step}'s timer, which fires {}", when(*fires_at)),
+        Wait::Signal {
+            name,
+            key,
+            deadline,
+        } => format!(
+            "the signal `{name}` ({step}; sent to this saga{}), deadline {}",
+            key.as_ref()
+                .map_or(String::new(), |k| format!(" or to key `{k}`")),
+            when(*deadline)
+        ),
+    })
+}
+
+/// A time as `2026-12-01T10:00:00Z (3m ago)`.
+pub(crate) fn when(at: Millis) -> String {
     format!("{} ({})", absolute(at), relative(at))
 }
 
@@ -188,24 +218,15 @@ fn print_saga(saga: &SagaState, view: &SagaView) -> Result<(), CliError> {
     if let Some(error) = &saga.last_error {
         out!("last error  {error}");
     }
-    if let (Some(awaiting), Some(deadline)) = (saga.awaiting, saga.next_attempt_at) {
-        let step = saga
-            .steps
-            .get(awaiting.step)
-            .map_or("?", |s| s.name.as_str());
-        out!(
-            "waiting     for the reply to {step}'s {} command (attempt {}), deadline {}",
-            awaiting.phase.as_str(),
-            awaiting.attempt,
-            when(deadline)
-        );
+    if let Some(waiting) = waiting_for(saga, when) {
+        out!("waiting     for {waiting}");
     } else if let Some(due) = saga.next_attempt_at {
         out!("next try    {}", when(due));
     }
     match (&saga.lease_owner, saga.lease_expires_at) {
         (Some(owner), Some(until)) => out!("lease       {owner} until {}", when(until)),
         _ if saga.awaiting.is_some() => {
-            out!("lease       none (nothing runs here until the reply or the deadline)")
+            out!("lease       none (nothing runs until what it waits for comes, or its deadline)")
         }
         _ if !saga.status.is_final() => {
             out!("lease       none (the next worker to look will pick it up)")

@@ -23,7 +23,8 @@ pub(crate) enum Outcome {
     Interrupted,
     /// It is running now.
     Running,
-    /// A participant step's command is out and its reply has not come yet.
+    /// A participant step's command is out and its reply has not come yet, or a timer or
+    /// signal step is waiting.
     Awaiting,
 }
 
@@ -72,6 +73,8 @@ pub(crate) struct Lane {
     pub compensation: Option<String>,
     /// Whether the phase is a participant's command answered by a reply.
     pub participant: bool,
+    /// For a timer or signal step, what it waits for (`timer`, `signal paid`).
+    pub waits_on: Option<String>,
     pub bars: Vec<Bar>,
     pub waits: Vec<Wait>,
 }
@@ -152,6 +155,10 @@ pub(crate) fn build(
                 .and_then(|d| d.compensation_name())
                 .map(String::from),
             participant: spec(i).is_some_and(|d| d.command(Phase::Action).is_some()),
+            waits_on: spec(i).and_then(|d| match d.signal() {
+                Some((name, _)) => Some(format!("signal {name}")),
+                None => d.is_timer().then(|| "timer".to_string()),
+            }),
             bars: Vec::new(),
             waits: Vec::new(),
         })
@@ -180,6 +187,7 @@ pub(crate) fn build(
                         lane.phase = Phase::Compensation;
                         lane.participant =
                             spec(i).is_some_and(|d| d.command(Phase::Compensation).is_some());
+                        lane.waits_on = None;
                         lane.compensation =
                             text(&event.detail, "compensation").or(lane.compensation);
                         lane.bars.clear();
@@ -281,7 +289,7 @@ fn begin(lane: &mut Lane, attempt: u32, at: Millis) {
             });
         }
     }
-    let outcome = if lane.participant {
+    let outcome = if lane.participant || lane.waits_on.is_some() {
         Outcome::Awaiting
     } else {
         Outcome::Running

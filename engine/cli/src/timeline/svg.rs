@@ -113,6 +113,10 @@ pub(crate) fn label(lane: &Lane) -> String {
             if lane.participant {
                 text.push_str(" · participant");
             }
+            if let Some(waits_on) = &lane.waits_on {
+                text.push_str(" · ");
+                text.push_str(waits_on);
+            }
             text
         }
         Phase::Compensation => match &lane.compensation {
@@ -197,7 +201,12 @@ pub(crate) fn render(timeline: &Timeline) -> Markup {
                             x=(f(x)) y=(f(y + (ROW - BAR) / 2.0)) width=(f(w)) height=(f(BAR)) rx="2" {
                             title {
                                 "attempt " (b.attempt) ": " (b.outcome.as_str())
-                                @if b.outcome == Outcome::Awaiting { " (waiting for the participant's reply)" }
+                                @if b.outcome == Outcome::Awaiting {
+                                    @match &lane.waits_on {
+                                        Some(on) => { " (waiting for the " (on) ")" },
+                                        None => " (waiting for the participant's reply)",
+                                    }
+                                }
                                 ", " (rfc3339(b.from)) ", " (short(b.to - b.from))
                                 @if let Some(e) = &b.error { ": " (clean(e)) }
                             }

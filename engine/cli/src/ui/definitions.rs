@@ -12,7 +12,7 @@ use super::counts::Counts;
 use super::layout;
 use super::query::pairs;
 use super::{Shared, UiError};
-use saga_engine::{Phase, SagaStatus, StepKind};
+use saga_engine::{SagaStatus, StepKind};
 
 /// `GET /definitions`.
 pub(super) async fn page(
@@ -67,7 +67,7 @@ pub(super) async fn page(
                 h2 { (d.name()) " v" (d.version()) }
                 p { (in_flight.get(&(d.name().to_string(), d.version())).copied().unwrap_or(0)) " in flight on this version" }
                 table class="steps" {
-                    thead { tr { th { "#" } th { "step" } th { "kind" } th { "compensation" } th { "participant command" } th { "attempts" } th { "timeout" } } }
+                    thead { tr { th { "#" } th { "step" } th { "kind" } th { "compensation" } th { "waits for" } th { "attempts" } th { "timeout" } } }
                     tbody {
                         @for (i, s) in d.steps().iter().enumerate() {
                             tr data-step=(s.name()) data-kind=(s.kind().as_str()) {
@@ -79,7 +79,7 @@ pub(super) async fn page(
                                     (true, None) => "yes",
                                     (false, _) => "-",
                                 } }
-                                td { (s.command(Phase::Action).unwrap_or("-")) }
+                                td { (crate::output::waits_for(s)) }
                                 td { @match (s.kind(), s.retry_policy().max_attempts) {
                                     (StepKind::Retriable, _) | (_, None) => "until success",
                                     (_, Some(n)) => (n),

@@ -104,7 +104,7 @@ pub(super) fn live(ui: &Shared, saga: &SagaState, history: &[HistoryEvent]) -> M
             (stuck(saga, &left))
             h2 { "Timeline" }
             div class="legend" {
-                @for (class, text) in [("succeeded", "succeeded"), ("retrying", "failed, retried"), ("failed", "failed for good"), ("interrupted", "interrupted"), ("running", "running"), ("awaiting", "waiting for a participant")] {
+                @for (class, text) in [("succeeded", "succeeded"), ("retrying", "failed, retried"), ("failed", "failed for good"), ("interrupted", "interrupted"), ("running", "running"), ("awaiting", "waiting (reply, timer, signal)")] {
                     span { i class=(class) {} (text) }
                 }
                 span { "dashed: backoff · purple line: pivot completed" }
@@ -117,10 +117,7 @@ pub(super) fn live(ui: &Shared, saga: &SagaState, history: &[HistoryEvent]) -> M
 }
 
 fn stuck(saga: &SagaState, left: &[String]) -> Markup {
-    let awaiting = saga.awaiting.map(|a| {
-        let step = saga.steps.get(a.step).map_or("?", |s| s.name.as_str());
-        (step.to_string(), a)
-    });
+    let waiting = crate::show::waiting_for(saga, crate::show::when);
     html! {
         section class="stuck" id="stuck" {
             dl {
@@ -130,17 +127,15 @@ fn stuck(saga: &SagaState, left: &[String]) -> Markup {
                 @if let Some(error) = &saga.last_error {
                     dt { "last error" } dd class="error" data-field="last-error" { (error) }
                 }
-                @if let (Some((step, a)), Some(deadline)) = (&awaiting, saga.next_attempt_at) {
-                    dt { "waiting for" } dd data-field="awaiting" {
-                        "the reply to " (step) "'s " (a.phase.as_str()) " command (attempt " (a.attempt) "), deadline " (when(deadline))
-                    }
+                @if let Some(waiting) = waiting {
+                    dt { "waiting for" } dd data-field="awaiting" { (waiting) }
                 } @else if let Some(due) = saga.next_attempt_at.filter(|_| !saga.status.is_final()) {
                     dt { "next attempt" } dd data-field="next-attempt" { (when(due)) }
                 }
                 dt { "lease" } dd data-field="lease" {
                     @match (&saga.lease_owner, saga.lease_expires_at) {
                         (Some(owner), Some(until)) => { code { (owner) } " until " (when(until)) },
-                        _ if saga.awaiting.is_some() => "none (nothing runs until the reply or the deadline)",
+                        _ if saga.awaiting.is_some() => "none (nothing runs until what it waits for comes, or its deadline)",
                         _ if !saga.status.is_final() => "none (the next worker to look picks it up)",
                         _ if saga.status == SagaStatus::Failed => "none (nothing runs until an operator retries it)",
                         _ => "none (finished)",
