@@ -1,4 +1,5 @@
-//! A child process for the crash-point matrix (`tests/engine/crash.rs`): it runs one OrderSaga,
+//! A child process for the crash-point matrix (`tests/engine/crash.rs`, `crash_waits.rs`): it
+//! runs one OrderSaga or one booking (a timer and a signal),
 //! or recovers whatever a crashed run left, against a store (with the participants and the
 //! delivery record in a SQLite file, by default the store's own), honouring `SAGA_CRASH_AT`,
 //! `SAGA_CRASH_TRACE` and `SAGA_FAULTS`. Every event it publishes is first recorded in the
@@ -8,6 +9,7 @@
 //! ```text
 //! crash_child --database sqlite://x.db start --order-id o1 [--fail-at STEP]
 //! crash_child --database sqlite://x.db batch --count 40
+//! crash_child --database sqlite://x.db booking [--pay]
 //! crash_child --database sqlite://x.db recover [--fail-at STEP]
 //! ```
 
@@ -25,6 +27,7 @@ use saga::engine::{
     bus::Envelope, bus::EventBus, bus::Filter, bus::InProcessBus, bus::Subscription,
     fault::FaultPlan, store, Mediator, Registry, RetryPolicy,
 };
+use saga::sagas::booking;
 use saga::sagas::order::{self, Options};
 use saga::sagas::{Address, LineItem, Order, Participants};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -57,10 +60,19 @@ enum Mode {
         #[arg(long)]
         count: usize,
     },
-    /// Continue every unfinished saga until none is left.
+    /// Start one booking (a timer, then a payment signal with a deadline) and wait for its
+    /// outcome; with `--pay`, the payment is signalled at once, before the saga reaches its wait.
+    Booking {
+        #[arg(long)]
+        pay: bool,
+    },
+    /// Continue every unfinished saga until none is left; with `--pay`, first send a booking's
+    /// payment again, as a payer that never heard it was received would.
     Recover {
         #[arg(long)]
         fail_at: Option<String>,
+        #[arg(long)]
+        pay: bool,
     },
 }
 
@@ -107,6 +119,20 @@ impl EventBus for RecordingBus {
     }
 }
 
+/// The payment of a booking, always with the same signal id: sent again, it is kept once, and
+/// one that comes after the saga took it (or ended) is refused and changes nothing.
+async fn pay_booking(mediator: &Mediator, id: uuid::Uuid) -> Result<(), Box<dyn Error>> {
+    let payment = uuid::Uuid::from_u128(0x0193_0000_7000_8000_0000_0000_0000_0001);
+    let data = serde_json::json!({ "amount": 50 });
+    match mediator.signal_with_id(id, "paid", payment, &data).await {
+        Ok(_)
+        | Err(saga::engine::EngineError::Signal(
+            saga::engine::operator::OperatorError::Refused { .. },
+        )) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match run(Args::parse()).await {
@@ -140,9 +166,14 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     };
     let mut registry = Registry::new();
     order::register_all_with(&mut registry, &participants, &options)?;
+    registry.register(booking::booking(
+        Duration::from_millis(200),
+        Duration::from_millis(1500),
+    )?)?;
+    registry.provide(booking::Holds::open(&local).await?);
     let fail_at = match &args.mode {
-        Mode::Start { fail_at, .. } | Mode::Recover { fail_at } => fail_at.clone(),
-        Mode::Batch { .. } => None,
+        Mode::Start { fail_at, .. } | Mode::Recover { fail_at, .. } => fail_at.clone(),
+        Mode::Batch { .. } | Mode::Booking { .. } => None,
     };
     let mut faults = FaultPlan::from_env()?;
     if let Some(step) = fail_at {
@@ -212,7 +243,21 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 result?;
             }
         }
-        Mode::Recover { .. } => {
+        Mode::Booking { pay } => {
+            let id = mediator
+                .start(booking::NAME, &booking::Booking::new("bk1"))
+                .await?;
+            if pay {
+                pay_booking(&mediator, id).await?;
+            }
+            mediator.wait(id).await?;
+        }
+        Mode::Recover { pay, .. } => {
+            for saga in store.list(&Default::default()).await? {
+                if pay && saga.definition == booking::NAME {
+                    pay_booking(&mediator, saga.id).await?;
+                }
+            }
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             loop {
                 let left: u64 = store

@@ -60,15 +60,14 @@ pub(crate) fn run_child(db: &Db, args: &[&str], env: &[(&str, String)]) -> Outpu
     cmd.output().unwrap()
 }
 
-/// The crash points a clean run passes through, each with its occurrence number.
-async fn discover(dir: &Path, fail_at: &[&str]) -> Vec<(String, usize)> {
+/// The crash points a clean run of the child's `args` passes through, each with its occurrence
+/// number.
+pub(crate) async fn discover(dir: &Path, args: &[&str]) -> Vec<(String, usize)> {
     let db = Db::new(dir, "discover").await;
     let trace = dir.join("trace.txt");
-    let mut args = vec!["start", "--order-id", "discover"];
-    args.extend_from_slice(fail_at);
     let out = run_child(
         &db,
-        &args,
+        args,
         &[("SAGA_CRASH_TRACE", trace.display().to_string())],
     );
     assert!(
@@ -224,7 +223,9 @@ pub(crate) async fn check_with(
 async fn matrix(fail_at: Option<&str>, expected: SagaStatus) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let flags: Vec<&str> = fail_at.map(|s| vec!["--fail-at", s]).unwrap_or_default();
-    let points = discover(dir.path(), &flags).await;
+    let mut clean = vec!["start", "--order-id", "discover"];
+    clean.extend_from_slice(&flags);
+    let points = discover(dir.path(), &clean).await;
     assert!(points.len() >= 7, "discovered only {points:?}");
     for (i, (point, n)) in points.iter().enumerate() {
         let what = format!("crash at {point}:{n} (fail at {fail_at:?})");

@@ -16,13 +16,15 @@ pub const CRASH_TRACE_ENV: &str = "SAGA_CRASH_TRACE";
 /// - `before_commit`, `after_commit`: around every transition's commit (the latter is also an
 ///   ambiguous commit: durable, but the process never learns it);
 /// - `after_action`, `after_compensation`: the work's effect is applied, not yet recorded;
-/// - `before_dispatch`: committed and in the outbox, not yet published.
-pub const CRASH_POINTS: [&str; 5] = [
+/// - `before_dispatch`: committed and in the outbox, not yet published;
+/// - `after_signal_kept`: a signal is kept and its saga made due, not yet taken.
+pub const CRASH_POINTS: [&str; 6] = [
     "before_commit",
     "after_commit",
     "after_action",
     "after_compensation",
     "before_dispatch",
+    "after_signal_kept",
 ];
 
 /// The crash-point part of a [`FaultPlan`].

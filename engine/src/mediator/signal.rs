@@ -26,6 +26,18 @@ impl Mediator {
         name: &str,
         data: &T,
     ) -> Result<SignalSent, EngineError> {
+        self.signal_with_id(id, name, Uuid::now_v7(), data).await
+    }
+
+    /// [`Mediator::signal`] with the signal's own id (a webhook's delivery id, say): a sender
+    /// that retries with the same id is kept once.
+    pub async fn signal_with_id<T: Serialize + ?Sized>(
+        &self,
+        id: Uuid,
+        name: &str,
+        event_id: Uuid,
+        data: &T,
+    ) -> Result<SignalSent, EngineError> {
         let data = serde_json::to_value(data).map_err(|e| EngineError::InvalidData {
             saga: format!("signal `{name}`"),
             reason: e.to_string(),
@@ -33,7 +45,7 @@ impl Mediator {
         let target = SignalTarget::Saga(id);
         Ok(self
             .inner
-            .send_signal(&target, name, Uuid::now_v7(), &data)
+            .send_signal(&target, name, event_id, &data)
             .await?)
     }
 }
@@ -56,6 +68,8 @@ impl Inner {
             data,
         )
         .await?;
+        // Kept, and its sagas due for whichever mediator looks first; not yet taken.
+        self.config.faults.crash_point("after_signal_kept").await;
         for &id in &sent.woken {
             let Some(saga) = self.store.get(id).await? else {
                 continue;

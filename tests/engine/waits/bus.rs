@@ -20,7 +20,7 @@ async fn a_bus_event_routed_by_key_is_the_signal_of_its_saga(broker: Broker) {
     let env = Env::new().await;
     let mut registry = registry(
         &env,
-        booking(Duration::from_millis(10), Duration::from_secs(60)),
+        booking(Duration::from_millis(10), Duration::from_secs(60)).unwrap(),
     )
     .await;
     registry

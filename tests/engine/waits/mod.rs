@@ -1,5 +1,5 @@
-//! Timers and signals on both backends, with a real store and the holds they guard kept in the
-//! participants' SQLite file: a timer fires after its time and survives a restart, a signal
+//! Timers and signals on both backends, with a real store and the booking saga's holds kept in
+//! the participants' SQLite file: a timer fires after its time and survives a restart, a signal
 //! sent before the wait is kept for it and taken once, a signal wait that runs out compensates,
 //! bad signals are refused with nothing kept, and a bus event routed by correlation key reaches
 //! the saga over a real broker.
@@ -9,91 +9,16 @@ mod bus;
 use std::time::Duration;
 
 use saga::engine::{
-    fault::FaultPlan, Definition, EventKind, HistoryEvent, Mediator, Registry, SagaDefinition,
-    SagaStatus, Step, StepContext, StepResultExt,
+    fault::FaultPlan, Definition, EventKind, HistoryEvent, Mediator, Registry, SagaStatus,
 };
-use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
+use saga::sagas::booking::{booking, Booking, Holds};
 
 use crate::common::*;
-
-/// The holds a booking takes, in the participants' file: what compensation must undo.
-pub struct Holds(pub SqlitePool);
-
-impl Holds {
-    pub async fn open(local: &str) -> Holds {
-        let pool = SqlitePool::connect(local).await.unwrap();
-        sqlx::query("CREATE TABLE IF NOT EXISTS trip_holds (key TEXT PRIMARY KEY, released INTEGER NOT NULL DEFAULT 0)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        Holds(pool)
-    }
-
-    /// `(taken, released)`.
-    pub async fn counts(&self) -> (i64, i64) {
-        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(released), 0) FROM trip_holds")
-            .fetch_one(&self.0)
-            .await
-            .unwrap()
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Booking {
-    pub booking_id: String,
-    pub paid: u64,
-}
-
-#[derive(Deserialize)]
-struct Payment {
-    amount: u64,
-}
-
-/// `hold` (takes a hold; released by its compensation), `cool_off` (a timer of `timer`),
-/// `await_payment` (the `paid` signal, keyed by `booking_id`, waiting `deadline`), `confirm`.
-pub fn booking(timer: Duration, deadline: Duration) -> Definition {
-    SagaDefinition::<Booking>::new("booking", 1)
-        .step(
-            Step::new("hold", |ctx: StepContext<Booking>| async move {
-                let holds = ctx.resource::<Holds>()?;
-                sqlx::query("INSERT INTO trip_holds (key) VALUES (?1) ON CONFLICT DO NOTHING")
-                    .bind(&ctx.idempotency_key)
-                    .execute(&holds.0)
-                    .await?;
-                Ok(ctx.data)
-            })
-            .compensate(|ctx: StepContext<Booking>| async move {
-                let holds = ctx.resource::<Holds>()?;
-                sqlx::query("UPDATE trip_holds SET released = 1 WHERE key = ?1")
-                    .bind(ctx.action_key())
-                    .execute(&holds.0)
-                    .await
-                    .terminal()?;
-                Ok(ctx.data)
-            }),
-        )
-        .step(Step::sleep("cool_off", timer))
-        .step(
-            Step::signal("await_payment", "paid", |mut b: Booking, p: Payment| {
-                b.paid = p.amount;
-                b
-            })
-            .correlate("booking_id")
-            .timeout(deadline),
-        )
-        .step(Step::new(
-            "confirm",
-            |ctx: StepContext<Booking>| async move { Ok(ctx.data) },
-        ))
-        .build()
-        .unwrap()
-}
 
 pub async fn registry(env: &Env, def: Definition) -> Registry {
     let mut registry = Registry::new();
     registry.register(def).unwrap();
-    registry.provide(Holds::open(&env.local).await);
+    registry.provide(Holds::open(&env.local).await.unwrap());
     registry
 }
 
@@ -117,10 +42,7 @@ async fn mediator(env: &Env, registry: Registry) -> Mediator {
 }
 
 fn booking_data(id: &str) -> Booking {
-    Booking {
-        booking_id: id.into(),
-        paid: 0,
-    }
+    Booking::new(id)
 }
 
 on_both!(
@@ -132,7 +54,7 @@ on_both!(
 
 async fn a_timer_fires_after_its_time_and_survives_a_restart() {
     let env = Env::new().await;
-    let def = || booking(Duration::from_millis(1500), Duration::from_secs(30));
+    let def = || booking(Duration::from_millis(1500), Duration::from_secs(30)).unwrap();
     let first = mediator(&env, registry(&env, def()).await).await;
     let id = first.start("booking", &booking_data("b1")).await.unwrap();
     until("the timer is scheduled", || async {
@@ -191,7 +113,7 @@ async fn a_signal_sent_before_the_wait_is_kept_and_taken_once() {
     let env = Env::new().await;
     let registry = registry(
         &env,
-        booking(Duration::from_millis(400), Duration::from_secs(30)),
+        booking(Duration::from_millis(400), Duration::from_secs(30)).unwrap(),
     )
     .await;
     let store = env.store.clone();
@@ -232,14 +154,22 @@ async fn a_signal_sent_before_the_wait_is_kept_and_taken_once() {
         ),
         "{late:?}"
     );
-    assert_eq!(Holds::open(&env.local).await.counts().await, (1, 0));
+    assert_eq!(
+        Holds::open(&env.local)
+            .await
+            .unwrap()
+            .counts()
+            .await
+            .unwrap(),
+        (1, 0)
+    );
 }
 
 async fn a_signal_wait_that_runs_out_compensates() {
     let env = Env::new().await;
     let registry = registry(
         &env,
-        booking(Duration::from_millis(10), Duration::from_millis(700)),
+        booking(Duration::from_millis(10), Duration::from_millis(700)).unwrap(),
     )
     .await;
     let m = mediator(&env, registry).await;
@@ -279,7 +209,12 @@ async fn a_signal_wait_that_runs_out_compensates() {
         ["CompensationStarted hold", "StepCompensated hold"]
     );
     assert_eq!(
-        Holds::open(&env.local).await.counts().await,
+        Holds::open(&env.local)
+            .await
+            .unwrap()
+            .counts()
+            .await
+            .unwrap(),
         (1, 1),
         "the hold is released"
     );
@@ -297,7 +232,7 @@ async fn bad_signals_are_refused_and_nothing_is_kept() {
     let env = Env::new().await;
     let registry = registry(
         &env,
-        booking(Duration::from_secs(30), Duration::from_secs(30)),
+        booking(Duration::from_secs(30), Duration::from_secs(30)).unwrap(),
     )
     .await;
     let m = mediator(&env, registry).await;

@@ -1,0 +1,167 @@
+//! The crash-point matrix for timers and signals, with real processes: a booking (a hold, a
+//! timer, a payment signal with a deadline) runs once cleanly to discover every crash point it
+//! passes, then once per occurrence with that point armed, dying there; fresh processes recover
+//! it (and, for a paid booking, the payer sends its payment again, with the same signal id, as
+//! one that never heard back would). Paid at once (the signal kept before the saga reaches its
+//! wait), it must complete;
+//! unpaid, its wait runs out and it must be compensated. After every run: final as expected,
+//! the hold taken once and released once when compensated, the timer fired once and never
+//! early, the signal taken at most once, the history gapless, and every event published.
+
+use std::os::unix::process::ExitStatusExt;
+
+use saga::engine::{store, EventKind, SagaStatus};
+use saga::sagas::booking::Holds;
+use sqlx::SqlitePool;
+
+use crate::crash::{discover, run_child, Db};
+
+async fn check(db: &Db, expected: SagaStatus, what: &str, may_be_empty: bool) {
+    let store = store::open(&db.url, store::OpenMode::MustExist)
+        .await
+        .unwrap();
+    let holds = Holds::open(&db.local)
+        .await
+        .unwrap()
+        .counts()
+        .await
+        .unwrap();
+    let sagas = store.list(&Default::default()).await.unwrap();
+    if sagas.is_empty() {
+        assert!(may_be_empty, "{what}: the saga is gone");
+        assert_eq!(holds, (0, 0), "{what}: a hold without a saga");
+        return;
+    }
+    assert_eq!(sagas.len(), 1, "{what}");
+    let saga = &sagas[0];
+    assert_eq!(saga.status, expected, "{what}: {:?}", saga.last_error);
+    let released = i64::from(expected == SagaStatus::Compensated);
+    assert_eq!(holds, (1, released), "{what}: holds (taken, released)");
+
+    let history = store.history(saga.id).await.unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=history.len() as i64).collect::<Vec<_>>(),
+        "{what}"
+    );
+    let count = |kind: EventKind| history.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(
+        count(EventKind::TimerFired),
+        1,
+        "{what}: the timer fired once"
+    );
+    assert_eq!(
+        count(EventKind::TimerScheduled),
+        1,
+        "{what}: scheduled once, never again"
+    );
+    let fires_at = history
+        .iter()
+        .find(|e| e.kind == EventKind::TimerScheduled)
+        .and_then(|e| e.detail["fires_at"].as_i64())
+        .unwrap();
+    let fired = history
+        .iter()
+        .find(|e| e.kind == EventKind::TimerFired)
+        .unwrap();
+    assert!(
+        fired.at >= fires_at,
+        "{what}: fired {} ms early",
+        fires_at - fired.at
+    );
+    let taken = count(EventKind::SignalReceived);
+    assert_eq!(
+        taken,
+        usize::from(expected == SagaStatus::Completed),
+        "{what}: signals taken"
+    );
+    let mut completed = std::collections::HashMap::new();
+    for e in history
+        .iter()
+        .filter(|e| e.kind == EventKind::StepCompleted)
+    {
+        *completed.entry(e.step.clone()).or_insert(0) += 1;
+    }
+    assert!(
+        completed.values().all(|&n| n == 1),
+        "{what}: a step completed twice"
+    );
+    if expected == SagaStatus::Compensated {
+        let failed = history
+            .iter()
+            .find(|e| e.kind == EventKind::StepFailed)
+            .unwrap();
+        assert_eq!(failed.detail["kind"], "signal_timeout", "{what}");
+    }
+
+    let pool = SqlitePool::connect(&db.local).await.unwrap();
+    for e in &history {
+        let delivered: Option<i64> =
+            sqlx::query_scalar("SELECT deliveries FROM crash_deliveries WHERE event_id = ?1")
+                .bind(e.event_id.to_string())
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        assert!(
+            delivered.unwrap_or(0) >= 1,
+            "{what}: {} #{} was never published",
+            e.kind,
+            e.seq
+        );
+    }
+}
+
+async fn matrix(pay: bool, expected: SagaStatus) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let mut start = vec!["booking"];
+    if pay {
+        start.push("--pay");
+    }
+    let points = discover(dir.path(), &start).await;
+    let names: Vec<&str> = points.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(
+        names.contains(&"after_commit"),
+        "discovered only {points:?}"
+    );
+    if pay {
+        assert!(
+            names.contains(&"after_signal_kept"),
+            "discovered only {points:?}"
+        );
+    }
+    for (i, (point, n)) in points.iter().enumerate() {
+        let what = format!("crash at {point}:{n} (pay: {pay})");
+        let db = Db::new(dir.path(), &format!("run{i}")).await;
+        let crashed = run_child(&db, &start, &[("SAGA_CRASH_AT", format!("{point}:{n}"))]);
+        assert_eq!(
+            crashed.status.signal(),
+            Some(6),
+            "{what}: the child did not die there: {crashed:?}"
+        );
+        let recover: &[&str] = if pay {
+            &["recover", "--pay"]
+        } else {
+            &["recover"]
+        };
+        let recovered = run_child(&db, recover, &[]);
+        assert!(
+            recovered.status.success(),
+            "{what}: recovery failed: {}",
+            String::from_utf8_lossy(&recovered.stderr)
+        );
+        check(&db, expected, &what, point == "before_commit" && *n == 1).await;
+    }
+    points.len()
+}
+
+async fn every_crash_point_of_a_paid_booking_recovers() {
+    let covered = matrix(true, SagaStatus::Completed).await;
+    println!("paid booking: {covered} crash points");
+}
+
+async fn every_crash_point_of_an_unpaid_booking_recovers() {
+    let covered = matrix(false, SagaStatus::Compensated).await;
+    println!("unpaid booking: {covered} crash points");
+}
+
+on_both!(multi: every_crash_point_of_a_paid_booking_recovers, every_crash_point_of_an_unpaid_booking_recovers);
