@@ -3,36 +3,70 @@
 //! its deadline, and `confirm` ends it. No payment by the deadline compensates the hold. The
 //! holds live in a table of their own, so tests can check that compensation undid them.
 
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use saga_engine::{Definition, DefinitionError, SagaDefinition, Step, StepContext, StepResultExt};
+use saga_engine::{
+    Definition, DefinitionError, Registry, SagaDefinition, SignalRoute, Step, StepContext,
+    StepResultExt,
+};
 use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::SqlitePool;
+use tokio::sync::OnceCell;
 
 /// The saga's name.
 pub const NAME: &str = "booking";
 
 /// The holds bookings take, in a SQLite file: what compensation must undo.
 #[derive(Debug, Clone)]
-pub struct Holds(pub SqlitePool);
+pub struct Holds {
+    pool: SqlitePool,
+    ready: Arc<OnceCell<()>>,
+}
 
 impl Holds {
-    /// Opens (creating if needed) the holds table in the SQLite database at `url`.
+    /// The holds in the SQLite database at `url`, connecting (and creating the table) only when
+    /// first used.
+    pub fn lazy(url: &str) -> Result<Holds, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(30));
+        Ok(Holds {
+            pool: SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(options),
+            ready: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// The holds in the SQLite database at `url`, connected now.
     pub async fn open(url: &str) -> Result<Holds, sqlx::Error> {
-        let pool = SqlitePool::connect(url).await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS booking_holds \
-             (key TEXT PRIMARY KEY, released INTEGER NOT NULL DEFAULT 0)",
-        )
-        .execute(&pool)
-        .await?;
-        Ok(Holds(pool))
+        let holds = Self::lazy(url)?;
+        holds.pool().await?;
+        Ok(holds)
+    }
+
+    async fn pool(&self) -> Result<&SqlitePool, sqlx::Error> {
+        self.ready
+            .get_or_try_init(|| async {
+                sqlx::query(
+                    "CREATE TABLE IF NOT EXISTS booking_holds \
+                     (key TEXT PRIMARY KEY, released INTEGER NOT NULL DEFAULT 0)",
+                )
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+            })
+            .await?;
+        Ok(&self.pool)
     }
 
     /// `(taken, released)` over all bookings.
     pub async fn counts(&self) -> Result<(i64, i64), sqlx::Error> {
         sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(released), 0) FROM booking_holds")
-            .fetch_one(&self.0)
+            .fetch_one(self.pool().await?)
             .await
     }
 }
@@ -72,7 +106,7 @@ pub fn booking(timer: Duration, deadline: Duration) -> Result<Definition, Defini
                 let holds = ctx.resource::<Holds>()?;
                 sqlx::query("INSERT INTO booking_holds (key) VALUES (?1) ON CONFLICT DO NOTHING")
                     .bind(&ctx.idempotency_key)
-                    .execute(&holds.0)
+                    .execute(holds.pool().await?)
                     .await?;
                 Ok(ctx.data)
             })
@@ -80,7 +114,7 @@ pub fn booking(timer: Duration, deadline: Duration) -> Result<Definition, Defini
                 let holds = ctx.resource::<Holds>()?;
                 sqlx::query("UPDATE booking_holds SET released = 1 WHERE key = ?1")
                     .bind(ctx.action_key())
-                    .execute(&holds.0)
+                    .execute(holds.pool().await.terminal()?)
                     .await
                     .terminal()?;
                 Ok(ctx.data)
@@ -101,3 +135,19 @@ pub fn booking(timer: Duration, deadline: Duration) -> Result<Definition, Defini
         ))
         .build()
 }
+
+/// Registers the booking with a 2-second cooling-off and a 10-minute payment deadline, its holds
+/// in the SQLite database at `holds_url`, and `PaymentReceived` events (payload `booking_id`,
+/// `amount`) routed as its `paid` signal.
+pub fn register(
+    registry: &mut Registry,
+    holds_url: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    registry.register(booking(Duration::from_secs(2), Duration::from_secs(600))?)?;
+    registry.signal_route(SignalRoute::by_key(PAYMENT_RECEIVED, "paid", "booking_id"))?;
+    registry.provide(Holds::lazy(holds_url)?);
+    Ok(())
+}
+
+/// The event type a payment service publishes when a booking is paid.
+pub const PAYMENT_RECEIVED: &str = "PaymentReceived";

@@ -5,6 +5,7 @@ mod act;
 mod dead;
 mod read;
 mod recovery;
+mod signal;
 mod truthful;
 
 use std::process::{Child, Command, Output, Stdio};
