@@ -22,6 +22,7 @@ mod load;
 mod order;
 mod report;
 mod scale;
+mod timers;
 mod ui;
 
 use std::process::ExitCode;
@@ -59,6 +60,13 @@ struct Args {
     /// (parked in a step or a retry backoff), report the peak memory, then let them finish.
     #[arg(long, value_name = "N")]
     in_flight: Option<usize>,
+    /// Instead of the throughput runs: start this many sagas that all wait on a durable timer
+    /// at once, report the peak memory, then let the timers fire.
+    #[arg(long, value_name = "N")]
+    timers: Option<usize>,
+    /// With --timers: how long each timer waits.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    timer_delay: std::time::Duration,
     /// Instead of the throughput runs: fill the store with this many finished sagas, then time
     /// `saga list --status failed` and `saga show ID` on it.
     #[arg(long, value_name = "N")]
@@ -108,6 +116,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let store = store::open(&target.url, OpenMode::CreateIfMissing).await?;
     if let Some(n) = args.in_flight {
         scale::in_flight(store, n).await?;
+    } else if let Some(n) = args.timers {
+        timers::waiting(store, n, args.timer_delay).await?;
     } else if let Some(n) = args.fill {
         scale::fill_and_time(store, &target.url, n).await?;
     } else if let Some(url) = &args.bus {

@@ -11,13 +11,16 @@ use serde_json::Value;
 use super::{SagaData, Step, StepContext, StepError, Work};
 use crate::state::Millis;
 
+/// Reads a timer's time from the saga data (type-erased; `None` when the data cannot be read).
+pub(crate) type UntilFn = Arc<dyn Fn(&Value) -> Option<SystemTime> + Send + Sync>;
+
 /// When a timer step fires.
 #[derive(Clone)]
 pub(crate) enum Delay {
     /// This long after the step starts.
     For(Duration),
-    /// At the time the saga data says (type-erased; `None` when the data cannot be read).
-    Until(Arc<dyn Fn(&Value) -> Option<SystemTime> + Send + Sync>),
+    /// At the time the saga data says.
+    Until(UntilFn),
 }
 
 impl Delay {
