@@ -50,6 +50,47 @@ impl<D: SagaData> SagaDefinition<D> {
         self
     }
 
+    /// Appends a parallel group named `name`: its steps (the branches) start at once, and the
+    /// group completes when every branch has completed. Each branch gets the saga data as it
+    /// is when its attempt starts; the top-level fields it changes are merged into the saga data
+    /// when it completes (so branches should write fields of their own). If a branch fails for
+    /// good, the branches still running are awaited (a local step cannot be cut off safely), none
+    /// is retried any more, and every branch that completed, or whose outcome is unknown, is
+    /// compensated, last first, then the steps before the group. Branches are local steps
+    /// (no participant, timer or signal steps), compensatable or all retriable, never a pivot.
+    ///
+    /// ```
+    /// use saga_engine::{SagaDefinition, Step, StepContext};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Trip { flight: bool, hotel: bool }
+    /// let trip = SagaDefinition::<Trip>::new("trip", 1)
+    ///     .parallel("book", [
+    ///         Step::new("book_flight", |mut ctx: StepContext<Trip>| async move {
+    ///             ctx.data.flight = true;
+    ///             Ok(ctx.data)
+    ///         }),
+    ///         Step::new("book_hotel", |mut ctx: StepContext<Trip>| async move {
+    ///             ctx.data.hotel = true;
+    ///             Ok(ctx.data)
+    ///         }),
+    ///     ])
+    ///     .build()
+    ///     .expect("a valid definition");
+    /// assert_eq!(trip.steps()[1].group(), Some("book"));
+    /// ```
+    pub fn parallel(
+        mut self,
+        name: impl Into<String>,
+        branches: impl IntoIterator<Item = Step<D>>,
+    ) -> Self {
+        let name = name.into();
+        for step in branches {
+            let mut spec = step.spec;
+            spec.group = Some(name.clone());
+            self.steps.push(spec);
+        }
+        self
+    }
+
     /// Validates the definition and erases its data type so it can be registered.
     pub fn build(self) -> Result<Definition, DefinitionError> {
         let definition = Definition {
@@ -123,6 +164,22 @@ impl Definition {
 
     pub(crate) fn step(&self, index: usize) -> Option<&StepSpec> {
         self.steps.get(index)
+    }
+
+    /// The indices of the parallel group step `index` is a branch of, or `None` for a step on
+    /// its own.
+    pub fn group_of(&self, index: usize) -> Option<std::ops::Range<usize>> {
+        let name = self.steps.get(index)?.group.as_deref()?;
+        let same = |s: &StepSpec| s.group.as_deref() == Some(name);
+        let start = (0..=index)
+            .rev()
+            .take_while(|&i| same(&self.steps[i]))
+            .last()?;
+        let end = (index..self.steps.len())
+            .take_while(|&i| same(&self.steps[i]))
+            .last()?
+            + 1;
+        Some(start..end)
     }
 
     fn validate(&self) -> Result<(), DefinitionError> {
@@ -206,6 +263,55 @@ impl Definition {
                     kind: step.kind.as_str(),
                 });
             }
+        }
+        self.validate_groups()
+    }
+
+    /// The rules of parallel groups: two branches at least, names not reused, local steps only,
+    /// no pivot, and compensatable or retriable alike.
+    fn validate_groups(&self) -> Result<(), DefinitionError> {
+        let mut seen = HashSet::new();
+        let mut i = 0;
+        while i < self.steps.len() {
+            let Some(range) = self.group_of(i) else {
+                i += 1;
+                continue;
+            };
+            let group = self.steps[i].group.clone().unwrap_or_default();
+            let invalid = |problem: String| DefinitionError::InvalidGroup {
+                saga: self.name.clone(),
+                group: group.clone(),
+                problem,
+            };
+            if !seen.insert(group.clone()) || self.steps.iter().any(|s| s.name == group) {
+                return Err(invalid(
+                    "its name is taken by another group or a step".into(),
+                ));
+            }
+            if range.len() < 2 {
+                return Err(invalid(
+                    "a parallel group needs two branches at least".into(),
+                ));
+            }
+            let branches = &self.steps[range.clone()];
+            if let Some(b) = branches.iter().find(|b| !b.is_local()) {
+                return Err(invalid(format!(
+                    "branch `{}` is a participant, timer or signal step; branches run in the mediator",
+                    b.name
+                )));
+            }
+            if let Some(b) = branches.iter().find(|b| b.kind == StepKind::Pivot) {
+                return Err(invalid(format!(
+                    "branch `{}` is a pivot; a pivot stands on its own",
+                    b.name
+                )));
+            }
+            if branches.iter().any(|b| b.kind != branches[0].kind) {
+                return Err(invalid(
+                    "its branches mix compensatable and retriable steps".into(),
+                ));
+            }
+            i = range.end;
         }
         Ok(())
     }

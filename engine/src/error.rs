@@ -83,6 +83,16 @@ pub enum DefinitionError {
         /// What is wrong.
         problem: String,
     },
+    /// A parallel group breaks a rule of groups.
+    #[error("saga `{saga}`, parallel group `{group}`: {problem}")]
+    InvalidGroup {
+        /// The saga.
+        saga: String,
+        /// The group.
+        group: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// An event type has one meaning: it starts one saga, or it is one signal.
     #[error(
         "event `{event_type}` already {meaning}; an event type starts one saga or is one signal"

@@ -149,6 +149,13 @@ pub struct StepState {
     /// same signal never completes two steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<Uuid>,
+    /// The parallel group the step is a branch of, if any (its branches run at the same time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// For a branch of a parallel group waiting out a backoff: when its next attempt is due
+    /// (milliseconds since the Unix epoch). `None` while an attempt runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Millis>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -174,6 +181,8 @@ impl StepState {
             outcome_unknown: false,
             last_error: None,
             signal: None,
+            group: None,
+            retry_at: None,
         }
     }
 }

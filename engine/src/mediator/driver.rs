@@ -112,6 +112,17 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
                 inner.waits.due_at(saga.next_attempt_at);
                 return;
             }
+            Next::Group => match super::group::run_group(inner, &def, saga.clone()).await {
+                Some(next) => {
+                    saga = next;
+                    due = None;
+                    continue;
+                }
+                None => {
+                    release(inner, &saga).await;
+                    return;
+                }
+            },
             Next::Begin => {
                 if let Some(at) = due.take() {
                     tokio::select! {
@@ -155,7 +166,11 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
 /// Commits a transition, retrying while the database is unavailable. Gives up (returning
 /// `None`) when the lease is lost or the database stays down: the lease then expires and the
 /// saga is claimed again from its last committed state.
-async fn commit_with_retry(inner: &Inner, saga: &SagaState, change: Change) -> Option<SagaState> {
+pub(super) async fn commit_with_retry(
+    inner: &Inner,
+    saga: &SagaState,
+    change: Change,
+) -> Option<SagaState> {
     let mut delay = Duration::from_millis(50);
     let landed_seq = saga.last_seq + change.events.len() as i64;
     for attempt in 1..=8 {
@@ -198,7 +213,7 @@ async fn release(inner: &Inner, saga: &SagaState) {
 }
 
 /// Runs one attempt of a step's action or compensation and says how it went.
-async fn run_attempt(
+pub(super) async fn run_attempt(
     inner: &Inner,
     def: &Definition,
     saga: &SagaState,

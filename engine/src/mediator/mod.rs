@@ -6,6 +6,7 @@ mod commit;
 mod config;
 mod dispatch;
 mod driver;
+mod group;
 mod holder;
 mod listen;
 mod new;

@@ -91,7 +91,10 @@ impl Inner {
 
     /// Drives `saga` on from here if it has work to do now.
     pub(crate) fn drive_on(self: &Arc<Self>, saga: SagaState) {
-        if matches!(transition::next(&saga), Next::Begin | Next::Run { .. }) {
+        if matches!(
+            transition::next(&saga),
+            Next::Begin | Next::Run { .. } | Next::Group
+        ) {
             self.spawn_driver(saga, false);
         }
     }

@@ -189,6 +189,8 @@ pub struct StepSpec {
     pub(crate) timeout: Duration,
     /// A builder call that does not fit the step (reported when the definition is built).
     pub(crate) misuse: Option<String>,
+    /// The parallel group the step is a branch of, if any.
+    pub(crate) group: Option<String>,
 }
 
 impl StepSpec {
@@ -237,6 +239,17 @@ impl StepSpec {
             Some(Work::Command(kind)) => Some(kind),
             _ => None,
         }
+    }
+
+    /// The parallel group the step is a branch of, if any.
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// Whether the step's action runs in the mediator (not a participant's command, a timer or
+    /// a signal).
+    pub fn is_local(&self) -> bool {
+        matches!(self.action, Work::Local(_))
     }
 
     /// Whether the step's action is a durable timer.
@@ -322,6 +335,7 @@ impl<D: SagaData> Step<D> {
                 compensation_retry: RetryPolicy::attempts(5),
                 timeout: DEFAULT_STEP_TIMEOUT,
                 misuse: None,
+                group: None,
             },
             _data: PhantomData,
         }

@@ -14,11 +14,15 @@ use crate::state::{Awaiting, SagaState, SagaStatus, StepState, StepStatus};
 use crate::step::{idempotency_key, Phase, StepError, StepKind};
 
 mod operator;
+mod parallel;
 mod recovery;
 mod wait;
 
 pub use operator::Refused;
 pub(crate) use operator::{abort, retry};
+pub(crate) use parallel::{
+    begin_branch, branch_failed, branch_succeeded, branches, resume_group, Branch,
+};
 pub(crate) use recovery::{mismatch, resume};
 pub(crate) use wait::{check_signal, pick, take, wake};
 
@@ -77,6 +81,8 @@ pub(crate) enum Next {
     Await,
     /// Record the start of the next attempt of the current unit (after its due time).
     Begin,
+    /// Run the branches of the parallel group the saga stands at.
+    Group,
     /// Run this attempt, already recorded as started.
     Run {
         step: usize,
@@ -93,6 +99,9 @@ pub(crate) fn next(state: &SagaState) -> Next {
     };
     if state.awaiting.is_some() && !state.status.is_final() {
         return Next::Await;
+    }
+    if state.status == SagaStatus::Running && step.group.is_some() {
+        return Next::Group;
     }
     let scheduled = state.next_attempt_at.is_some();
     match state.status {
@@ -117,6 +126,10 @@ pub(crate) fn next(state: &SagaState) -> Next {
 /// For a participant's work it also sends the command (through the outbox, with this very
 /// transition) and records the reply awaited, due by the step's timeout.
 fn start_attempt(def: &Definition, change: &mut Change, i: usize, phase: Phase, detail: Value) {
+    if let (Phase::Action, Some(range)) = (phase, def.group_of(i)) {
+        parallel::start_group(change, range);
+        return;
+    }
     change.state.current_step = i;
     change.state.next_attempt_at = None;
     let step = &mut change.state.steps[i];
@@ -192,7 +205,10 @@ fn created(def: &Definition, id: Uuid, data: Value) -> Change {
     let steps: Vec<StepState> = def
         .steps()
         .iter()
-        .map(|s| StepState::pending(s.name(), s.has_compensation()))
+        .map(|s| StepState {
+            group: s.group().map(String::from),
+            ..StepState::pending(s.name(), s.has_compensation())
+        })
         .collect();
     let state = SagaState {
         id,

@@ -85,10 +85,14 @@ pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result
     // A timer or a signal wait did nothing.
     let in_flight = state.next_attempt_at.is_none()
         || state.awaiting.as_ref().is_some_and(|a| a.wait.is_reply());
-    let step = &mut change.state.steps[i];
-    if step.status == StepStatus::Running {
-        step.status = StepStatus::Failed;
-        step.outcome_unknown |= in_flight;
+    // At a parallel group, every branch still running or waiting out a backoff.
+    for j in def.group_of(i).unwrap_or(i..i + 1) {
+        let step = &mut change.state.steps[j];
+        if step.status == StepStatus::Running {
+            step.status = StepStatus::Failed;
+            step.outcome_unknown |= in_flight && step.retry_at.is_none();
+            step.retry_at = None;
+        }
     }
     change.state.next_attempt_at = None;
     change.state.awaiting = None;
@@ -110,7 +114,19 @@ pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result
 pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> {
     let mut change = Change::from(state);
     let i = state.current_step;
-    match (state.status, state.steps.get(i).map(|s| s.status)) {
+    // At a parallel group, the group's state: failed if a branch failed.
+    let group_failed = state.steps.get(i).and_then(|s| s.group.as_ref()).map(|g| {
+        let failed = |s: &crate::state::StepState| s.status == StepStatus::Failed;
+        state
+            .steps
+            .iter()
+            .any(|s| s.group.as_ref() == Some(g) && failed(s))
+    });
+    let current = match group_failed {
+        Some(true) => Some(StepStatus::Failed),
+        _ => state.steps.get(i).map(|s| s.status),
+    };
+    match (state.status, current) {
         (SagaStatus::Failed, Some(StepStatus::CompensationFailed)) => {
             change.state.status = SagaStatus::Compensating;
             let step = &mut change.state.steps[i];
@@ -120,6 +136,18 @@ pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> 
         (SagaStatus::Failed, Some(StepStatus::Failed)) => {
             change.state.status = SagaStatus::Running;
             change.state.steps[i].interruptions = 0;
+            // At a parallel group (retriable branches past the pivot): every failed branch is
+            // due again now; the completed ones stay completed.
+            if change.state.steps[i].group.is_some() {
+                let group = change.state.steps[i].group.clone();
+                for step in &mut change.state.steps {
+                    if step.group == group && step.status == StepStatus::Failed {
+                        step.status = StepStatus::Running;
+                        step.interruptions = 0;
+                        step.retry_at = Some(0);
+                    }
+                }
+            }
         }
         // A participant's reply is awaited: retrying now would abandon a command that may
         // still be answered.

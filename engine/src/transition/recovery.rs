@@ -32,13 +32,14 @@ pub(crate) fn resume(
         let error = StepError::timeout(timeout);
         return Some(failed(def, state, awaiting.phase, &error));
     }
-    let Next::Run {
-        step,
-        phase,
-        attempt,
-    } = next(state)
-    else {
-        return None;
+    let (step, phase, attempt) = match next(state) {
+        Next::Run {
+            step,
+            phase,
+            attempt,
+        } => (step, phase, attempt),
+        Next::Group => return super::resume_group(def, state, max_interruptions, now),
+        Next::Done | Next::Await | Next::Begin => return None,
     };
     let interrupted = match phase {
         Phase::Action => state.steps[step].interruptions,

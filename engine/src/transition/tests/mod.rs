@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod operator;
+mod parallel;
 mod recovery;
 mod waits;
 
