@@ -70,7 +70,13 @@ pub(crate) async fn write_checked(
     outbox.extend(change.commands.iter().map(|c| c.envelope(&next.definition)));
     // A final saga needs no owner; one awaiting a reply has none until the reply or its
     // deadline comes.
-    let lease = lease.filter(|_| !next.status.is_final() && next.awaiting.is_none());
+    // A child wait not started yet keeps it: its driver starts the child next.
+    let child_to_start = matches!(
+        next.awaiting.as_ref().map(|a| &a.wait),
+        Some(crate::state::Wait::Child { started: false, .. })
+    );
+    let lease =
+        lease.filter(|_| !next.status.is_final() && (next.awaiting.is_none() || child_to_start));
     let transition = Transition {
         state: &next,
         expected_token: current.map(|c| c.fencing_token),

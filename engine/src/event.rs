@@ -45,6 +45,10 @@ pub enum EventKind {
     SignalAwaited,
     /// A signal step took a signal; `detail.signal_id` is the signal's event id.
     SignalReceived,
+    /// A child saga step started its child; `detail.child_id` is the child's id.
+    ChildStarted,
+    /// The child saga a step waited for ended; `detail.status` says how.
+    ChildFinished,
 }
 
 impl EventKind {
@@ -67,6 +71,8 @@ impl EventKind {
             EventKind::TimerFired => "TimerFired",
             EventKind::SignalAwaited => "SignalAwaited",
             EventKind::SignalReceived => "SignalReceived",
+            EventKind::ChildStarted => "ChildStarted",
+            EventKind::ChildFinished => "ChildFinished",
         }
     }
 
@@ -78,7 +84,7 @@ impl EventKind {
         )
     }
 
-    const ALL: [EventKind; 16] = [
+    const ALL: [EventKind; 18] = [
         EventKind::SagaStarted,
         EventKind::StepStarted,
         EventKind::StepCompleted,
@@ -95,6 +101,8 @@ impl EventKind {
         EventKind::TimerFired,
         EventKind::SignalAwaited,
         EventKind::SignalReceived,
+        EventKind::ChildStarted,
+        EventKind::ChildFinished,
     ];
 }
 

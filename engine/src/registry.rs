@@ -132,6 +132,15 @@ impl Registry {
         all
     }
 
+    /// The names of the sagas that a registered definition starts as a child.
+    pub fn child_sagas(&self) -> std::collections::HashSet<String> {
+        self.definitions()
+            .iter()
+            .flat_map(|d| d.steps().iter().filter_map(|s| s.child_saga()))
+            .map(String::from)
+            .collect()
+    }
+
     /// `(name, version)` of every registered definition.
     pub fn keys(&self) -> Vec<(String, u32)> {
         self.definitions()

@@ -227,6 +227,14 @@ pub enum Wait {
         /// When the wait times out, in milliseconds since the Unix epoch.
         deadline: Millis,
     },
+    /// A child saga: started (or, for the compensation, asked to compensate) once `started`,
+    /// and the step ends when the child ends.
+    Child {
+        /// The child saga's id.
+        id: Uuid,
+        /// Whether the child was started (or asked to compensate) yet.
+        started: bool,
+    },
 }
 
 impl Wait {

@@ -3,8 +3,6 @@
 //! its deadline, and `confirm` ends it. No payment by the deadline compensates the hold. The
 //! holds live in a table of their own, so tests can check that compensation undid them.
 
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use saga_engine::{
@@ -12,33 +10,25 @@ use saga_engine::{
     StepResultExt,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::SqlitePool;
-use tokio::sync::OnceCell;
+
+use crate::local_db::LocalDb;
 
 /// The saga's name.
 pub const NAME: &str = "booking";
 
 /// The holds bookings take, in a SQLite file: what compensation must undo.
 #[derive(Debug, Clone)]
-pub struct Holds {
-    pool: SqlitePool,
-    ready: Arc<OnceCell<()>>,
-}
+pub struct Holds(LocalDb);
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS booking_holds \
+                      (key TEXT PRIMARY KEY, released INTEGER NOT NULL DEFAULT 0)";
 
 impl Holds {
     /// The holds in the SQLite database at `url`, connecting (and creating the table) only when
     /// first used.
     pub fn lazy(url: &str) -> Result<Holds, sqlx::Error> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .busy_timeout(Duration::from_secs(30));
-        Ok(Holds {
-            pool: SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_lazy_with(options),
-            ready: Arc::new(OnceCell::new()),
-        })
+        LocalDb::lazy(url, SCHEMA).map(Holds)
     }
 
     /// The holds in the SQLite database at `url`, connected now.
@@ -49,18 +39,7 @@ impl Holds {
     }
 
     async fn pool(&self) -> Result<&SqlitePool, sqlx::Error> {
-        self.ready
-            .get_or_try_init(|| async {
-                sqlx::query(
-                    "CREATE TABLE IF NOT EXISTS booking_holds \
-                     (key TEXT PRIMARY KEY, released INTEGER NOT NULL DEFAULT 0)",
-                )
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
-            })
-            .await?;
-        Ok(&self.pool)
+        self.0.pool().await
     }
 
     /// `(taken, released)` over all bookings.

@@ -33,6 +33,7 @@ mod restart;
 mod retries;
 mod store;
 mod success;
+mod trip;
 mod ui;
 mod versions;
 mod waits;

@@ -200,6 +200,12 @@ pub(crate) fn waiting_for(saga: &SagaState, when: impl Fn(Millis) -> String) -> 
                 .map_or(String::new(), |k| format!(" or to key `{k}`")),
             when(*deadline)
         ),
+        Wait::Child { id, started } => match (awaiting.phase, started) {
+            (saga_engine::Phase::Action, false) => format!("{step} to start its child saga {id}"),
+            (saga_engine::Phase::Action, true) => format!("its child saga {id} ({step}) to end"),
+            (_, false) => format!("{step} to ask its child saga {id} to compensate"),
+            (_, true) => format!("its child saga {id} ({step}) to compensate"),
+        },
     })
 }
 

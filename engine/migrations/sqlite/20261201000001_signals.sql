@@ -13,3 +13,12 @@ CREATE TABLE IF NOT EXISTS saga_signals (
 CREATE INDEX IF NOT EXISTS saga_instances_signal_key
     ON saga_instances ((awaiting ->> '$.wait.signal.key'))
     WHERE (awaiting ->> '$.wait.signal.key') IS NOT NULL;
+
+-- Child sagas and the parent step that started each, so that a child's end reaches its parent
+-- and `saga show` links both ways.
+CREATE TABLE IF NOT EXISTS saga_children (
+    child_id  TEXT PRIMARY KEY NOT NULL,
+    parent_id TEXT NOT NULL,
+    step      TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS saga_children_parent ON saga_children (parent_id);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use uuid::Uuid;
 
-use super::{dispatch, holder, listen, scheduler, Inner, Mediator};
+use super::{child, dispatch, holder, listen, scheduler, Inner, Mediator};
 use crate::bus::{self, BusConfig, ConsumeOptions, EventBus, InProcessBus};
 use crate::error::EngineError;
 use crate::fault::FaultPlan;
@@ -207,6 +207,8 @@ impl MediatorBuilder {
         }
         let (shutdown, _) = watch::channel(false);
         let (dispatcher, jobs) = mpsc::unbounded_channel();
+        let (ended_children, ended) = mpsc::unbounded_channel();
+        let child_sagas = self.registry.child_sagas();
         let inner = Arc::new(Inner {
             store: self.store,
             registry: self.registry,
@@ -220,6 +222,8 @@ impl MediatorBuilder {
             shutdown,
             refused: std::sync::atomic::AtomicU64::new(0),
             waits: scheduler::Waits::default(),
+            child_sagas,
+            ended_children,
         });
         if inner.config.claim {
             take_over_dead_holders(&inner).await;
@@ -229,6 +233,7 @@ impl MediatorBuilder {
             tokio::spawn(scheduler::heartbeat(inner.clone())),
             tokio::spawn(dispatch::run(inner.clone(), jobs)),
             tokio::spawn(listen::run(inner.clone(), consumer)),
+            tokio::spawn(child::run(inner.clone(), ended)),
         ];
         if inner.config.claim {
             background.push(tokio::spawn(scheduler::run(inner.clone())));

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::child::ChildError;
 use super::Inner;
 use crate::definition::Definition;
 use crate::state::SagaState;
@@ -61,23 +62,31 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
         .next_attempt_at
         .filter(|_| !resumed)
         .map(|at| Instant::now() + Duration::from_millis((at - saga.updated_at).max(0) as u64));
-    // A saga woken on a signal wait takes the signal kept for it, if any.
-    let signal = match resumed {
-        true => match inner.kept_for(&saga).await {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "reading the saga's signals failed; leaving it for later");
-                release(inner, &saga).await;
-                return;
+    // A saga woken on a wait takes the signal kept for it, or sees how its child stands.
+    let found = match resumed {
+        true => {
+            let signal = inner.kept_for(&saga).await;
+            let child = inner.child_of(&saga).await;
+            match (signal, child) {
+                (Ok(signal), Ok(child)) => (signal, child),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(%error, "reading what the saga waits for failed; leaving it for later");
+                    release(inner, &saga).await;
+                    return;
+                }
             }
-        },
-        false => None,
+        }
+        false => (None, None),
     };
     let first = transition::mismatch(&def, &saga).or_else(|| {
         if resumed {
             let now = crate::store::now_ms();
             let max = inner.config.max_interruptions;
-            transition::resume(&def, &saga, max, now, signal.as_ref())
+            let found = transition::Found {
+                signal: found.0.as_ref(),
+                child: found.1.as_ref(),
+            };
+            transition::resume(&def, &saga, max, now, found)
         } else {
             None
         }
@@ -102,6 +111,28 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
             // Nothing waits for a reply: the listener continues the saga when it comes, the
             // scheduler when its deadline passes.
             Next::Done => return,
+            Next::Await if child_to_start(&saga) => {
+                let change = match inner.start_or_undo_child(&def, &saga).await {
+                    Ok(()) => transition::child_started(&def, &saga),
+                    Err(ChildError::Step(error)) => {
+                        let phase = saga.awaiting.as_ref().map_or(Phase::Action, |a| a.phase);
+                        let mut change = transition::failed(&def, &saga, phase, &error);
+                        change.state.awaiting = None;
+                        change
+                    }
+                    Err(ChildError::Later(error)) => {
+                        tracing::warn!(%error, "starting the child saga failed; leaving it for later");
+                        release(inner, &saga).await;
+                        return;
+                    }
+                };
+                match commit_with_retry(inner, &saga, change).await {
+                    Some(next) => saga = next,
+                    None => return,
+                }
+                inner.waits.due_at(saga.next_attempt_at);
+                continue;
+            }
             Next::Await => {
                 // A signal sent while the wait was being recorded woke no one: look once.
                 if let Ok(Some(next)) = inner.take_kept(&def, &saga).await {
@@ -161,6 +192,14 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
         // Counted from the commit, as the stored due time is, so a retry never runs early.
         due = retry_after.map(|d| Instant::now() + d);
     }
+}
+
+/// Whether `saga` waits for a child that its driver must still start (or ask to compensate).
+fn child_to_start(saga: &SagaState) -> bool {
+    matches!(
+        saga.awaiting.as_ref().map(|a| &a.wait),
+        Some(crate::state::Wait::Child { started: false, .. })
+    )
 }
 
 /// Commits a transition, retrying while the database is unavailable. Gives up (returning
@@ -232,7 +271,7 @@ pub(super) async fn run_attempt(
         Some(Work::Local(f)) => f.clone(),
         // Commands are sent by the transition that starts the attempt; nothing runs here.
         // So are waits: the stored wait is all there is.
-        Some(Work::Command(_) | Work::Timer(_) | Work::Signal(_)) | None => {
+        Some(Work::Command(_) | Work::Timer(_) | Work::Signal(_) | Work::Child(_)) | None => {
             return Ok(saga.data.clone())
         }
     };

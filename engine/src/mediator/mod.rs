@@ -2,6 +2,7 @@
 //! one step at a time on tokio (bounded concurrency), resumes unfinished sagas it finds in the
 //! store, and tells callers how their sagas ended.
 
+mod child;
 mod commit;
 mod config;
 mod dispatch;
@@ -59,6 +60,11 @@ pub(crate) struct Inner {
     refused: std::sync::atomic::AtomicU64,
     /// The earliest due time of the waits this mediator's drivers left, for the scheduler.
     waits: scheduler::Waits,
+    /// The definitions that some registered saga starts as a child: when one of those ends, its
+    /// parent (if it has one) is told.
+    child_sagas: std::collections::HashSet<String>,
+    /// Sagas of those definitions that just ended, for the task that tells their parents.
+    ended_children: mpsc::UnboundedSender<SagaState>,
 }
 
 impl Inner {

@@ -17,9 +17,11 @@ use crate::retry::RetryPolicy;
 
 pub(crate) use crate::failure::StepError;
 
+mod child;
 mod remote;
 mod wait;
 
+pub(crate) use child::ChildSpec;
 pub(crate) use remote::ApplyFn;
 pub(crate) use wait::{Delay, SignalWait};
 
@@ -170,6 +172,8 @@ pub(crate) enum Work {
     Timer(Delay),
     /// A wait for a signal.
     Signal(SignalWait),
+    /// A child saga (started by the action, compensated by the compensation).
+    Child(ChildSpec),
 }
 
 /// A step with its data type erased: what a [`crate::Definition`] holds.
@@ -250,6 +254,14 @@ impl StepSpec {
     /// a signal).
     pub fn is_local(&self) -> bool {
         matches!(self.action, Work::Local(_))
+    }
+
+    /// The saga a child step starts.
+    pub fn child_saga(&self) -> Option<&str> {
+        match &self.action {
+            Work::Child(child) => Some(&child.saga),
+            _ => None,
+        }
     }
 
     /// Whether the step's action is a durable timer.

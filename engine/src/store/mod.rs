@@ -287,6 +287,20 @@ pub trait SagaStore: Send + Sync + 'static {
         key: Option<&str>,
     ) -> Result<Vec<KeptSignal>, StoreError>;
 
+    /// Records that `child` is the child saga of `parent`'s step `step` (once; again changes
+    /// nothing).
+    async fn link_child(&self, child: Uuid, parent: Uuid, step: &str) -> Result<(), StoreError>;
+
+    /// The parent saga and step of `child`, if it is a child.
+    async fn parent_of(&self, child: Uuid) -> Result<Option<(Uuid, String)>, StoreError>;
+
+    /// The child sagas of `parent`, with the step that started each, oldest first.
+    async fn children_of(&self, parent: Uuid) -> Result<Vec<(Uuid, String)>, StoreError>;
+
+    /// Makes saga `id` due now if no mediator holds it (a child ended, and its parent's owner
+    /// should look), announcing it where the database can.
+    async fn make_due(&self, id: Uuid) -> Result<(), StoreError>;
+
     /// The earliest future due time (a timer, a deadline, a backoff) of a saga no mediator
     /// holds: when the scheduler should look again, rather than at its next poll.
     async fn next_due(&self) -> Result<Option<Millis>, StoreError>;

@@ -13,18 +13,20 @@ use crate::participant::Command;
 use crate::state::{Awaiting, SagaState, SagaStatus, StepState, StepStatus};
 use crate::step::{idempotency_key, Phase, StepError, StepKind};
 
+mod child;
 mod operator;
 mod parallel;
 mod recovery;
 mod wait;
 
+pub(crate) use child::{child_ended, child_started, undo, CHILD_CHECK};
 pub use operator::Refused;
 pub(crate) use operator::{abort, retry};
 pub(crate) use parallel::{
     begin_branch, branch_failed, branch_succeeded, branches, resume_group, Branch,
 };
 pub(crate) use recovery::{mismatch, resume};
-pub(crate) use wait::{check_signal, pick, take, wake};
+pub(crate) use wait::{check_signal, pick, take, wake, Found};
 
 /// A history event before the commit gives it a sequence number, an id and a time.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +153,10 @@ fn start_attempt(def: &Definition, change: &mut Change, i: usize, phase: Phase, 
         Phase::Compensation => named_compensation(def, i, detail),
     };
     change.event(kind, Some(i), Some(attempt), detail);
+    if spec.child_saga().is_some() {
+        child::schedule(change, i, phase, attempt);
+        return;
+    }
     if phase == Phase::Action && wait::schedule(change, spec, i, attempt) {
         return;
     }

@@ -82,9 +82,14 @@ pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result
     let mut change = Change::from(state);
     let i = state.current_step;
     // An attempt running here, or a command whose reply is awaited, may have taken effect.
-    // A timer or a signal wait did nothing.
+    // A timer or a signal wait did nothing; a child saga may have.
     let in_flight = state.next_attempt_at.is_none()
-        || state.awaiting.as_ref().is_some_and(|a| a.wait.is_reply());
+        || state.awaiting.as_ref().is_some_and(|a| {
+            matches!(
+                a.wait,
+                crate::state::Wait::Reply | crate::state::Wait::Child { .. }
+            )
+        });
     // At a parallel group, every branch still running or waiting out a backoff.
     for j in def.group_of(i).unwrap_or(i..i + 1) {
         let step = &mut change.state.steps[j];

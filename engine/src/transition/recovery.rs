@@ -4,11 +4,10 @@
 
 use serde_json::json;
 
-use super::{begin_with, fail_saga, failed, next, wake, Change, Next};
+use super::{begin_with, fail_saga, failed, next, wake, Change, Found, Next};
 use crate::definition::Definition;
 use crate::state::{Millis, SagaState};
 use crate::step::{Phase, StepError};
-use crate::store::KeptSignal;
 
 /// A mediator took over a saga whose attempt was in flight when its previous owner stopped (a
 /// crash, a lost lease). The attempt may have had its effect, so it runs again with the same
@@ -22,12 +21,12 @@ pub(crate) fn resume(
     state: &SagaState,
     max_interruptions: u32,
     now: Millis,
-    signal: Option<&KeptSignal>,
+    found: Found<'_>,
 ) -> Option<Change> {
-    if let Some(change) = wake(def, state, now, signal) {
+    if let Some(change) = wake(def, state, now, found) {
         return Some(change);
     }
-    if let Some(awaiting) = &state.awaiting {
+    if let Some(awaiting) = state.awaiting.as_ref().filter(|a| a.wait.is_reply()) {
         let timeout = def.steps()[awaiting.step].timeout();
         let error = StepError::timeout(timeout);
         return Some(failed(def, state, awaiting.phase, &error));

@@ -15,6 +15,14 @@ use crate::state::{Awaiting, Millis, SagaState, SagaStatus, StepStatus, Wait};
 use crate::step::{Phase, StepError, StepSpec, Work};
 use crate::store::KeptSignal as Signal;
 
+/// What a woken saga's driver found for its wait: the signal kept for it, the child it waits
+/// for (`None` if there is none, or it is not a child wait).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Found<'a> {
+    pub signal: Option<&'a Signal>,
+    pub child: Option<&'a SagaState>,
+}
+
 fn ms(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -46,7 +54,7 @@ pub(super) fn schedule(change: &mut Change, spec: &StepSpec, i: usize, attempt: 
             };
             (wait, spec.timeout())
         }
-        Work::Local(_) | Work::Command(_) => return false,
+        Work::Local(_) | Work::Command(_) | Work::Child(_) => return false,
     };
     change.state.awaiting = Some(Awaiting {
         step: i,
@@ -65,11 +73,18 @@ pub(crate) fn wake(
     def: &Definition,
     state: &SagaState,
     now: Millis,
-    signal: Option<&Signal>,
+    found: Found<'_>,
 ) -> Option<Change> {
     let awaiting = state.awaiting.as_ref()?;
+    let signal = found.signal;
     match &awaiting.wait {
         Wait::Reply => None,
+        // Started by the driver that claimed it, which holds the lease.
+        Wait::Child { started: false, .. } => None,
+        Wait::Child { .. } => Some(
+            super::child_ended(def, state, found.child)
+                .unwrap_or_else(|| wait_on(state, super::CHILD_CHECK)),
+        ),
         Wait::Timer { fires_at } if now >= *fires_at => {
             let mut change = succeeded(def, state, Phase::Action, state.data.clone());
             let detail = json!({ "fires_at": fires_at, "late_ms": now - fires_at });

@@ -352,6 +352,22 @@ impl SagaStore for PostgresStore {
         self.read_signals(saga, name, key).await
     }
 
+    async fn link_child(&self, child: Uuid, parent: Uuid, step: &str) -> Result<(), StoreError> {
+        self.write_child(child, parent, step).await
+    }
+
+    async fn parent_of(&self, child: Uuid) -> Result<Option<(Uuid, String)>, StoreError> {
+        self.read_parent(child).await
+    }
+
+    async fn children_of(&self, parent: Uuid) -> Result<Vec<(Uuid, String)>, StoreError> {
+        self.read_children(parent).await
+    }
+
+    async fn make_due(&self, id: Uuid) -> Result<(), StoreError> {
+        self.write_due(id).await
+    }
+
     async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
         Ok(sqlx::query_scalar(signals::NEXT_DUE)
             .fetch_optional(&self.pool)

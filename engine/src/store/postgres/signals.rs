@@ -97,3 +97,64 @@ impl PostgresStore {
             .collect())
     }
 }
+
+const LINK_CHILD: &str =
+    "INSERT INTO saga_children (child_id, parent_id, step) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+const MAKE_DUE: &str = concat!(
+    "WITH d AS (UPDATE saga_instances SET next_attempt_at = ",
+    now_ms!(),
+    " WHERE id = $1 AND status IN ('running', 'compensating') AND lease_owner IS NULL RETURNING id) ",
+    "SELECT pg_notify($2, '') FROM d"
+);
+
+impl PostgresStore {
+    pub(super) async fn write_child(
+        &self,
+        child: Uuid,
+        parent: Uuid,
+        step: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(LINK_CHILD)
+            .bind(child)
+            .bind(parent)
+            .bind(step)
+            .execute(&self.pool)
+            .await?;
+        self.counters.commit(0);
+        Ok(())
+    }
+
+    pub(super) async fn read_parent(
+        &self,
+        child: Uuid,
+    ) -> Result<Option<(Uuid, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT parent_id, step FROM saga_children WHERE child_id = $1")
+                .bind(child)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn read_children(
+        &self,
+        parent: Uuid,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT child_id, step FROM saga_children WHERE parent_id = $1 ORDER BY child_id",
+        )
+        .bind(parent)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn write_due(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query(MAKE_DUE)
+            .bind(id)
+            .bind(&self.channel)
+            .execute(&self.pool)
+            .await?;
+        self.counters.commit(0);
+        Ok(())
+    }
+}

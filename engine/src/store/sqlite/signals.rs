@@ -100,3 +100,73 @@ impl SqliteStore {
             .collect()
     }
 }
+
+const LINK_CHILD: &str =
+    "INSERT INTO saga_children (child_id, parent_id, step) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+const MAKE_DUE: &str = concat!(
+    "UPDATE saga_instances SET next_attempt_at = ",
+    now_ms!(),
+    " WHERE id = ?1 AND status IN ('running', 'compensating') AND lease_owner IS NULL"
+);
+
+impl SqliteStore {
+    pub(super) async fn write_child(
+        &self,
+        child: Uuid,
+        parent: Uuid,
+        step: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(LINK_CHILD)
+            .bind(child.to_string())
+            .bind(parent.to_string())
+            .bind(step)
+            .execute(&self.writer)
+            .await?;
+        self.counters.commit(0);
+        self.durable().await
+    }
+
+    pub(super) async fn read_parent(
+        &self,
+        child: Uuid,
+    ) -> Result<Option<(Uuid, String)>, StoreError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT parent_id, step FROM saga_children WHERE child_id = ?1")
+                .bind(child.to_string())
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(|(id, step)| parse_id(&id).map(|id| (id, step)))
+            .transpose()
+    }
+
+    pub(super) async fn read_children(
+        &self,
+        parent: Uuid,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT child_id, step FROM saga_children WHERE parent_id = ?1 ORDER BY child_id",
+        )
+        .bind(parent.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(id, step)| parse_id(&id).map(|id| (id, step)))
+            .collect()
+    }
+
+    pub(super) async fn write_due(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query(MAKE_DUE)
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await?;
+        self.counters.commit(0);
+        self.durable().await
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(id).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        reason: format!("saga_children: {e}"),
+    })
+}

@@ -124,7 +124,7 @@ fn a_queued_saga_starts_no_step_until_a_mediator_begins_it() {
     );
     assert_eq!(begun.events[0].detail, json!({}), "not a resumption");
     assert!(
-        resume(&def, &state, 3, 0, None).is_none(),
+        resume(&def, &state, 3, 0, Found::default()).is_none(),
         "claiming it interrupts nothing"
     );
 }

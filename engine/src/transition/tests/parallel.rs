@@ -160,7 +160,7 @@ fn a_restart_runs_the_branches_that_were_cut_off_again() {
     let state = at_group(&def);
     let input = state.data.clone();
     let state = commit(branch_succeeded(&def, &state, 1, &input, json!({ "n": 0 })));
-    let change = resume(&def, &state, 3, 0, None).unwrap();
+    let change = resume(&def, &state, 3, 0, Found::default()).unwrap();
     assert_eq!(
         events(&change),
         [

@@ -6,7 +6,7 @@ use super::*;
 fn an_attempt_cut_off_in_flight_runs_again_as_a_new_attempt() {
     let def = def();
     let state = at_step(&def, 0);
-    let change = resume(&def, &state, 3, 0, None).unwrap();
+    let change = resume(&def, &state, 3, 0, Found::default()).unwrap();
     assert_eq!(
         events(&change),
         [(EventKind::StepStarted, Some("a"), Some(2))]
@@ -28,7 +28,7 @@ fn interruptions_do_not_use_up_the_retry_policy_but_are_bounded() {
     let def = def();
     let mut state = at_step(&def, 0);
     for _ in 0..3 {
-        state = commit(resume(&def, &state, 3, 0, None).unwrap());
+        state = commit(resume(&def, &state, 3, 0, Found::default()).unwrap());
     }
     assert_eq!(state.steps[0].attempts, 4);
     // `a` allows two attempts, yet a failure now is retried: interruptions are not failures.
@@ -36,7 +36,7 @@ fn interruptions_do_not_use_up_the_retry_policy_but_are_bounded() {
     assert!(change.retry_after.is_some());
 
     // The fourth interruption of a three-interruption limit fails the step, outcome unknown.
-    let change = resume(&def, &state, 3, 0, None).unwrap();
+    let change = resume(&def, &state, 3, 0, Found::default()).unwrap();
     assert_eq!(
         events(&change)[0],
         (EventKind::StepFailed, Some("a"), Some(4))
@@ -54,7 +54,7 @@ fn interruptions_do_not_use_up_the_retry_policy_but_are_bounded() {
 fn a_compensation_cut_off_in_flight_runs_again() {
     let def = def();
     let state = compensating(&def);
-    let change = resume(&def, &state, 3, 0, None).unwrap();
+    let change = resume(&def, &state, 3, 0, Found::default()).unwrap();
     assert_eq!(
         events(&change),
         [(EventKind::CompensationStarted, Some("a"), Some(2))]
@@ -67,7 +67,7 @@ fn a_reply_past_its_deadline_fails_the_attempt_as_timed_out() {
     let def = def();
     let state = at_step(&def, 1);
     assert!(state.awaiting.is_some());
-    let change = resume(&def, &state, 3, 0, None).unwrap();
+    let change = resume(&def, &state, 3, 0, Found::default()).unwrap();
     assert_eq!(
         events(&change),
         [(EventKind::StepFailed, Some("b"), Some(1))]
@@ -85,14 +85,14 @@ fn a_reply_past_its_deadline_fails_the_attempt_as_timed_out() {
 fn nothing_to_resume_in_a_final_or_scheduled_saga() {
     let def = def();
     let done = commit(succeeded(&def, &at_step(&def, 3), Phase::Action, json!({})));
-    assert!(resume(&def, &done, 3, 0, None).is_none());
+    assert!(resume(&def, &done, 3, 0, Found::default()).is_none());
     let backing_off = commit(failed(
         &def,
         &at_step(&def, 0),
         Phase::Action,
         &StepError::retryable("x"),
     ));
-    assert!(resume(&def, &backing_off, 3, 0, None).is_none());
+    assert!(resume(&def, &backing_off, 3, 0, Found::default()).is_none());
 }
 
 #[test]

@@ -60,7 +60,7 @@ fn at_pay(def: &Definition) -> SagaState {
     let Some(Wait::Timer { fires_at }) = hold.awaiting.clone().map(|a| a.wait) else {
         panic!("not a timer wait: {:?}", hold.awaiting);
     };
-    commit(wake(def, &hold, fires_at, None).unwrap())
+    commit(wake(def, &hold, fires_at, Found::default()).unwrap())
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn a_timer_woken_early_waits_on_and_fires_at_its_time() {
     let Some(Wait::Timer { fires_at }) = hold.awaiting.clone().map(|a| a.wait) else {
         panic!("no timer");
     };
-    let early = wake(&def, &hold, fires_at - 1000, None).unwrap();
+    let early = wake(&def, &hold, fires_at - 1000, Found::default()).unwrap();
     assert!(early.events.is_empty(), "no event for a wait that goes on");
     assert_eq!(early.retry_after, Some(Duration::from_millis(1000)));
     assert_eq!(
@@ -101,7 +101,7 @@ fn a_timer_woken_early_waits_on_and_fires_at_its_time() {
         "the same timer, not a new one"
     );
 
-    let fired = wake(&def, &hold, fires_at + 3, None).unwrap();
+    let fired = wake(&def, &hold, fires_at + 3, Found::default()).unwrap();
     assert_eq!(
         events(&fired),
         [
@@ -171,9 +171,9 @@ fn no_signal_by_the_deadline_fails_the_step_and_compensates() {
     let Some(Wait::Signal { deadline, .. }) = pay.awaiting.clone().map(|a| a.wait) else {
         panic!("no signal wait");
     };
-    let early = wake(&def, &pay, deadline - 5, None).unwrap();
+    let early = wake(&def, &pay, deadline - 5, Found::default()).unwrap();
     assert!(early.events.is_empty());
-    let change = wake(&def, &pay, deadline, None).unwrap();
+    let change = wake(&def, &pay, deadline, Found::default()).unwrap();
     assert_eq!(
         events(&change),
         [
