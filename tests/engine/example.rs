@@ -1,20 +1,25 @@
-//! The `order_saga` example, run for real as a user would (cargo builds examples for `cargo test`).
+//! The `order_saga` and `trip` examples, run for real as a user would (cargo builds examples for
+//! `cargo test`).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use sqlx::SqlitePool;
 
-fn example() -> PathBuf {
-    // target/debug/deps/engine-<hash> -> target/debug/examples/order_saga
+fn example(name: &str) -> PathBuf {
+    // target/debug/deps/engine-<hash> -> target/debug/examples/NAME
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     dir.join("examples")
-        .join(format!("order_saga{}", std::env::consts::EXE_SUFFIX))
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(example())
+    run_example("order_saga", url, args)
+}
+
+fn run_example(name: &str, url: &str, args: &[&str]) -> Output {
+    Command::new(example(name))
         .args(["--database", url])
         .args(args)
         .env_remove("SAGA_FAULTS")
@@ -110,4 +115,45 @@ pub fn assert_three_outcomes_over_events(stdout: &str) {
         stdout.contains("inventory: released; payment: refunded"),
         "{stdout}"
     );
+}
+
+#[tokio::test]
+async fn the_trip_example_completes_the_paid_trip_and_compensates_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("trips.db").display());
+    let out = run_example("trip", &url, &["--pay-within", "1s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (paid, unpaid) = stdout.split_once("for bob").unwrap();
+    assert!(paid.contains("  => completed"), "{stdout}");
+    assert!(
+        paid.contains("bookings: 3 made, 0 cancelled; paid $1200.00; loyalty points 100"),
+        "{stdout}"
+    );
+    assert!(
+        paid.contains("(loyalty, started by earn_points): completed"),
+        "{stdout}"
+    );
+    assert!(
+        unpaid
+            .contains("  => compensated: `await_payment` failed: no signal `paid` came within 1s"),
+        "{stdout}"
+    );
+    assert!(
+        unpaid.contains("bookings: 3 made, 3 cancelled; paid $0.00; loyalty points 0"),
+        "{stdout}"
+    );
+    // The parallel bookings start in one go, before any completes.
+    let starts = paid.find("StepStarted          book_car").unwrap();
+    assert!(starts < paid.find("StepCompleted").unwrap(), "{stdout}");
+    assert_eq!(
+        count(&url, "completed").await,
+        2,
+        "the trip and its loyalty child"
+    );
+    assert_eq!(count(&url, "compensated").await, 1);
 }

@@ -224,11 +224,18 @@ pub(crate) fn detail(detail: &Value) -> String {
     }
 }
 
-/// What a step waits for, in words: a participant's reply to its command, a timer, a signal
-/// (and the data field its key comes from), or `-` for a step that runs in the mediator.
+/// What a step waits for, in words: a participant's reply to its command, a child saga, a
+/// timer, a signal (and the data field its key comes from), or `-` for a step that runs in the
+/// mediator; a branch of a parallel group says so.
 pub(crate) fn waits_for(step: &saga_engine::StepSpec) -> String {
+    if let Some(group) = step.group() {
+        return format!("in parallel ({group})");
+    }
     if let Some(command) = step.command(saga_engine::Phase::Action) {
         return format!("reply to {command}");
+    }
+    if let Some(child) = step.child_saga() {
+        return format!("child saga {child}");
     }
     if let Some((signal, key)) = step.signal() {
         return match key {

@@ -76,10 +76,19 @@ struct Lease {
     expires_at: Option<String>,
 }
 
+/// A saga linked to this one (its parent, or a child), with the parent's step that links them.
+#[derive(Debug, Serialize)]
+struct Link {
+    id: uuid::Uuid,
+    step: String,
+}
+
 #[derive(Debug, Serialize)]
 struct SagaView {
     #[serde(flatten)]
     summary: Summary,
+    parent: Option<Link>,
+    children: Vec<Link>,
     data: Value,
     lease: Option<Lease>,
     fencing_token: i64,
@@ -147,8 +156,16 @@ pub(crate) async fn show(
             ),
         })
         .collect();
+    let link = |(id, step): (uuid::Uuid, String)| Link { id, step };
     let view = SagaView {
         summary: Summary::from(&saga),
+        parent: store.parent_of(saga.id).await?.map(link),
+        children: store
+            .children_of(saga.id)
+            .await?
+            .into_iter()
+            .map(link)
+            .collect(),
         data: saga.data.clone(),
         lease: saga.lease_owner.clone().map(|owner| Lease {
             owner,
@@ -220,6 +237,12 @@ fn print_saga(saga: &SagaState, view: &SagaView) -> Result<(), CliError> {
     out!("status      {}", status_text(saga.status.as_str()));
     if let Some(current) = saga.current() {
         out!("current     {}", current.name);
+    }
+    if let Some(parent) = &view.parent {
+        out!("parent      {} (its step {})", parent.id, parent.step);
+    }
+    for child in &view.children {
+        out!("child       {} (started by {})", child.id, child.step);
     }
     if let Some(error) = &saga.last_error {
         out!("last error  {error}");

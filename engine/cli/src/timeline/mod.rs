@@ -155,9 +155,10 @@ pub(crate) fn build(
                 .and_then(|d| d.compensation_name())
                 .map(String::from),
             participant: spec(i).is_some_and(|d| d.command(Phase::Action).is_some()),
-            waits_on: spec(i).and_then(|d| match d.signal() {
-                Some((name, _)) => Some(format!("signal {name}")),
-                None => d.is_timer().then(|| "timer".to_string()),
+            waits_on: spec(i).and_then(|d| match (d.signal(), d.child_saga()) {
+                (Some((name, _)), _) => Some(format!("signal {name}")),
+                (_, Some(child)) => Some(format!("child saga {child}")),
+                _ => d.is_timer().then(|| "timer".to_string()),
             }),
             bars: Vec::new(),
             waits: Vec::new(),

@@ -50,8 +50,20 @@ pub(super) async fn page(
         Err(_) => parse_id(&id)?,
     };
     let (saga, history) = load(&ui, id).await?;
+    let parent = ui.store.parent_of(id).await?;
+    let children = ui.store.children_of(id).await?;
     let body = html! {
         p { a href="/" { "← all sagas" } }
+        @if parent.is_some() || !children.is_empty() {
+            nav class="family" id="family" {
+                @if let Some((parent, step)) = &parent {
+                    "child of " a href={ "/sagas/" (parent) } data-link="parent" { (parent) } " (its step " (step) ")"
+                }
+                @for (child, step) in &children {
+                    " child " a href={ "/sagas/" (child) } data-link="child" { (child) } " (started by " (step) ")"
+                }
+            }
+        }
         (live(&ui, &saga, &history))
         p class="live-note" id="live-note" {
             @if !saga.status.is_final() { "This page follows the saga as it moves." }
