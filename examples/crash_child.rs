@@ -1,5 +1,6 @@
 //! A child process for the crash-point matrix (`tests/engine/crash.rs`, `crash_waits.rs`): it
-//! runs one OrderSaga or one booking (a timer and a signal),
+//! runs one OrderSaga, one booking (a timer and a signal) or one trip (parallel bookings, a
+//! signal, a child saga),
 //! or recovers whatever a crashed run left, against a store (with the participants and the
 //! delivery record in a SQLite file, by default the store's own), honouring `SAGA_CRASH_AT`,
 //! `SAGA_CRASH_TRACE` and `SAGA_FAULTS`. Every event it publishes is first recorded in the
@@ -10,6 +11,7 @@
 //! crash_child --database sqlite://x.db start --order-id o1 [--fail-at STEP]
 //! crash_child --database sqlite://x.db batch --count 40
 //! crash_child --database sqlite://x.db booking [--pay]
+//! crash_child --database sqlite://x.db trip [--pay]
 //! crash_child --database sqlite://x.db recover [--fail-at STEP]
 //! ```
 
@@ -27,8 +29,8 @@ use saga::engine::{
     bus::Envelope, bus::EventBus, bus::Filter, bus::InProcessBus, bus::Subscription,
     fault::FaultPlan, store, Mediator, Registry, RetryPolicy,
 };
-use saga::sagas::booking;
 use saga::sagas::order::{self, Options};
+use saga::sagas::{booking, trip};
 use saga::sagas::{Address, LineItem, Order, Participants};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::SqlitePool;
@@ -66,8 +68,14 @@ enum Mode {
         #[arg(long)]
         pay: bool,
     },
+    /// Start one trip (three bookings at once, a payment signal, a loyalty child saga) and wait
+    /// for its outcome; with `--pay`, the payment is signalled at once.
+    Trip {
+        #[arg(long)]
+        pay: bool,
+    },
     /// Continue every unfinished saga until none is left; with `--pay`, first send a booking's
-    /// payment again, as a payer that never heard it was received would.
+    /// or a trip's payment again, as a payer that never heard it was received would.
     Recover {
         #[arg(long)]
         fail_at: Option<String>,
@@ -119,7 +127,7 @@ impl EventBus for RecordingBus {
     }
 }
 
-/// The payment of a booking, always with the same signal id: sent again, it is kept once, and
+/// The payment of a booking or a trip, always with the same signal id: sent again, it is kept once, and
 /// one that comes after the saga took it (or ended) is refused and changes nothing.
 async fn pay_booking(mediator: &Mediator, id: uuid::Uuid) -> Result<(), Box<dyn Error>> {
     let payment = uuid::Uuid::from_u128(0x0193_0000_7000_8000_0000_0000_0000_0001);
@@ -171,9 +179,11 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
         Duration::from_millis(1500),
     )?)?;
     registry.provide(booking::Holds::open(&local).await?);
+    trip::register(&mut registry, &local, Duration::from_millis(1500))
+        .map_err(|e| e.to_string())?;
     let fail_at = match &args.mode {
         Mode::Start { fail_at, .. } | Mode::Recover { fail_at, .. } => fail_at.clone(),
-        Mode::Batch { .. } | Mode::Booking { .. } => None,
+        Mode::Batch { .. } | Mode::Booking { .. } | Mode::Trip { .. } => None,
     };
     let mut faults = FaultPlan::from_env()?;
     if let Some(step) = fail_at {
@@ -252,9 +262,18 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             }
             mediator.wait(id).await?;
         }
+        Mode::Trip { pay } => {
+            let id = mediator
+                .start(trip::NAME, &trip::Trip::new("tr1", "ada"))
+                .await?;
+            if pay {
+                pay_booking(&mediator, id).await?;
+            }
+            mediator.wait(id).await?;
+        }
         Mode::Recover { pay, .. } => {
             for saga in store.list(&Default::default()).await? {
-                if pay && saga.definition == booking::NAME {
+                if pay && [booking::NAME, trip::NAME].contains(&saga.definition.as_str()) {
                     pay_booking(&mediator, saga.id).await?;
                 }
             }

@@ -8,12 +8,14 @@
 //!
 //! The public API, each item at one path:
 //!
-//! - At the root, what a saga author uses: [`SagaDefinition`], [`Step`], [`StepContext`],
+//! - At the root, what a saga author uses: [`SagaDefinition`] (with parallel groups),
+//!   [`Step`] (local, participant, timer, signal and child saga steps), [`StepContext`],
 //!   [`StepError`] with [`StepResultExt`] (`?` and `.terminal()`), [`RetryPolicy`],
-//!   [`Registry`] (definitions, [`Trigger`]s, [`SignalRoute`]s, shared [`Resources`]), [`Mediator`] and
-//!   [`MediatorBuilder`], [`enqueue`], the states ([`SagaState`], [`SagaStatus`],
-//!   [`StepState`], [`StepStatus`], [`Finished`]), the history ([`HistoryEvent`],
-//!   [`EventKind`]) and the errors ([`EngineError`], [`DefinitionError`]).
+//!   [`Registry`] (definitions, [`Trigger`]s, [`SignalRoute`]s, shared [`Resources`]),
+//!   [`Mediator`] and [`MediatorBuilder`], [`enqueue`], the states ([`SagaState`],
+//!   [`SagaStatus`], [`StepState`], [`StepStatus`], [`Awaiting`], [`Wait`], [`Finished`]), the
+//!   history ([`HistoryEvent`], [`EventKind`]) and the errors ([`EngineError`],
+//!   [`DefinitionError`]).
 //! - [`store`]: where state is written ([`store::open`], [`store::SagaStore`]; SQLite with the
 //!   default `sqlite` feature, PostgreSQL with `postgres`).
 //! - [`bus`]: where events travel (in process, or NATS JetStream and RabbitMQ with the `nats`

@@ -14,6 +14,7 @@ mod conformance;
 mod crash;
 mod crash_fast;
 mod crash_random;
+mod crash_trip;
 mod crash_waits;
 mod events;
 

@@ -1,13 +1,13 @@
 //! Child sagas in the mediator: a parent's driver starts the child (or asks it to compensate)
-//! and records it, and when a child ends, its parent is told at once: taken up here when this
+//! and records it, and when a child ends, its parent is told as the child's final event is
+//! published (before it leaves the outbox, so a crash cannot lose it): taken up here when this
 //! mediator has the parent's definition, else made due for whichever mediator has it. A parent
-//! also looks at its child every [`CHILD_CHECK`], in case an end was never announced.
+//! also looks at its child every [`CHILD_CHECK`], in case an end was never announced (an
+//! outbox published by a process without the child's definition).
 //!
 //! [`CHILD_CHECK`]: crate::transition::CHILD_CHECK
 
 use std::sync::Arc;
-
-use tokio::sync::mpsc;
 
 use super::new::prepare;
 use super::Inner;
@@ -115,6 +115,20 @@ impl Inner {
         }
     }
 
+    /// Tells the parent of child saga `id`, which has ended, if it waits for it. A failure is
+    /// logged: the parent looks at its child again within [`crate::transition::CHILD_CHECK`].
+    pub(crate) async fn tell_parent(self: &Arc<Self>, id: uuid::Uuid) {
+        let told = async {
+            match self.store.get(id).await? {
+                Some(child) => self.child_ended(&child).await,
+                None => Ok(()),
+            }
+        };
+        if let Err(error) = told.await {
+            tracing::warn!(saga_id = %id, %error, "telling a child's parent failed; the parent looks again within a minute");
+        }
+    }
+
     /// Tells `child`'s parent that it ended.
     async fn child_ended(self: &Arc<Self>, child: &SagaState) -> Result<(), EngineError> {
         let Some((parent_id, _)) = self.store.parent_of(child.id).await? else {
@@ -155,14 +169,5 @@ impl Inner {
         }
         self.store.make_due(parent_id).await?;
         Ok(())
-    }
-}
-
-/// Tells the parents of the child sagas that end here, until the mediator stops.
-pub(crate) async fn run(inner: Arc<Inner>, mut ended: mpsc::UnboundedReceiver<SagaState>) {
-    while let Some(child) = ended.recv().await {
-        if let Err(error) = inner.child_ended(&child).await {
-            tracing::warn!(saga_id = %child.id, %error, "telling a child's parent failed; the parent looks again within a minute");
-        }
     }
 }

@@ -38,10 +38,6 @@ impl Inner {
         )
         .await?;
         self.dispatch(written.outbox);
-        if written.state.status.is_final() && self.child_sagas.contains(&written.state.definition) {
-            // The receiving task lives as long as the mediator.
-            let _ = self.ended_children.send(written.state.clone());
-        }
         Ok(written.state)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use uuid::Uuid;
 
-use super::{child, dispatch, holder, listen, scheduler, Inner, Mediator};
+use super::{dispatch, holder, listen, scheduler, Inner, Mediator};
 use crate::bus::{self, BusConfig, ConsumeOptions, EventBus, InProcessBus};
 use crate::error::EngineError;
 use crate::fault::FaultPlan;
@@ -207,7 +207,6 @@ impl MediatorBuilder {
         }
         let (shutdown, _) = watch::channel(false);
         let (dispatcher, jobs) = mpsc::unbounded_channel();
-        let (ended_children, ended) = mpsc::unbounded_channel();
         let child_sagas = self.registry.child_sagas();
         let inner = Arc::new(Inner {
             store: self.store,
@@ -223,7 +222,6 @@ impl MediatorBuilder {
             refused: std::sync::atomic::AtomicU64::new(0),
             waits: scheduler::Waits::default(),
             child_sagas,
-            ended_children,
         });
         if inner.config.claim {
             take_over_dead_holders(&inner).await;
@@ -233,7 +231,6 @@ impl MediatorBuilder {
             tokio::spawn(scheduler::heartbeat(inner.clone())),
             tokio::spawn(dispatch::run(inner.clone(), jobs)),
             tokio::spawn(listen::run(inner.clone(), consumer)),
-            tokio::spawn(child::run(inner.clone(), ended)),
         ];
         if inner.config.claim {
             background.push(tokio::spawn(scheduler::run(inner.clone())));

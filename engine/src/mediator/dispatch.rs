@@ -118,7 +118,12 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Dispa
 
 /// Publishes outbox events at least `min_age` old that no other sweeper holds (unless
 /// `include_claimed`).
-async fn sweep(inner: &Inner, state: &mut Dispatcher, min_age: Duration, include_claimed: bool) {
+async fn sweep(
+    inner: &Arc<Inner>,
+    state: &mut Dispatcher,
+    min_age: Duration,
+    include_claimed: bool,
+) {
     // Bounded, so a backlog cannot keep the dispatcher from live events for long.
     for _ in 0..SWEEP_ROUNDS {
         // What this dispatcher published is gone from the outbox before it reads it again (it
@@ -148,7 +153,7 @@ async fn sweep(inner: &Inner, state: &mut Dispatcher, min_age: Duration, include
 
 /// Publishes `events` in order (all sent before their confirms are awaited), then has the
 /// confirmed ones removed from the outbox.
-async fn publish(inner: &Inner, state: &mut Dispatcher, events: Vec<Envelope>) {
+async fn publish(inner: &Arc<Inner>, state: &mut Dispatcher, events: Vec<Envelope>) {
     if events.is_empty() {
         return;
     }
@@ -183,9 +188,9 @@ async fn publish(inner: &Inner, state: &mut Dispatcher, events: Vec<Envelope>) {
 }
 
 /// Publishes `batch` and records the confirmed ids; a saga's final events are echoed to this
-/// mediator's own waiters.
+/// mediator's own waiters, and a child saga's tell its parent.
 async fn send(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     state: &mut Dispatcher,
     batch: Vec<Envelope>,
     published: &mut Vec<uuid::Uuid>,
@@ -213,6 +218,15 @@ async fn send(
     }
     for event in finals {
         if state.recent.contains(&event.event_id) {
+            // A child's end reaches its parent before the event leaves the outbox, so a crash
+            // in between tells the parent when the outbox is swept again.
+            let child = event
+                .definition
+                .as_ref()
+                .is_some_and(|d| inner.child_sagas.contains(d));
+            if let (true, Some(id)) = (child, event.saga_id) {
+                inner.tell_parent(id).await;
+            }
             let _ = inner.local.publish(event).await;
         }
     }

@@ -63,8 +63,6 @@ pub(crate) struct Inner {
     /// The definitions that some registered saga starts as a child: when one of those ends, its
     /// parent (if it has one) is told.
     child_sagas: std::collections::HashSet<String>,
-    /// Sagas of those definitions that just ended, for the task that tells their parents.
-    ended_children: mpsc::UnboundedSender<SagaState>,
 }
 
 impl Inner {
