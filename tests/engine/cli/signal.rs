@@ -1,7 +1,9 @@
 //! `saga signal` and what `saga show` says of a waiting saga, with the real binary: a booking
 //! started by `saga run` waits on its timer (`saga show` says when it fires), a payment sent by
 //! `saga signal` before the wait is kept, the same signal id sent again changes nothing, bad
-//! signals exit 3 naming the problem with nothing kept, and a worker then completes it.
+//! signals exit 1 (3 for no such saga) naming the problem, and a worker then completes it.
+//! Over NATS and RabbitMQ, a `PaymentReceived` event that another process publishes pays a
+//! booking that a `saga worker --bus` process runs.
 
 use saga::engine::SagaStatus;
 use uuid::Uuid;
@@ -101,5 +103,74 @@ async fn saga_signal_pays_a_waiting_booking() {
     assert!(
         defs.contains("signal paid (key booking_id)") && defs.contains("timer 2s"),
         "{defs}"
+    );
+}
+
+/// On each broker (the in-process bus does not cross processes).
+mod a_payment_event_from_another_process_pays_the_booking {
+    use crate::brokers::Broker;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats() {
+        super::a_payment_event_from_another_process_pays_the_booking(Broker::Nats).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rabbitmq() {
+        super::a_payment_event_from_another_process_pays_the_booking(Broker::Rabbitmq).await
+    }
+}
+
+/// The worker is a real `saga worker --bus` process; the payment service is this test's
+/// process, publishing `PaymentReceived` (only the booking's business key in its payload) on a
+/// connection of its own.
+async fn a_payment_event_from_another_process_pays_the_booking(broker: crate::brokers::Broker) {
+    let Some(tb) = crate::brokers::TestBus::new(broker).await else {
+        return;
+    };
+    let db = Db::new().await;
+    let started = db.json(&[
+        "run",
+        "booking",
+        "--data",
+        r#"{"booking_id":"bk-ext","paid":0}"#,
+    ]);
+    let id = started["id"].as_str().unwrap().to_string();
+    let child = db
+        .command()
+        .args(["worker", "--poll", "50ms", "--lease", "2s"])
+        .args(tb.args())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _worker = Worker(child);
+    until("the booking waits for its payment", || async {
+        stdout(&db.saga(&["show", &id])).contains("the signal `paid`")
+    })
+    .await;
+    let payment = saga::engine::bus::Envelope::new(
+        "PaymentReceived",
+        serde_json::json!({ "booking_id": "bk-ext", "amount": 33 }),
+    );
+    tb.connect().await.publish(payment.clone()).await.unwrap();
+    until("the booking completes", || async {
+        db.status(id.parse().unwrap()).await == SagaStatus::Completed
+    })
+    .await;
+    let shown = db.json(&["show", &id]);
+    assert_eq!(shown["data"]["paid"], 33);
+    assert_eq!(shown["steps"][2]["name"], "await_payment");
+    let history = db.json(&["history", &id]);
+    let received = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "SignalReceived")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        received["detail"]["signal_id"],
+        serde_json::json!(payment.event_id)
     );
 }

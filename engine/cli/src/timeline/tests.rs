@@ -331,3 +331,69 @@ fn text_from_steps_is_escaped_in_the_svg() {
     assert!(!drawn.contains("<script>"));
     assert!(drawn.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;"));
 }
+
+#[test]
+fn parallel_branches_overlap_and_waits_say_what_they_wait_for() {
+    let ok = |ctx: StepContext<Value>| async move { Ok(ctx.data) };
+    let def = SagaDefinition::<Value>::new("Trip", 1)
+        .parallel("book", [Step::new("flight", ok), Step::new("hotel", ok)])
+        .step(Step::sleep("cool_off", std::time::Duration::from_secs(5)))
+        .step(Step::signal("pay", "paid", |d: Value, _: Value| d))
+        .build()
+        .unwrap();
+    let mut s = saga(&["flight", "hotel", "cool_off", "pay"], SagaStatus::Running);
+    s.current_step = 3;
+    s.next_attempt_at = Some(9_000);
+    s.awaiting = Some(saga_engine::Awaiting {
+        step: 3,
+        phase: Phase::Action,
+        attempt: 1,
+        wait: saga_engine::Wait::Signal {
+            name: "paid".into(),
+            key: None,
+            deadline: 9_000,
+        },
+    });
+    let history = [
+        event(0, SagaStarted, None, 0, json!({})),
+        event(0, StepStarted, Some("flight"), 1, json!({})),
+        event(0, StepStarted, Some("hotel"), 1, json!({})),
+        event(30, StepCompleted, Some("hotel"), 1, json!({})),
+        event(50, StepCompleted, Some("flight"), 1, json!({})),
+        event(50, StepStarted, Some("cool_off"), 1, json!({})),
+        event(
+            50,
+            TimerScheduled,
+            Some("cool_off"),
+            1,
+            json!({ "fires_at": 5050 }),
+        ),
+        event(5050, TimerFired, Some("cool_off"), 1, json!({})),
+        event(5050, StepCompleted, Some("cool_off"), 1, json!({})),
+        event(5050, StepStarted, Some("pay"), 1, json!({})),
+        event(
+            5050,
+            SignalAwaited,
+            Some("pay"),
+            1,
+            json!({ "signal": "paid" }),
+        ),
+    ];
+    let t = build(&s, Some(&def), &history, 6_000);
+    let bar = |lane: usize| t.lanes[lane].bars[0].clone();
+    // The two branches run at the same time: both bars start at 0.
+    assert_eq!((bar(0).from, bar(1).from), (0, 0));
+    assert_eq!((bar(0).to, bar(1).to), (50, 30));
+    assert_eq!(bar(2).outcome, Outcome::Succeeded);
+    assert_eq!(
+        (bar(2).from, bar(2).to),
+        (50, 5050),
+        "the timer's bar spans its wait"
+    );
+    assert_eq!(bar(3).outcome, Outcome::Awaiting, "waiting for the signal");
+    assert_eq!(t.lanes[2].waits_on.as_deref(), Some("timer"));
+    assert_eq!(t.lanes[3].waits_on.as_deref(), Some("signal paid"));
+    let drawn = svg::render(&t).into_string();
+    assert!(drawn.contains("4. pay · signal paid"), "{drawn}");
+    assert!(drawn.contains("(waiting for the signal paid)"), "{drawn}");
+}
