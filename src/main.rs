@@ -1,5 +1,5 @@
-//! The `saga` command line over the bundled sagas (OrderSaga, local and over events, and the
-//! booking that waits on a timer and a signal). Your own
+//! The `saga` command line over the bundled sagas: OrderSaga (local and over events), the
+//! booking that waits on a timer and a signal, and the trip with its loyalty child saga. Your own
 //! program can serve the same CLI over its own sagas: call `saga_cli::main` with your
 //! registrations.
 
@@ -27,11 +27,11 @@ fn main() -> ExitCode {
         // the bus (`cargo run --example order_services`); without one, the local OrderSaga.
         let over_events = context.bus_url.is_some();
         sagas::order::register_both(&mut registry, &participants, &options, over_events)?;
-        // A booking that waits on a timer, then on a payment signal (`saga signal ID paid`).
-        sagas::booking::register(
-            &mut registry,
-            &sagas::participants::participants_url(&context.database_url),
-        )?;
+        // A booking that waits on a timer, then on a payment signal (`saga signal ID paid`), and
+        // a trip: parallel bookings, held 10 minutes for its payment, then a loyalty child saga.
+        let local = sagas::participants::participants_url(&context.database_url);
+        sagas::booking::register(&mut registry, &local)?;
+        sagas::trip::register(&mut registry, &local, std::time::Duration::from_secs(600))?;
         Ok(registry)
     })
 }

@@ -149,6 +149,10 @@ pub struct StepState {
     /// same signal never completes two steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<Uuid>,
+    /// For a child saga step, the id of the child its action started (its compensation
+    /// compensates that one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<Uuid>,
     /// The parallel group the step is a branch of, if any (its branches run at the same time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
@@ -181,6 +185,7 @@ impl StepState {
             outcome_unknown: false,
             last_error: None,
             signal: None,
+            child: None,
             group: None,
             retry_at: None,
         }

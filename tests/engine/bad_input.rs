@@ -173,7 +173,7 @@ fn a_second_trigger_for_the_same_event_type_is_rejected() {
         .unwrap();
     assert_eq!(
         err.to_string(),
-        "event `OrderPlaced` already starts saga `A`; one event type starts one saga"
+        "event `OrderPlaced` already starts saga `A`; an event type starts one saga or is one signal"
     );
 }
 

@@ -37,7 +37,8 @@ on_both!(
     an_unpaid_trip_is_compensated_every_booking_cancelled,
     a_branch_failing_cancels_the_others_after_they_finish,
     a_failure_after_the_child_completed_compensates_the_child_saga,
-    a_child_that_ends_compensated_fails_the_parent_step
+    a_child_that_ends_compensated_fails_the_parent_step,
+    a_queued_trip_paid_while_it_waits_completes
 );
 
 async fn a_paid_trip_books_everything_at_once_and_earns_points_in_a_child() {
@@ -226,4 +227,25 @@ async fn a_child_that_ends_compensated_fails_the_parent_step() {
         !lines(&history).contains(&"CompensationStarted earn_points".to_string()),
         "the child undid itself"
     );
+}
+
+/// Queued (its first step a parallel group, started by whichever worker claims it), and paid
+/// only once it waits: the mediator that takes the signal starts the child next.
+async fn a_queued_trip_paid_while_it_waits_completes() {
+    let env = Env::new().await;
+    let (m, agency) = deployment(&env, FaultPlan::default(), Duration::from_secs(60)).await;
+    let data = serde_json::to_value(Trip::new("t6", "fay")).unwrap();
+    let id = saga::engine::enqueue(env.store.as_ref(), m.registry(), trip::NAME, data)
+        .await
+        .unwrap();
+    until("the trip waits for its payment", || async {
+        let history = env.store.history(id).await.unwrap();
+        history.iter().any(|e| e.kind == EventKind::SignalAwaited)
+    })
+    .await;
+    pay(&m, id).await;
+    let done = wait(&m, id).await;
+    assert_eq!(done.status, SagaStatus::Completed, "{:?}", done.last_error);
+    assert_eq!(agency.bookings("t6").await.unwrap(), (3, 0));
+    assert_eq!(agency.points("fay").await.unwrap(), 100);
 }

@@ -130,7 +130,18 @@ async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
                     Some(next) => saga = next,
                     None => return,
                 }
+                // A child that ended before its start was recorded told no one: look once.
+                if let Ok(Some(child)) = inner.child_of(&saga).await {
+                    if let Some(mut change) = transition::child_ended(&def, &saga, Some(&child)) {
+                        change.state.fencing_token += 1;
+                        match inner.commit(Some(&saga), change).await {
+                            Ok(next) => saga = next,
+                            Err(_) => return,
+                        }
+                    }
+                }
                 inner.waits.due_at(saga.next_attempt_at);
+                due = None;
                 continue;
             }
             Next::Await => {

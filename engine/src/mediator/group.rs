@@ -68,7 +68,11 @@ pub(crate) async fn run_group(
                 _ if *shutdown.borrow() => return None,
                 Some(at) => {
                     let wait = Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0));
-                    tokio::time::sleep_until(Instant::now() + wait).await;
+                    let mut stop = shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(Instant::now() + wait) => {}
+                        _ = stop.changed() => {}
+                    }
                     continue;
                 }
                 // Nothing runs and nothing is due: the group has settled.

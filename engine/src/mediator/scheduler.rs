@@ -76,18 +76,18 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         // The next poll, or sooner the earliest wait due (stored, or left by a driver since).
         let poll = Instant::now() + inner.config.poll_interval;
         inner.waits.clear();
+        // Measured by the database's clock, so clocks apart cannot make it spin.
         let stored = match inner.store.next_due().await {
-            Ok(due) => due,
+            Ok(due) => due.map(|d| Instant::now() + d + Duration::from_millis(1)),
             Err(error) => {
                 tracing::warn!(%error, "reading the next due time failed");
                 None
             }
         };
         loop {
-            let at = [stored, inner.waits.earliest()]
+            let at = [stored, inner.waits.earliest().map(instant_of)]
                 .into_iter()
                 .flatten()
-                .map(instant_of)
                 .fold(poll, Instant::min);
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => break,

@@ -89,12 +89,11 @@ impl Inner {
         Ok(sent)
     }
 
-    /// Drives `saga` on from here if it has work to do now.
+    /// Drives `saga` on from here unless it is final: it runs what comes next, or, for a wait,
+    /// starts the child it waits for, takes a signal kept for it, or tells the scheduler when it
+    /// is due, as a driver does after any commit.
     pub(crate) fn drive_on(self: &Arc<Self>, saga: SagaState) {
-        if matches!(
-            transition::next(&saga),
-            Next::Begin | Next::Run { .. } | Next::Group
-        ) {
+        if transition::next(&saga) != Next::Done {
             self.spawn_driver(saga, false);
         }
     }

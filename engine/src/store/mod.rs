@@ -7,6 +7,7 @@
 mod group;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod queries;
 mod rows;
 mod signals;
 #[cfg(feature = "sqlite")]
@@ -21,6 +22,10 @@ use uuid::Uuid;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "postgres")]
+use queries::prefix_range;
+pub use queries::ListQuery;
+use queries::{parse_counts, parse_unfinished, COUNTS, UNFINISHED};
 pub use signals::{KeptSignal, NewSignal, SignalSent, SignalTarget};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -131,33 +136,6 @@ impl Transition<'_> {
     /// computed from an older state (an operator racing a mediator) is refused.
     pub fn expected_seq(&self) -> i64 {
         self.state.last_seq - self.events.len() as i64
-    }
-}
-
-/// Which sagas [`SagaStore::list`] returns: newest first, all filters combined.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListQuery {
-    /// Any of these statuses (all when empty).
-    pub statuses: Vec<SagaStatus>,
-    /// Only this definition.
-    pub definition: Option<String>,
-    /// Only sagas created at or after this time.
-    pub since: Option<Millis>,
-    /// Only sagas older than this one (the cursor of the next page).
-    pub before: Option<Uuid>,
-    /// At most this many.
-    pub limit: usize,
-}
-
-impl Default for ListQuery {
-    fn default() -> Self {
-        Self {
-            statuses: Vec::new(),
-            definition: None,
-            since: None,
-            before: None,
-            limit: 50,
-        }
     }
 }
 
@@ -274,8 +252,9 @@ pub trait SagaStore: Send + Sync + 'static {
     /// `(definition, version, count)` of the sagas that are not final.
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError>;
 
-    /// Keeps a signal (once per event id, target and name) and, in the same transaction, makes
-    /// the sagas waiting on it due now.
+    /// Keeps a signal (once per event id, target and name), then makes the sagas waiting on it
+    /// due now, so that a saga entering its wait at the same time either is made due or finds
+    /// the signal when it looks.
     async fn send_signal(&self, signal: &NewSignal<'_>) -> Result<SignalSent, StoreError>;
 
     /// The signals named `name` kept for saga `saga` or for its correlation key `key`, oldest
@@ -301,9 +280,10 @@ pub trait SagaStore: Send + Sync + 'static {
     /// should look), announcing it where the database can.
     async fn make_due(&self, id: Uuid) -> Result<(), StoreError>;
 
-    /// The earliest future due time (a timer, a deadline, a backoff) of a saga no mediator
-    /// holds: when the scheduler should look again, rather than at its next poll.
-    async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
+    /// How long, by the database clock, until the earliest future due time (a timer, a
+    /// deadline, a backoff) of a saga no mediator holds: when the scheduler should look again,
+    /// rather than at its next poll.
+    async fn next_due(&self) -> Result<Option<Duration>, StoreError>;
 
     /// Notified when another process leaves a saga runnable with no owner (enqueued, released by
     /// an operator or a stopping mediator), so an idle mediator claims it at once rather than at
@@ -315,50 +295,6 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// What this store handle has committed so far.
     fn write_stats(&self) -> WriteStats;
-}
-
-/// [`SagaStore::counts`], the same on every backend.
-const COUNTS: &str = "SELECT definition, status, COUNT(*) FROM saga_instances \
-                      GROUP BY definition, status ORDER BY definition, status";
-
-/// [`SagaStore::unfinished_definitions`], the same on every backend.
-const UNFINISHED: &str = "SELECT definition, version, COUNT(*) FROM saga_instances \
-                          WHERE status IN ('running', 'compensating') GROUP BY definition, version";
-
-/// Parses `(definition, version, count)` rows of [`UNFINISHED`].
-fn parse_unfinished(rows: Vec<(String, i64, i64)>) -> Vec<(String, u32, u64)> {
-    rows.into_iter()
-        .map(|(d, v, n)| (d, u32::try_from(v).unwrap_or(u32::MAX), n.max(0) as u64))
-        .collect()
-}
-
-/// Parses `(definition, status, count)` rows of [`SagaStore::counts`].
-fn parse_counts(
-    rows: Vec<(String, String, i64)>,
-) -> Result<Vec<(String, SagaStatus, u64)>, StoreError> {
-    rows.into_iter()
-        .map(|(d, s, n)| {
-            let status = s.parse().map_err(|e| StoreError::Corrupt {
-                id: format!("(a saga of {d})"),
-                reason: format!("{e}"),
-            })?;
-            Ok((d, status, n.max(0) as u64))
-        })
-        .collect()
-}
-
-/// The smallest and largest ids whose hyphenated text starts with `prefix`, or `None` when no id
-/// can (the prefix is not lower-case hex with hyphens where a UUID has them).
-#[cfg(feature = "postgres")]
-fn prefix_range(prefix: &str) -> Option<(Uuid, Uuid)> {
-    const LOW: &str = "00000000-0000-0000-0000-000000000000";
-    const HIGH: &str = "ffffffff-ffff-ffff-ffff-ffffffffffff";
-    let tail = LOW.len().checked_sub(prefix.len())?;
-    let pad = |template: &str| format!("{prefix}{}", &template[LOW.len() - tail..]);
-    let low = Uuid::parse_str(&pad(LOW)).ok()?;
-    let high = Uuid::parse_str(&pad(HIGH)).ok()?;
-    // Parsing also accepts upper case; stored ids are printed lower case.
-    (low.to_string().starts_with(prefix)).then_some((low, high))
 }
 
 /// Whether opening may create a new, empty database.

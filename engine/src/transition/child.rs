@@ -1,7 +1,7 @@
 //! Child saga transitions: a child step's attempt records the child's id first (keeping its
 //! lease, due at once), the driver then starts the child (or, compensating, asks it to
-//! compensate) and records that; the step ends when the child ends. A child's id is made from
-//! the parent's, the step and the attempt, so starting it again after a crash finds it there.
+//! compensate) and records that; the step ends when the child ends. The id is stored before the
+//! child exists, so starting it again after a crash finds it there.
 
 use std::time::Duration;
 
@@ -18,25 +18,15 @@ use crate::step::{Phase, StepError, StepKind};
 /// (its process crashed between the two).
 pub(crate) const CHILD_CHECK: Duration = Duration::from_secs(60);
 
-/// The id of the child that attempt `attempt` of step `step` of saga `parent` starts: the
-/// parent's id with its last four bytes changed, so a child sorts beside its parent.
-pub(crate) fn child_id(parent: Uuid, step: usize, attempt: u32) -> Uuid {
-    let mut bytes = *parent.as_bytes();
-    let step = u16::try_from(step + 1).unwrap_or(u16::MAX).to_be_bytes();
-    let attempt = u16::try_from(attempt.max(1))
-        .unwrap_or(u16::MAX)
-        .to_be_bytes();
-    for (b, x) in bytes[12..].iter_mut().zip(step.iter().chain(&attempt)) {
-        *b ^= x;
-    }
-    Uuid::from_bytes(bytes)
-}
-
-/// Records the wait of step `i`'s child for `phase`: the child of its last action attempt,
-/// not started yet, due at once (the driver starts it, keeping the lease meanwhile).
+/// Records the wait of step `i`'s child for `phase`, not started yet and due at once (the
+/// driver starts it, keeping the lease meanwhile). The action's attempt gets a new child id,
+/// stored on the step before the child exists, so a restart starts that same child; the
+/// compensation compensates the child the action started (none: nothing to undo).
 pub(super) fn schedule(change: &mut Change, i: usize, phase: Phase, attempt: u32) {
-    let action_attempt = change.state.steps[i].attempts;
-    let id = child_id(change.state.id, i, action_attempt);
+    let id = match phase {
+        Phase::Action => *change.state.steps[i].child.insert(Uuid::now_v7()),
+        Phase::Compensation => change.state.steps[i].child.unwrap_or_else(Uuid::nil),
+    };
     change.state.awaiting = Some(Awaiting {
         step: i,
         phase,
@@ -110,6 +100,18 @@ pub(crate) fn child_ended(
         }
         (Phase::Compensation, Some(c)) if c.status == SagaStatus::Compensated => {
             succeeded(def, state, Phase::Compensation, state.data.clone())
+        }
+        // Not compensating (it appeared, or went on, after it was asked): ask again.
+        (Phase::Compensation, Some(c))
+            if matches!(c.status, SagaStatus::Running | SagaStatus::Completed) =>
+        {
+            let mut change = Change::from(state);
+            change.state.awaiting = Some(Awaiting {
+                wait: Wait::Child { id, started: false },
+                ..awaiting
+            });
+            change.retry_after = Some(Duration::ZERO);
+            return Some(change);
         }
         _ => return None,
     };

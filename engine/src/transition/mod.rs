@@ -1,22 +1,24 @@
 //! The saga state machine, as pure functions: given a definition, an instance and what just
 //! happened, compute the instance's next state and the history events that record it. The
-//! mediator commits what these return; nothing here touches the store or the clock.
+//! mediator commits what these return; nothing here touches the store, and the clock is read
+//! only to schedule a wait (a timer's time, a signal's deadline, a branch's backoff, a child's
+//! id), once, so that what is stored never moves.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::definition::Definition;
 use crate::event::EventKind;
 use crate::participant::Command;
-use crate::state::{Awaiting, SagaState, SagaStatus, StepState, StepStatus};
+use crate::state::{Awaiting, SagaState, SagaStatus, StepStatus};
 use crate::step::{idempotency_key, Phase, StepError, StepKind};
 
 mod child;
 mod operator;
 mod parallel;
 mod recovery;
+mod start;
 mod wait;
 
 pub(crate) use child::{child_ended, child_started, undo, CHILD_CHECK};
@@ -26,6 +28,7 @@ pub(crate) use parallel::{
     begin_branch, branch_failed, branch_succeeded, branches, resume_group, Branch,
 };
 pub(crate) use recovery::{mismatch, resume};
+pub(crate) use start::{enqueue, start};
 pub(crate) use wait::{check_signal, pick, take, wake, Found};
 
 /// A history event before the commit gives it a sequence number, an id and a time.
@@ -103,7 +106,13 @@ pub(crate) fn next(state: &SagaState) -> Next {
         return Next::Await;
     }
     if state.status == SagaStatus::Running && step.group.is_some() {
-        return Next::Group;
+        // A group none of whose branches has started (a queued saga's first step) begins.
+        let pending = state
+            .steps
+            .iter()
+            .filter(|s| s.group == step.group)
+            .all(|s| s.status == StepStatus::Pending);
+        return if pending { Next::Begin } else { Next::Group };
     }
     let scheduled = state.next_attempt_at.is_some();
     match state.status {
@@ -188,60 +197,6 @@ fn named_compensation(def: &Definition, i: usize, mut detail: Value) -> Value {
         map.insert("compensation".into(), json!(name));
     }
     detail
-}
-
-/// A new instance: created, leased and its first step started, in one transition.
-pub(crate) fn start(def: &Definition, id: Uuid, data: Value) -> Change {
-    let mut change = created(def, id, data);
-    start_attempt(def, &mut change, 0, Phase::Action, json!({}));
-    change
-}
-
-/// A new instance queued for whichever mediator claims it: created with its first step still
-/// pending and due now. That mediator records the step's start when it runs it, so the history
-/// never shows an attempt that did not run.
-pub(crate) fn enqueue(def: &Definition, id: Uuid, data: Value) -> Change {
-    let mut change = created(def, id, data);
-    change.retry_after = Some(Duration::ZERO);
-    change
-}
-
-/// A new instance, `running` at its first step, with its `SagaStarted` event.
-fn created(def: &Definition, id: Uuid, data: Value) -> Change {
-    let steps: Vec<StepState> = def
-        .steps()
-        .iter()
-        .map(|s| StepState {
-            group: s.group().map(String::from),
-            ..StepState::pending(s.name(), s.has_compensation())
-        })
-        .collect();
-    let state = SagaState {
-        id,
-        definition: def.name().to_string(),
-        version: def.version(),
-        status: SagaStatus::Running,
-        current_step: 0,
-        data,
-        steps,
-        last_error: None,
-        next_attempt_at: None,
-        awaiting: None,
-        lease_owner: None,
-        lease_expires_at: None,
-        fencing_token: 1,
-        last_seq: 0,
-        created_at: 0,
-        updated_at: 0,
-    };
-    let mut change = Change::from(&state);
-    change.event(
-        EventKind::SagaStarted,
-        None,
-        None,
-        json!({ "version": def.version() }),
-    );
-    change
 }
 
 /// Starts the next attempt of the current unit: a retry that came due, or the first attempt of

@@ -58,8 +58,9 @@ pub enum Refused {
     /// The signal's data does not fit what the step folds into the saga data.
     #[error("the signal's data does not fit: {0}")]
     SignalData(String),
-    /// A timer is waiting: it fires at its time, and nothing is waiting to be retried.
-    #[error("it is waiting for a timer or a signal, not for a retry")]
+    /// A timer, a signal or a child saga is awaited: the wait ends by itself, and nothing is
+    /// waiting to be retried.
+    #[error("it is waiting for a timer, a signal or a child saga, not for a retry")]
     Waiting,
 }
 
@@ -161,6 +162,19 @@ pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> 
         }
         _ if state.awaiting.is_some() => return Err(Refused::Waiting),
         (SagaStatus::Running | SagaStatus::Compensating, _) if state.next_attempt_at.is_some() => {}
+        // At a parallel group, branches waiting out a backoff are due now.
+        (SagaStatus::Running, _)
+            if state
+                .steps
+                .iter()
+                .any(|s| s.group.is_some() && s.retry_at.is_some()) =>
+        {
+            for step in &mut change.state.steps {
+                if step.retry_at.is_some() {
+                    step.retry_at = Some(0);
+                }
+            }
+        }
         (status, _) => return Err(Refused::NothingToRetry(status)),
     }
     change.state.fencing_token += 1;

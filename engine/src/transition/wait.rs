@@ -168,7 +168,17 @@ pub(crate) fn check_signal(
         return Err(Refused::Final(state.status));
     }
     let waiting = |spec: &StepSpec| spec.signal().is_some_and(|(signal, _)| signal == name);
-    let Some(i) = def.steps().iter().position(waiting) else {
+    let steps: Vec<usize> = (0..def.steps().len())
+        .filter(|&i| waiting(&def.steps()[i]))
+        .collect();
+    // The first of them that has not ended (several steps may wait for the same name).
+    let open = |&&i: &&usize| {
+        matches!(
+            state.steps[i].status,
+            StepStatus::Pending | StepStatus::Running
+        )
+    };
+    let Some(&i) = steps.iter().find(open).or(steps.last()) else {
         let names: Vec<&str> = def
             .steps()
             .iter()

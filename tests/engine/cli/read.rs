@@ -139,7 +139,8 @@ async fn read_commands_show_what_the_store_holds() {
         "{human}"
     );
 
-    // Both OrderSagas: the one over events, which a broker's `OrderPlaced` starts, and the local.
+    // Both OrderSagas (the one over events, which a broker's `OrderPlaced` starts, and the
+    // local), the booking, and the trip with its loyalty child, sorted by name.
     let defs = db.json(&["definitions"]);
     let names: Vec<&str> = defs["definitions"]
         .as_array()
@@ -147,7 +148,16 @@ async fn read_commands_show_what_the_store_holds() {
         .iter()
         .map(|d| d["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["EventDrivenOrderSaga", "OrderSaga"]);
+    assert_eq!(
+        names,
+        [
+            "EventDrivenOrderSaga",
+            "OrderSaga",
+            "booking",
+            "loyalty",
+            "trip"
+        ]
+    );
     assert_eq!(defs["definitions"][1]["steps"].as_array().unwrap().len(), 5);
     assert_eq!(defs["definitions"][1]["steps"][1]["has_compensation"], true);
     assert_eq!(

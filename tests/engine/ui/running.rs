@@ -149,7 +149,7 @@ async fn a_saga_waiting_for_a_reply() {
         "{}",
         &waiting[..200]
     );
-    assert!(body.contains("none (nothing runs until the reply or the deadline)"));
+    assert!(body.contains("none (nothing runs until what it waits for comes, or its deadline)"));
     assert_eq!(
         super::attrs(&body, "data-outcome"),
         ["succeeded", "awaiting"]

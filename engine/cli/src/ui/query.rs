@@ -53,11 +53,11 @@ impl Filters {
             }
             match key.as_str() {
                 "status" => filters.statuses.push(
-                    crate::parse_status(&value).map_err(|e| UiError::BadRequest(format!("status: {e}")))?,
+                    crate::args::parse_status(&value).map_err(|e| UiError::BadRequest(format!("status: {e}")))?,
                 ),
                 "definition" => filters.definition = Some(value),
                 "since" => {
-                    let at = crate::parse_since(&value)
+                    let at = crate::args::parse_since(&value)
                         .map_err(|e| UiError::BadRequest(format!("since: {e}")))?;
                     filters.since = Some((value, at));
                 }

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
-use crate::state::{Millis, SagaState, SagaStatus};
+use crate::state::{SagaState, SagaStatus};
 
 /// Rows as PostgreSQL returns them: native ids, `jsonb` decoded.
 type SagaRow = Saga<Uuid, Value>;
@@ -368,10 +368,11 @@ impl SagaStore for PostgresStore {
         self.write_due(id).await
     }
 
-    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
-        Ok(sqlx::query_scalar(signals::NEXT_DUE)
+    async fn next_due(&self) -> Result<Option<Duration>, StoreError> {
+        let ms: Option<i64> = sqlx::query_scalar(signals::NEXT_DUE)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?;
+        Ok(ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
     }
 
     async fn unfinished_definitions(&self) -> Result<Vec<(String, u32, u64)>, StoreError> {

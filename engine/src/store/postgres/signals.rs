@@ -1,5 +1,5 @@
-//! PostgreSQL's side of signals: kept in `saga_signals`, and the sagas waiting on one made due in
-//! the same transaction and announced, so an idle mediator of any process takes them up at once.
+//! PostgreSQL's side of signals: kept in `saga_signals`, then the sagas waiting on one made due
+//! and announced, so an idle mediator of any process takes them up at once.
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -32,28 +32,35 @@ const WAKE_KEY: &str = concat!(
 const KEPT: &str = "SELECT event_id, data, received_at, target LIKE 'key:%' FROM saga_signals \
                     WHERE name = $1 AND target IN ($2, $3) ORDER BY received_at, event_id";
 
-/// The earliest future due time of a saga no mediator holds.
+/// How long until the earliest future due time of a saga no mediator holds (milliseconds).
 pub(super) const NEXT_DUE: &str = concat!(
-    "SELECT next_attempt_at FROM saga_instances WHERE status IN ('running', 'compensating') ",
+    "SELECT next_attempt_at - ",
+    now_ms!(),
+    " FROM saga_instances WHERE status IN ('running', 'compensating') ",
     "AND lease_owner IS NULL AND next_attempt_at > ",
     now_ms!(),
     " ORDER BY next_attempt_at LIMIT 1"
 );
 
 impl PostgresStore {
+    /// Keeps the signal, committed, and only then makes its waiting sagas due: a saga whose
+    /// wait commits meanwhile is either seen waiting here (the wake's row lock waits for that
+    /// commit and looks again), or sees the signal kept when its driver looks after the commit.
+    /// In one transaction, neither would see the other. A crash between the two leaves the
+    /// signal kept, taken when the saga's deadline wakes it.
     pub(super) async fn keep_signal(&self, s: &NewSignal<'_>) -> Result<SignalSent, StoreError> {
-        let mut tx = self.pool.begin().await?;
         let kept = sqlx::query(KEEP)
             .bind(s.target.stored())
             .bind(s.name)
             .bind(s.event_id)
             .bind(s.data)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?
             .rows_affected()
             > 0;
         let mut woken = Vec::new();
         if kept {
+            let mut tx = self.pool.begin().await?;
             woken = match s.target {
                 SignalTarget::Saga(id) => sqlx::query_scalar(WAKE_SAGA).bind(*id),
                 SignalTarget::Key(key) => sqlx::query_scalar(WAKE_KEY).bind(key.as_str()),
@@ -67,8 +74,8 @@ impl PostgresStore {
                     .execute(&mut *tx)
                     .await?;
             }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         self.counters.commit(0);
         Ok(SignalSent { kept, woken })
     }

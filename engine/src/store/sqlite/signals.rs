@@ -31,9 +31,11 @@ const WAKE_KEY: &str = concat!(
 const KEPT: &str = "SELECT event_id, data, received_at, target LIKE 'key:%' FROM saga_signals \
                     WHERE name = ?1 AND target IN (?2, ?3) ORDER BY received_at, event_id";
 
-/// The earliest future due time of a saga no mediator holds.
+/// How long until the earliest future due time of a saga no mediator holds (milliseconds).
 pub(super) const NEXT_DUE: &str = concat!(
-    "SELECT next_attempt_at FROM saga_instances WHERE status IN ('running', 'compensating') ",
+    "SELECT next_attempt_at - ",
+    now_ms!(),
+    " FROM saga_instances WHERE status IN ('running', 'compensating') ",
     "AND lease_owner IS NULL AND next_attempt_at > ",
     now_ms!(),
     " ORDER BY next_attempt_at LIMIT 1"

@@ -223,3 +223,29 @@ fn group_rules_are_checked_when_the_definition_is_built() {
         "{timer}"
     );
 }
+
+#[test]
+fn a_queued_group_begins_and_an_operator_retry_ends_branch_backoffs() {
+    let def = trip();
+    let queued = commit(enqueue(&def, Uuid::now_v7(), json!({})));
+    assert_eq!(
+        next(&queued),
+        Next::Begin,
+        "a queued saga's first step starts"
+    );
+    let state = at_group(&def);
+    let state = commit(branch_failed(
+        &def,
+        &state,
+        2,
+        &StepError::retryable("busy"),
+        1_000,
+    ));
+    assert!(state.steps[2].retry_at.is_some());
+    let retried = retry(&state, "now").unwrap();
+    assert_eq!(retried.state.steps[2].retry_at, Some(0), "due now");
+    assert_eq!(
+        branches(&def, &retried.state)[1],
+        Branch::Due { step: 2, at: 0 }
+    );
+}

@@ -236,3 +236,22 @@ fn correlate_on_a_step_that_is_not_a_signal_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_signal_goes_to_the_first_step_waiting_for_it_that_has_not_ended() {
+    let pass = |ctx: StepContext<Order>| async move { Ok(ctx.data) };
+    let fold = |o: Order, _: Payment| o;
+    let def = SagaDefinition::<Order>::new("order", 1)
+        .step(Step::signal("deposit", "paid", fold))
+        .step(Step::signal("balance", "paid", fold))
+        .step(Step::new("ship", pass))
+        .build()
+        .unwrap();
+    let first = started(&def);
+    let second = commit(take(&def, &first, &signal(json!(1))));
+    assert_eq!(second.current_step, 1);
+    assert_eq!(
+        check_signal(&def, &second, "paid", &json!({ "amount": 2 })),
+        Ok(())
+    );
+}
