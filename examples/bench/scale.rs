@@ -65,24 +65,7 @@ pub async fn in_flight(store: Arc<dyn SagaStore>, n: usize) -> Result<(), BoxErr
         .await?;
     reset_peak_rss();
     let started = Instant::now();
-    // Started by 64 callers at once, each returning when its saga is durable.
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut starters = Vec::new();
-    for _ in 0..64 {
-        let (mediator, next) = (mediator.clone(), next.clone());
-        starters.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, saga::engine::EngineError>(());
-                }
-                mediator.start("Parked", &order::order(i, 0.0)).await?;
-            }
-        }));
-    }
-    for starter in starters {
-        starter.await??;
-    }
+    start_all(&mediator, "Parked", n).await?;
     tokio::time::timeout(PATIENCE, async {
         loop {
             let notified = parked.1.notified();
@@ -133,6 +116,33 @@ pub async fn in_flight(store: Arc<dyn SagaStore>, n: usize) -> Result<(), BoxErr
         peak as f64 / 1024.0,
         finished.as_secs_f64()
     );
+    Ok(())
+}
+
+/// Starts `n` sagas of `name` (OrderSaga data), from 64 callers at once, each returning when its
+/// saga is durable.
+pub async fn start_all(
+    mediator: &Arc<Mediator>,
+    name: &'static str,
+    n: usize,
+) -> Result<(), BoxError> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut starters = Vec::new();
+    for _ in 0..64 {
+        let (mediator, next) = (mediator.clone(), next.clone());
+        starters.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, saga::engine::EngineError>(());
+                }
+                mediator.start(name, &order::order(i, 0.0)).await?;
+            }
+        }));
+    }
+    for starter in starters {
+        starter.await??;
+    }
     Ok(())
 }
 

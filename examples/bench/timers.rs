@@ -2,7 +2,6 @@
 //! process's peak memory and the sagas in flight (held in memory) while they all wait, then how
 //! fast the timers fire and the sagas finish once their time comes.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,6 @@ use saga::engine::{
 };
 use saga::sagas::Order;
 
-use crate::order;
 use crate::report::{peak_rss_kib, reset_peak_rss};
 use crate::BoxError;
 
@@ -40,23 +38,7 @@ pub async fn waiting(store: Arc<dyn SagaStore>, n: usize, delay: Duration) -> Re
         .await?;
     reset_peak_rss();
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut starters = Vec::new();
-    for _ in 0..64 {
-        let (mediator, next) = (mediator.clone(), next.clone());
-        starters.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, saga::engine::EngineError>(());
-                }
-                mediator.start("Timed", &order::order(i, 0.0)).await?;
-            }
-        }));
-    }
-    for starter in starters {
-        starter.await??;
-    }
+    crate::scale::start_all(&mediator, "Timed", n).await?;
     let all_started = started.elapsed();
     if all_started >= delay {
         return Err(format!("starting took {all_started:?}, past the timers' {delay:?}: give a longer --timer-delay").into());

@@ -183,21 +183,18 @@ pub(crate) async fn check_with(
 
     // 4. Every transition's event was published at least once; a consumer deduping by id sees
     //    each once (the record holds one row per id).
-    for e in &history {
-        let seen = match published {
-            Some(ids) => ids.contains(&e.event_id),
-            None => {
-                let delivered: Option<i64> = sqlx::query_scalar(
-                    "SELECT deliveries FROM crash_deliveries WHERE event_id = ?1",
-                )
-                .bind(e.event_id.to_string())
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-                delivered.unwrap_or(0) >= 1
+    match published {
+        Some(ids) => {
+            for e in &history {
+                assert!(
+                    ids.contains(&e.event_id),
+                    "{what}: {} #{} was never published",
+                    e.kind,
+                    e.seq
+                );
             }
-        };
-        assert!(seen, "{what}: {} #{} was never published", e.kind, e.seq);
+        }
+        None => assert_published(&pool, &history, what).await,
     }
     // ...and nothing was published that is not in the history (no event before its commit, none
     // of a transaction that rolled back).
@@ -219,32 +216,37 @@ pub(crate) async fn check_with(
     );
 }
 
-/// Runs the whole matrix for one scenario and returns how many crash points it covered.
-async fn matrix(fail_at: Option<&str>, expected: SagaStatus) -> usize {
-    let dir = tempfile::tempdir().unwrap();
-    let flags: Vec<&str> = fail_at.map(|s| vec!["--fail-at", s]).unwrap_or_default();
-    let mut clean = vec!["start", "--order-id", "discover"];
-    clean.extend_from_slice(&flags);
-    let points = discover(dir.path(), &clean).await;
+/// The matrix: for each crash point a clean run of the child's `start` passes (each
+/// occurrence), a child is started with that point armed and must die there, then `recover`
+/// runs until it ends (with `crash_recovery`, every third run also dies at the first commit of
+/// a recovery first), and `check` is given the database, what the run was, and whether the
+/// saga may be gone (a crash at the very first commit). Returns how many points it covered.
+pub(crate) async fn crash_each<F, Fut>(
+    dir: &Path,
+    start: &[&str],
+    recover: &[&str],
+    crash_recovery: bool,
+    mut check: F,
+) -> usize
+where
+    F: FnMut(Db, String, bool) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let points = discover(dir, start).await;
     assert!(points.len() >= 7, "discovered only {points:?}");
     for (i, (point, n)) in points.iter().enumerate() {
-        let what = format!("crash at {point}:{n} (fail at {fail_at:?})");
-        let db = Db::new(dir.path(), &format!("run{i}")).await;
-        let mut start = vec!["start", "--order-id", "o1"];
-        start.extend_from_slice(&flags);
-        let crashed = run_child(&db, &start, &[("SAGA_CRASH_AT", format!("{point}:{n}"))]);
+        let what = format!("crash at {point}:{n} ({})", start.join(" "));
+        let db = Db::new(dir, &format!("run{i}")).await;
+        let crashed = run_child(&db, start, &[("SAGA_CRASH_AT", format!("{point}:{n}"))]);
         assert_eq!(
             crashed.status.signal(),
             Some(6),
             "{what}: the child did not die there: {crashed:?}"
         );
-        let mut recover = vec!["recover"];
-        recover.extend_from_slice(&flags);
-        // Every third run also crashes during recovery, at its first commit.
-        if i % 3 == 0 {
+        if crash_recovery && i % 3 == 0 {
             let again = run_child(
                 &db,
-                &recover,
+                recover,
                 &[("SAGA_CRASH_AT", "after_commit:1".to_string())],
             );
             assert!(
@@ -252,15 +254,58 @@ async fn matrix(fail_at: Option<&str>, expected: SagaStatus) -> usize {
                 "{what}: {again:?}"
             );
         }
-        let recovered = run_child(&db, &recover, &[]);
+        let recovered = run_child(&db, recover, &[]);
         assert!(
             recovered.status.success(),
             "{what}: recovery failed: {}",
             String::from_utf8_lossy(&recovered.stderr)
         );
-        check(&db, expected, &what, point == "before_commit" && *n == 1).await;
+        check(db, what, point == "before_commit" && *n == 1).await;
     }
     points.len()
+}
+
+/// Checks that every event of `history` was published at least once, by the record the child
+/// processes keep in `pool`.
+pub(crate) async fn assert_published(
+    pool: &SqlitePool,
+    history: &[saga::engine::HistoryEvent],
+    what: &str,
+) {
+    for e in history {
+        let delivered: Option<i64> =
+            sqlx::query_scalar("SELECT deliveries FROM crash_deliveries WHERE event_id = ?1")
+                .bind(e.event_id.to_string())
+                .fetch_optional(pool)
+                .await
+                .unwrap();
+        assert!(
+            delivered.unwrap_or(0) >= 1,
+            "{what}: {} #{} of saga {} was never published",
+            e.kind,
+            e.seq,
+            e.saga_id
+        );
+    }
+}
+
+/// Runs the whole matrix for one scenario and returns how many crash points it covered.
+async fn matrix(fail_at: Option<&str>, expected: SagaStatus) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let mut start = vec!["start", "--order-id", "o1"];
+    let mut recover = vec!["recover"];
+    if let Some(step) = fail_at {
+        start.extend(["--fail-at", step]);
+        recover.extend(["--fail-at", step]);
+    }
+    crash_each(
+        dir.path(),
+        &start,
+        &recover,
+        true,
+        |db, what, may_be_empty| async move { check(&db, expected, &what, may_be_empty).await },
+    )
+    .await
 }
 
 async fn every_crash_point_of_the_success_path_recovers() {

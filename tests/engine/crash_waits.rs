@@ -8,13 +8,11 @@
 //! the hold taken once and released once when compensated, the timer fired once and never
 //! early, the signal taken at most once, the history gapless, and every event published.
 
-use std::os::unix::process::ExitStatusExt;
-
 use saga::engine::{store, EventKind, SagaStatus};
 use saga::sagas::booking::Holds;
 use sqlx::SqlitePool;
 
-use crate::crash::{discover, run_child, Db};
+use crate::crash::{assert_published, crash_each, Db};
 
 async fn check(db: &Db, expected: SagaStatus, what: &str, may_be_empty: bool) {
     let store = store::open(&db.url, store::OpenMode::MustExist)
@@ -95,63 +93,23 @@ async fn check(db: &Db, expected: SagaStatus, what: &str, may_be_empty: bool) {
     }
 
     let pool = SqlitePool::connect(&db.local).await.unwrap();
-    for e in &history {
-        let delivered: Option<i64> =
-            sqlx::query_scalar("SELECT deliveries FROM crash_deliveries WHERE event_id = ?1")
-                .bind(e.event_id.to_string())
-                .fetch_optional(&pool)
-                .await
-                .unwrap();
-        assert!(
-            delivered.unwrap_or(0) >= 1,
-            "{what}: {} #{} was never published",
-            e.kind,
-            e.seq
-        );
-    }
+    assert_published(&pool, &history, what).await;
 }
 
 async fn matrix(pay: bool, expected: SagaStatus) -> usize {
     let dir = tempfile::tempdir().unwrap();
-    let mut start = vec!["booking"];
-    if pay {
-        start.push("--pay");
-    }
-    let points = discover(dir.path(), &start).await;
-    let names: Vec<&str> = points.iter().map(|(p, _)| p.as_str()).collect();
-    assert!(
-        names.contains(&"after_commit"),
-        "discovered only {points:?}"
-    );
-    if pay {
-        assert!(
-            names.contains(&"after_signal_kept"),
-            "discovered only {points:?}"
-        );
-    }
-    for (i, (point, n)) in points.iter().enumerate() {
-        let what = format!("crash at {point}:{n} (pay: {pay})");
-        let db = Db::new(dir.path(), &format!("run{i}")).await;
-        let crashed = run_child(&db, &start, &[("SAGA_CRASH_AT", format!("{point}:{n}"))]);
-        assert_eq!(
-            crashed.status.signal(),
-            Some(6),
-            "{what}: the child did not die there: {crashed:?}"
-        );
-        let recover: &[&str] = if pay {
-            &["recover", "--pay"]
-        } else {
-            &["recover"]
-        };
-        let recovered = run_child(&db, recover, &[]);
-        assert!(
-            recovered.status.success(),
-            "{what}: recovery failed: {}",
-            String::from_utf8_lossy(&recovered.stderr)
-        );
-        check(&db, expected, &what, point == "before_commit" && *n == 1).await;
-    }
-    points.len()
+    let (start, recover): (&[&str], &[&str]) = match pay {
+        true => (&["booking", "--pay"], &["recover", "--pay"]),
+        false => (&["booking"], &["recover"]),
+    };
+    crash_each(
+        dir.path(),
+        start,
+        recover,
+        false,
+        |db, what, may_be_empty| async move { check(&db, expected, &what, may_be_empty).await },
+    )
+    .await
 }
 
 async fn every_crash_point_of_a_paid_booking_recovers() {

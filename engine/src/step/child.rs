@@ -65,15 +65,7 @@ impl<D: SagaData> Step<D> {
         let mut step = Step::new(name, noop);
         step.spec.action = Work::Child(spec.clone());
         step.spec.compensation = Some(Work::Child(spec));
-        step.spec.apply = Some(Arc::new(move |data: Value, child: Value| {
-            let data: D = serde_json::from_value(data)
-                .map_err(|e| StepError::poison(format!("saga data cannot be read: {e}")))?;
-            let child: C = serde_json::from_value(child).map_err(|e| {
-                StepError::invalid_output(format!("the child saga's data does not fit: {e}"))
-            })?;
-            serde_json::to_value(apply(data, child))
-                .map_err(|e| StepError::invalid_output(format!("saga data cannot be written: {e}")))
-        }));
+        step.spec.apply = Some(super::remote::fold(apply, "the child saga's data"));
         step
     }
 }

@@ -9,8 +9,27 @@ use serde_json::Value;
 
 use super::{SagaData, Step, StepContext, StepError, Work};
 
-/// Folds a successful reply's output into the saga data (type-erased).
+/// Folds what a step received (a reply's output, a signal's data, a child saga's data) into the
+/// saga data (type-erased).
 pub(crate) type ApplyFn = Arc<dyn Fn(Value, Value) -> Result<Value, StepError> + Send + Sync>;
+
+/// Erases `apply`, which folds an `O` into the saga data: data that cannot be read is poison,
+/// an `O` that does not fit (`what`, as the error names it) is an invalid output.
+pub(crate) fn fold<D, O, F>(apply: F, what: &'static str) -> ApplyFn
+where
+    D: SagaData,
+    O: DeserializeOwned,
+    F: Fn(D, O) -> D + Send + Sync + 'static,
+{
+    Arc::new(move |data: Value, received: Value| {
+        let data: D = serde_json::from_value(data)
+            .map_err(|e| StepError::poison(format!("saga data cannot be read: {e}")))?;
+        let received: O = serde_json::from_value(received)
+            .map_err(|e| StepError::invalid_output(format!("{what} does not fit: {e}")))?;
+        serde_json::to_value(apply(data, received))
+            .map_err(|e| StepError::invalid_output(format!("saga data cannot be written: {e}")))
+    })
+}
 
 impl<D: SagaData> Step<D> {
     /// A participant step: its action sends a `command` event and the saga waits for the reply,
@@ -24,17 +43,7 @@ impl<D: SagaData> Step<D> {
         let noop = |ctx: StepContext<D>| std::future::ready(Ok(ctx.data));
         let mut step = Step::new(name, noop);
         step.spec.action = Work::Command(command.into());
-        step.spec.apply = Some(Arc::new(move |data: Value, output: Value| {
-            let data: D = serde_json::from_value(data)
-                .map_err(|e| StepError::poison(format!("saga data cannot be read: {e}")))?;
-            let output: O = serde_json::from_value(output).map_err(|e| {
-                StepError::invalid_output(format!(
-                    "the participant's reply output does not fit: {e}"
-                ))
-            })?;
-            serde_json::to_value(apply(data, output))
-                .map_err(|e| StepError::invalid_output(format!("saga data cannot be written: {e}")))
-        }));
+        step.spec.apply = Some(fold(apply, "the participant's reply output"));
         step
     }
 

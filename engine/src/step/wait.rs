@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{SagaData, Step, StepContext, StepError, Work};
+use super::{SagaData, Step, StepContext, Work};
 use crate::state::Millis;
 
 /// Reads a timer's time from the saga data (type-erased; `None` when the data cannot be read).
@@ -118,15 +118,7 @@ impl<D: SagaData> Step<D> {
             key_field: None,
         };
         let mut step = waiting(name, Work::Signal(wait));
-        step.spec.apply = Some(Arc::new(move |data: Value, payload: Value| {
-            let data: D = serde_json::from_value(data)
-                .map_err(|e| StepError::poison(format!("saga data cannot be read: {e}")))?;
-            let payload: S = serde_json::from_value(payload).map_err(|e| {
-                StepError::invalid_output(format!("the signal's data does not fit: {e}"))
-            })?;
-            serde_json::to_value(apply(data, payload))
-                .map_err(|e| StepError::invalid_output(format!("saga data cannot be written: {e}")))
-        }));
+        step.spec.apply = Some(super::remote::fold(apply, "the signal's data"));
         step
     }
 

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{failed, point_at_next_compensation, succeeded, Change, NewEvent, Refused};
 use crate::definition::Definition;
 use crate::event::EventKind;
-use crate::state::{Awaiting, SagaState, SagaStatus, StepStatus, Wait};
-use crate::step::{Phase, StepError, StepKind};
+use crate::state::{Awaiting, SagaState, SagaStatus, Wait};
+use crate::step::{Phase, StepError};
 
 /// How often a parent looks at a child it waits for, in case the child's end was not announced
 /// (its process crashed between the two).
@@ -138,12 +138,8 @@ pub(crate) fn undo(
     match child.status {
         SagaStatus::Running => super::abort(def, child, &reason).map(Some),
         SagaStatus::Completed => {
-            let started = |i: &usize| child.steps[*i].status != StepStatus::Pending;
-            if let Some(i) = (0..child.steps.len())
-                .filter(started)
-                .find(|&i| def.steps()[i].kind() != StepKind::Compensatable)
-            {
-                return Err(Refused::PastPivot(child.steps[i].name.clone()));
+            if let Some(step) = super::operator::past_pivot(def, child) {
+                return Err(Refused::PastPivot(step));
             }
             let mut change = Change::from(child);
             change.state.last_error = Some(reason.clone());

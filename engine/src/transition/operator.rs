@@ -73,12 +73,8 @@ pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result
         SagaStatus::Compensating => return Err(Refused::AlreadyCompensating),
         other => return Err(Refused::Final(other)),
     }
-    let started = |i: &usize| state.steps[*i].status != StepStatus::Pending;
-    if let Some(i) = (0..state.steps.len())
-        .filter(started)
-        .find(|&i| def.steps()[i].kind() != StepKind::Compensatable)
-    {
-        return Err(Refused::PastPivot(state.steps[i].name.clone()));
+    if let Some(step) = past_pivot(def, state) {
+        return Err(Refused::PastPivot(step));
     }
     let mut change = Change::from(state);
     let i = state.current_step;
@@ -112,6 +108,16 @@ pub(crate) fn abort(def: &Definition, state: &SagaState, reason: &str) -> Result
     );
     point_at_next_compensation(&mut change);
     Ok(change)
+}
+
+/// The first step of `state` past the compensatable ones that has started, if any: once one has,
+/// the saga can only go forward.
+pub(super) fn past_pivot(def: &Definition, state: &SagaState) -> Option<String> {
+    let started = |i: &usize| state.steps[*i].status != StepStatus::Pending;
+    (0..state.steps.len())
+        .filter(started)
+        .find(|&i| def.steps()[i].kind() != StepKind::Compensatable)
+        .map(|i| state.steps[i].name.clone())
 }
 
 /// An operator retries a saga: a `failed` saga resumes where it stopped (its compensation, or

@@ -22,16 +22,6 @@ pub async fn registry(env: &Env, def: Definition) -> Registry {
     registry
 }
 
-pub fn kinds(history: &[HistoryEvent]) -> Vec<String> {
-    history
-        .iter()
-        .map(|e| match &e.step {
-            Some(step) => format!("{} {step}", e.kind),
-            None => e.kind.to_string(),
-        })
-        .collect()
-}
-
 fn detail_ms(history: &[HistoryEvent], kind: EventKind, field: &str) -> i64 {
     let e = history.iter().find(|e| e.kind == kind).unwrap();
     e.detail[field].as_i64().unwrap()
@@ -77,7 +67,7 @@ async fn a_timer_fires_after_its_time_and_survives_a_restart() {
     let history = env.store.history(id).await.unwrap();
     assert_gapless(&history);
     assert_eq!(
-        kinds(&history)[3..8],
+        lines(&history)[3..8],
         [
             "StepStarted cool_off",
             "TimerScheduled cool_off",
@@ -183,7 +173,7 @@ async fn a_signal_wait_that_runs_out_compensates() {
     );
     let history = env.store.history(id).await.unwrap();
     assert_eq!(
-        kinds(&history)[7..],
+        lines(&history)[7..],
         [
             "StepStarted await_payment",
             "SignalAwaited await_payment",
