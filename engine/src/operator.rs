@@ -48,6 +48,14 @@ pub enum OperatorError {
         /// Its version.
         version: u32,
     },
+    /// A signal sent to a key that no registered saga's signal step takes by key.
+    #[error("no saga registered here takes a signal named `{signal}` by key (by key they take: {by_key})")]
+    NoKeyedSignal {
+        /// The signal sent.
+        signal: String,
+        /// The signals registered steps take by key, comma-separated (`none` if none).
+        by_key: String,
+    },
     /// The saga kept changing under the action (a busy mediator); try again.
     #[error("saga {0} kept changing while the action was applied; try again")]
     Busy(Uuid),
@@ -89,7 +97,8 @@ pub async fn retry(
 /// on it made due so that a worker takes it up. A signal to a saga id is checked first: the saga
 /// exists, its definition version is registered here, a step of it waits for this signal and
 /// has not ended, and the data fits that step; otherwise nothing is written. A signal to a key
-/// is kept as it is (its sagas may not exist yet).
+/// must be one that a registered saga takes by key; its data is checked when a saga takes it
+/// (one that does not fit is passed over), since its sagas may not be waiting yet.
 pub async fn signal(
     store: &dyn SagaStore,
     registry: &Registry,
@@ -109,6 +118,25 @@ pub async fn signal(
                 reason,
             }
         })?;
+    }
+    if let SignalTarget::Key(_) = target {
+        // Some registered saga must take this signal by key, or it could never be taken.
+        let by_key: Vec<&str> = registry
+            .definitions()
+            .iter()
+            .flat_map(|d| d.steps().iter().filter_map(|s| s.signal()))
+            .filter_map(|(signal, key)| key.map(|_| signal))
+            .collect();
+        if !by_key.contains(&name) {
+            return Err(OperatorError::NoKeyedSignal {
+                signal: name.to_string(),
+                by_key: if by_key.is_empty() {
+                    "none".into()
+                } else {
+                    by_key.join(", ")
+                },
+            });
+        }
     }
     let sent = store
         .send_signal(&NewSignal {

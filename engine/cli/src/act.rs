@@ -89,7 +89,14 @@ pub(crate) async fn signal(
         false => SignalTarget::Saga(resolve(store, signal.target).await?),
     };
     let event_id = signal.event_id.unwrap_or_else(Uuid::now_v7);
-    let sent = operator::signal(store, registry, &target, signal.name, event_id, &data).await?;
+    let sent = operator::signal(store, registry, &target, signal.name, event_id, &data)
+        .await
+        .map_err(|e| match CliError::from(e) {
+            CliError::Usage(text) if data.is_null() => {
+                CliError::Usage(format!("{text} (no --data was given)"))
+            }
+            other => other,
+        })?;
     if json {
         return print_json(&serde_json::json!({
             "target": target.to_string(),
@@ -102,6 +109,7 @@ pub(crate) async fn signal(
     let name = signal.name;
     match (sent.kept, sent.woken.len()) {
         (false, _) => out!("signal `{name}` {event_id} was already sent to {target}; nothing changed"),
+        (true, 0) if signal.by_key => out!("signal `{name}` sent to {target} ({event_id}); no saga waits on that key now: kept for the sagas of that key that reach their wait (its data is checked then)"),
         (true, 0) => out!("signal `{name}` sent to {target} ({event_id}); kept until a signal step takes it"),
         (true, n) => out!("signal `{name}` sent to {target} ({event_id}); {n} waiting saga(s) woken, the next worker to look takes it"),
     }

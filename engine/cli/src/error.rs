@@ -98,6 +98,11 @@ impl From<OperatorError> for CliError {
                 CliError::NotFound(e.to_string())
             }
             OperatorError::Store(e) => e.into(),
+            // Bad input, as data that does not fit a saga is for `run`.
+            OperatorError::Refused {
+                reason: saga_engine::operator::Refused::SignalData(_),
+                ..
+            } => CliError::Usage(e.to_string()),
             _ => CliError::Refused(e.to_string()),
         }
     }

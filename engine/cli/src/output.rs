@@ -207,14 +207,20 @@ pub(crate) fn now_ms() -> Millis {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// A history event's detail as `key=value` pairs, nulls left out.
+/// A history event's detail as `key=value` pairs, nulls left out; the times waits record
+/// (`fires_at`, `deadline`, `received_at`) as RFC 3339 like every other time shown.
 pub(crate) fn detail(detail: &Value) -> String {
+    let is_time = |k: &str| matches!(k, "fires_at" | "deadline" | "received_at");
     match detail {
         Value::Object(map) => map
             .iter()
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| match v {
                 Value::String(s) => format!("{k}={s}"),
+                Value::Number(n) if is_time(k) => match n.as_i64() {
+                    Some(at) => format!("{k}={}", rfc3339(at)),
+                    None => format!("{k}={n}"),
+                },
                 other => format!("{k}={other}"),
             })
             .collect::<Vec<_>>()
@@ -224,13 +230,18 @@ pub(crate) fn detail(detail: &Value) -> String {
     }
 }
 
+/// A step's kind, and the parallel group it is a branch of (`compensatable, parallel book`).
+pub(crate) fn kind_text(step: &saga_engine::StepSpec) -> String {
+    match step.group() {
+        Some(group) => format!("{}, parallel {group}", step.kind().as_str()),
+        None => step.kind().as_str().to_string(),
+    }
+}
+
 /// What a step waits for, in words: a participant's reply to its command, a child saga, a
 /// timer, a signal (and the data field its key comes from), or `-` for a step that runs in the
-/// mediator; a branch of a parallel group says so.
+/// mediator.
 pub(crate) fn waits_for(step: &saga_engine::StepSpec) -> String {
-    if let Some(group) = step.group() {
-        return format!("in parallel ({group})");
-    }
     if let Some(command) = step.command(saga_engine::Phase::Action) {
         return format!("reply to {command}");
     }

@@ -220,6 +220,7 @@ pub(crate) fn definitions(
                             "compensation_max_attempts": s.compensation_retry_policy().max_attempts,
                             "timeout_ms": s.timeout().as_millis() as u64,
                             "waits_for": output::waits_for(s),
+                            "group": s.group(),
                         })
                     })
                     .collect();
@@ -258,7 +259,7 @@ pub(crate) fn definitions(
             };
             t.add_row(vec![
                 Cell::new(s.name()),
-                Cell::new(s.kind().as_str()),
+                Cell::new(output::kind_text(s)),
                 Cell::new(match (s.has_compensation(), s.compensation_name()) {
                     (true, Some(name)) => name,
                     (true, None) => "yes",

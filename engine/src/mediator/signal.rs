@@ -106,11 +106,14 @@ impl Inner {
         let Some(Wait::Signal { name, key, .. }) = saga.awaiting.as_ref().map(|a| &a.wait) else {
             return Ok(None);
         };
+        let Some(def) = self.registry.get(&saga.definition, saga.version) else {
+            return Ok(None);
+        };
         let kept = self
             .store
             .kept_signals(saga.id, name, key.as_deref())
             .await?;
-        Ok(transition::pick(saga, &kept).cloned())
+        Ok(transition::pick(def, saga, &kept).cloned())
     }
 
     /// If `saga` waits on a signal and one is kept for it, takes it over (as a claim would, so a

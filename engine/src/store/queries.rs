@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::state::{Millis, SagaStatus};
 
-/// Which sagas [`SagaStore::list`] returns: newest first, all filters combined.
+/// Which sagas [`super::SagaStore::list`] returns: newest first, all filters combined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
     /// Any of these statuses (all when empty).

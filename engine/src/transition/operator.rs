@@ -55,8 +55,9 @@ pub enum Refused {
         /// Where the step stands.
         status: crate::state::StepStatus,
     },
-    /// The signal's data does not fit what the step folds into the saga data.
-    #[error("the signal's data does not fit: {0}")]
+    /// The signal's data does not fit what the step folds into the saga data (the sentence
+    /// says so).
+    #[error("{0}")]
     SignalData(String),
     /// A timer, a signal or a child saga is awaited: the wait ends by itself, and nothing is
     /// waiting to be retried.

@@ -145,14 +145,32 @@ fn first_event(change: &mut Change, state: &SagaState, kind: EventKind, detail: 
     change.events.insert(0, event);
 }
 
-/// The signal `kept` holds that `state`'s current step can take: the oldest it has not taken
-/// already. A signal sent to a correlation key counts only from the saga's creation on (an older
-/// one was meant for an earlier saga of the same key).
-pub(crate) fn pick<'a>(state: &SagaState, kept: &'a [Signal]) -> Option<&'a Signal> {
+/// The signal `kept` holds that `state`'s current step (of `def`) can take: the oldest it has
+/// not taken already whose data fits the step. A signal sent to a correlation key counts only
+/// from the saga's creation on (an older one was meant for an earlier saga of the same key);
+/// one whose data does not fit (sent to a key, it could not be checked when sent) is passed
+/// over, with a warning, rather than failing the step.
+pub(crate) fn pick<'a>(
+    def: &Definition,
+    state: &SagaState,
+    kept: &'a [Signal],
+) -> Option<&'a Signal> {
     let taken: Vec<Uuid> = state.steps.iter().filter_map(|s| s.signal).collect();
+    let apply = def
+        .steps()
+        .get(state.current_step)
+        .and_then(|s| s.apply.as_ref());
+    let fits = |s: &&Signal| match apply.map(|apply| apply(state.data.clone(), s.data.clone())) {
+        Some(Err(error)) => {
+            tracing::warn!(saga_id = %state.id, signal_id = %s.event_id, %error, "a kept signal does not fit its step; passed over");
+            false
+        }
+        _ => true,
+    };
     kept.iter()
         .filter(|s| !s.by_key || s.received_at >= state.created_at)
-        .find(|s| !taken.contains(&s.event_id))
+        .filter(|s| !taken.contains(&s.event_id))
+        .find(fits)
 }
 
 /// Whether a signal named `name` carrying `data` may be sent to `state` (an instance of `def`):

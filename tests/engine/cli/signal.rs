@@ -1,7 +1,8 @@
 //! `saga signal` and what `saga show` says of a waiting saga, with the real binary: a booking
 //! started by `saga run` waits on its timer (`saga show` says when it fires), a payment sent by
 //! `saga signal` before the wait is kept, the same signal id sent again changes nothing, bad
-//! signals exit 1 (3 for no such saga) naming the problem, and a worker then completes it.
+//! signals exit 1 (2 for data that does not fit, 3 for no such saga) naming the problem, and a
+//! worker then completes it.
 //! Over NATS and RabbitMQ, a `PaymentReceived` event that another process publishes pays a
 //! booking that a `saga worker --bus` process runs.
 
@@ -32,7 +33,36 @@ async fn saga_signal_pays_a_waiting_booking() {
         stderr(&unknown)
     );
     let misfit = db.saga(&["signal", &id, "paid", "--data", r#"{"amount":"lots"}"#]);
-    assert_eq!(misfit.status.code(), Some(1));
+    assert_eq!(misfit.status.code(), Some(2), "bad input, as for saga run");
+    let no_data = db.saga(&["signal", &id, "paid"]);
+    assert_eq!(no_data.status.code(), Some(2));
+    assert!(
+        stderr(&no_data).contains("expected struct Payment (no --data was given)"),
+        "{}",
+        stderr(&no_data)
+    );
+    let by_key_unknown = db.saga(&["signal", "--key", "bk-7", "payed"]);
+    assert_eq!(by_key_unknown.status.code(), Some(1));
+    assert!(
+        stderr(&by_key_unknown)
+            .contains("no saga registered here takes a signal named `payed` by key"),
+        "{}",
+        stderr(&by_key_unknown)
+    );
+    let by_key_nobody = db.saga(&[
+        "signal",
+        "--key",
+        "nobody",
+        "paid",
+        "--data",
+        r#"{"amount":1}"#,
+    ]);
+    assert!(by_key_nobody.status.success(), "{}", stderr(&by_key_nobody));
+    assert!(
+        stdout(&by_key_nobody).contains("no saga waits on that key now"),
+        "{}",
+        stdout(&by_key_nobody)
+    );
     assert!(
         stderr(&misfit).contains("the signal's data does not fit"),
         "{}",

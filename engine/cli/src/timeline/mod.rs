@@ -75,6 +75,8 @@ pub(crate) struct Lane {
     pub participant: bool,
     /// For a timer or signal step, what it waits for (`timer`, `signal paid`).
     pub waits_on: Option<String>,
+    /// The parallel group the step is a branch of, if any.
+    pub group: Option<String>,
     pub bars: Vec<Bar>,
     pub waits: Vec<Wait>,
 }
@@ -160,6 +162,7 @@ pub(crate) fn build(
                 (_, Some(child)) => Some(format!("child saga {child}")),
                 _ => d.is_timer().then(|| "timer".to_string()),
             }),
+            group: spec(i).and_then(|d| d.group()).map(String::from),
             bars: Vec::new(),
             waits: Vec::new(),
         })

@@ -113,6 +113,10 @@ pub(crate) fn label(lane: &Lane) -> String {
             if lane.participant {
                 text.push_str(" · participant");
             }
+            if let Some(group) = &lane.group {
+                text.push_str(" · parallel ");
+                text.push_str(group);
+            }
             if let Some(waits_on) = &lane.waits_on {
                 text.push_str(" · ");
                 text.push_str(waits_on);

@@ -395,5 +395,6 @@ fn parallel_branches_overlap_and_waits_say_what_they_wait_for() {
     assert_eq!(t.lanes[3].waits_on.as_deref(), Some("signal paid"));
     let drawn = svg::render(&t).into_string();
     assert!(drawn.contains("4. pay · signal paid"), "{drawn}");
+    assert!(drawn.contains("1. flight · parallel book"), "{drawn}");
     assert!(drawn.contains("(waiting for the signal paid)"), "{drawn}");
 }

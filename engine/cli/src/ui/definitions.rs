@@ -73,7 +73,7 @@ pub(super) async fn page(
                             tr data-step=(s.name()) data-kind=(s.kind().as_str()) {
                                 td { (i + 1) }
                                 td { (s.name()) }
-                                td { (s.kind().as_str()) }
+                                td { (crate::output::kind_text(s)) }
                                 td { @match (s.has_compensation(), s.compensation_name()) {
                                     (true, Some(name)) => (name),
                                     (true, None) => "yes",

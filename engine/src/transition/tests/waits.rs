@@ -141,8 +141,8 @@ fn a_signal_completes_its_step_with_its_data_and_is_taken_once() {
     assert_eq!(change.state.awaiting, None);
     // Taken: the same signal is not picked again.
     let kept = [payment.clone()];
-    assert_eq!(pick(&change.state, &kept), None);
-    assert_eq!(pick(&pay, &kept), Some(&payment));
+    assert_eq!(pick(&def, &change.state, &kept), None);
+    assert_eq!(pick(&def, &pay, &kept), Some(&payment));
 }
 
 #[test]
@@ -160,8 +160,20 @@ fn a_signal_by_key_from_before_the_saga_was_created_is_not_picked() {
         by_key: false,
         ..signal(json!(2))
     };
-    assert_eq!(pick(&pay, std::slice::from_ref(&old)), None);
-    assert_eq!(pick(&pay, &[old, by_id_older.clone()]), Some(&by_id_older));
+    assert_eq!(pick(&def, &pay, std::slice::from_ref(&old)), None);
+    assert_eq!(
+        pick(&def, &pay, &[old, by_id_older.clone()]),
+        Some(&by_id_older)
+    );
+    // Data that does not fit the step (sent to a key, unchecked) is passed over.
+    let misfit = KeptSignal {
+        data: json!({ "amount": "lots" }),
+        ..signal(json!(0))
+    };
+    assert_eq!(
+        pick(&def, &pay, &[misfit, by_id_older.clone()]),
+        Some(&by_id_older)
+    );
 }
 
 #[test]
