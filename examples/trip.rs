@@ -52,7 +52,9 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     trip::register(&mut registry, &agency_url, args.pay_within).map_err(|e| e.to_string())?;
     let mediator = Mediator::builder(store.clone(), registry).start().await?;
     let agency = Agency::lazy(&agency_url)?;
-    println!("database: {url}\nagency:   {agency_url}");
+    println!(
+        "database: {url}\nagency:   {agency_url} (where the bookings and loyalty points are kept)"
+    );
     let run = &Uuid::now_v7().simple().to_string()[24..];
     let mut events = mediator.subscribe(Filter::all()).await?;
     for (paid, who) in [(true, "ada"), (false, "bob")] {
@@ -88,7 +90,7 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 .unwrap_or_default()
         );
         println!(
-            "     bookings: {booked} made, {cancelled} cancelled; paid {}; loyalty points {} ({} held by {who})",
+            "     bookings: {booked} made, {cancelled} cancelled; paid {}; loyalty points {} (now {} in all for {who})",
             dollars(data.paid),
             data.points,
             agency.points(who).await?
