@@ -218,14 +218,13 @@ pub(crate) async fn check_with(
 
 /// The matrix: for each crash point a clean run of the child's `start` passes (each
 /// occurrence), a child is started with that point armed and must die there, then `recover`
-/// runs until it ends (with `crash_recovery`, every third run also dies at the first commit of
-/// a recovery first), and `check` is given the database, what the run was, and whether the
+/// runs until it ends, and `check` is given the database, what the run was, and whether the
 /// saga may be gone (a crash at the very first commit). Returns how many points it covered.
 pub(crate) async fn crash_each<F, Fut>(
     dir: &Path,
     start: &[&str],
     recover: &[&str],
-    crash_recovery: bool,
+    run: Matrix,
     mut check: F,
 ) -> usize
 where
@@ -234,15 +233,22 @@ where
 {
     let points = discover(dir, start).await;
     assert!(points.len() >= 7, "discovered only {points:?}");
+    let mut unreached = Vec::new();
     for (i, (point, n)) in points.iter().enumerate() {
         let what = format!("crash at {point}:{n} ({})", start.join(" "));
         let db = Db::new(dir, &format!("run{i}")).await;
         let crashed = run_child(&db, start, &[("SAGA_CRASH_AT", format!("{point}:{n}"))]);
-        assert_eq!(
-            crashed.status.signal(),
-            Some(6),
-            "{what}: the child did not die there: {crashed:?}"
-        );
+        if run.racy && crashed.status.success() {
+            // A late occurrence this run did not reach: it ran to its end, checked below.
+            unreached.push(format!("{point}:{n}"));
+        } else {
+            assert_eq!(
+                crashed.status.signal(),
+                Some(6),
+                "{what}: the child did not die there: {crashed:?}"
+            );
+        }
+        let crash_recovery = run.crash_recovery;
         if crash_recovery && i % 3 == 0 {
             let again = run_child(
                 &db,
@@ -262,7 +268,25 @@ where
         );
         check(db, what, point == "before_commit" && *n == 1).await;
     }
+    // Races change a few occurrence counts from run to run, not how many points there are.
+    assert!(
+        unreached.len() * 10 <= points.len(),
+        "{} of {} crash points not reached: {unreached:?}",
+        unreached.len(),
+        points.len()
+    );
     points.len()
+}
+
+/// How [`crash_each`] runs.
+#[derive(Clone, Copy)]
+pub(crate) struct Matrix {
+    /// Every third run also dies at the first commit of a recovery.
+    pub crash_recovery: bool,
+    /// The saga has commit attempts that race (a parent told of its child's end by two paths,
+    /// one of whose commits is then refused), so an occurrence near the end may not come in a
+    /// given run: such a run must end well, and at most one in ten may.
+    pub racy: bool,
 }
 
 /// Checks that every event of `history` was published at least once, by the record the child
@@ -298,11 +322,15 @@ async fn matrix(fail_at: Option<&str>, expected: SagaStatus) -> usize {
         start.extend(["--fail-at", step]);
         recover.extend(["--fail-at", step]);
     }
+    let run = Matrix {
+        crash_recovery: true,
+        racy: false,
+    };
     crash_each(
         dir.path(),
         &start,
         &recover,
-        true,
+        run,
         |db, what, may_be_empty| async move { check(&db, expected, &what, may_be_empty).await },
     )
     .await

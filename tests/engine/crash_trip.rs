@@ -10,7 +10,7 @@ use saga::engine::{store, EventKind, SagaStatus};
 use saga::sagas::trip::{self, Agency};
 use sqlx::SqlitePool;
 
-use crate::crash::{assert_published, crash_each, Db};
+use crate::crash::{assert_published, crash_each, Db, Matrix};
 
 async fn check(db: &Db, expected: SagaStatus, what: &str, may_be_empty: bool) {
     let store = store::open(&db.url, store::OpenMode::MustExist)
@@ -76,11 +76,15 @@ async fn matrix(pay: bool, expected: SagaStatus) -> usize {
         true => (&["trip", "--pay"], &["recover", "--pay"]),
         false => (&["trip"], &["recover"]),
     };
+    let run = Matrix {
+        crash_recovery: false,
+        racy: true,
+    };
     crash_each(
         dir.path(),
         start,
         recover,
-        false,
+        run,
         |db, what, may_be_empty| async move { check(&db, expected, &what, may_be_empty).await },
     )
     .await

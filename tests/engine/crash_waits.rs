@@ -12,7 +12,7 @@ use saga::engine::{store, EventKind, SagaStatus};
 use saga::sagas::booking::Holds;
 use sqlx::SqlitePool;
 
-use crate::crash::{assert_published, crash_each, Db};
+use crate::crash::{assert_published, crash_each, Db, Matrix};
 
 async fn check(db: &Db, expected: SagaStatus, what: &str, may_be_empty: bool) {
     let store = store::open(&db.url, store::OpenMode::MustExist)
@@ -102,11 +102,15 @@ async fn matrix(pay: bool, expected: SagaStatus) -> usize {
         true => (&["booking", "--pay"], &["recover", "--pay"]),
         false => (&["booking"], &["recover"]),
     };
+    let run = Matrix {
+        crash_recovery: false,
+        racy: false,
+    };
     crash_each(
         dir.path(),
         start,
         recover,
-        false,
+        run,
         |db, what, may_be_empty| async move { check(&db, expected, &what, may_be_empty).await },
     )
     .await
