@@ -281,8 +281,16 @@ pub(super) async fn run_attempt(
     let f = match work {
         Some(Work::Local(f)) => f.clone(),
         // Commands are sent by the transition that starts the attempt; nothing runs here.
+        // A timer runs only when its time could not be read from the data (else it waits).
+        Some(Work::Timer(delay)) => {
+            let error = delay
+                .fires_at(&saga.data, 0)
+                .err()
+                .unwrap_or_else(|| "the timer's time could not be read".into());
+            return Err(StepError::poison(error));
+        }
         // So are waits: the stored wait is all there is.
-        Some(Work::Command(_) | Work::Timer(_) | Work::Signal(_) | Work::Child(_)) | None => {
+        Some(Work::Command(_) | Work::Signal(_) | Work::Child(_)) | None => {
             return Ok(saga.data.clone())
         }
     };

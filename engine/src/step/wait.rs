@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::{SagaData, Step, StepContext, Work};
 use crate::state::Millis;
 
-/// Reads a timer's time from the saga data (type-erased; `None` when the data cannot be read).
-pub(crate) type UntilFn = Arc<dyn Fn(&Value) -> Option<SystemTime> + Send + Sync>;
+/// Reads a timer's time from the saga data (type-erased; an error when the data cannot be read).
+pub(crate) type UntilFn = Arc<dyn Fn(&Value) -> Result<SystemTime, String> + Send + Sync>;
 
 /// When a timer step fires.
 #[derive(Clone)]
@@ -24,14 +24,17 @@ pub(crate) enum Delay {
 }
 
 impl Delay {
-    /// When the timer fires if it is scheduled at `now`; a time already past fires at `now`.
-    pub(crate) fn fires_at(&self, data: &Value, now: Millis) -> Millis {
+    /// When the timer fires if it is scheduled at `now` (a time already past fires at `now`),
+    /// or why the saga data does not say.
+    pub(crate) fn fires_at(&self, data: &Value, now: Millis) -> Result<Millis, String> {
         match self {
-            Delay::For(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            Delay::Until(f) => f(data)
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            Delay::For(d) => {
+                Ok(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+            }
+            Delay::Until(f) => Ok(f(data)?
+                .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(now, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                .max(now),
+                .max(now)),
         }
     }
 }
@@ -86,8 +89,10 @@ impl<D: SagaData> Step<D> {
         F: Fn(&D) -> SystemTime + Send + Sync + 'static,
     {
         let until = move |data: &Value| {
-            let data: D = serde_json::from_value(data.clone()).ok()?;
-            Some(until(&data))
+            let data: D = serde_json::from_value(data.clone()).map_err(|e| {
+                format!("the timer's time cannot be read, as the saga data cannot be: {e}")
+            })?;
+            Ok(until(&data))
         };
         waiting(name, Work::Timer(Delay::Until(Arc::new(until))))
     }

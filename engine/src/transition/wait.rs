@@ -37,7 +37,10 @@ pub(super) fn schedule(change: &mut Change, spec: &StepSpec, i: usize, attempt: 
     let now = crate::store::now_ms();
     let (wait, due_in) = match &spec.action {
         Work::Timer(delay) => {
-            let fires_at = delay.fires_at(&change.state.data, now);
+            // Data that does not say when: no wait, so the attempt runs, and fails as poison.
+            let Ok(fires_at) = delay.fires_at(&change.state.data, now) else {
+                return false;
+            };
             let detail = json!({ "fires_at": fires_at, "delay_ms": fires_at - now });
             change.event(EventKind::TimerScheduled, Some(i), Some(attempt), detail);
             (Wait::Timer { fires_at }, until(fires_at, now))

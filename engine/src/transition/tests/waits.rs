@@ -267,3 +267,26 @@ fn a_signal_goes_to_the_first_step_waiting_for_it_that_has_not_ended() {
         Ok(())
     );
 }
+
+#[test]
+fn a_timer_whose_time_the_data_cannot_give_runs_and_so_fails_instead_of_firing() {
+    let def = SagaDefinition::<Order>::new("order", 1)
+        .step(Step::sleep_until("until_paid", |_: &Order| {
+            std::time::SystemTime::now()
+        }))
+        .build()
+        .unwrap();
+    let readable = commit(start(&def, Uuid::now_v7(), order()));
+    assert_eq!(next(&readable), Next::Await, "a readable time is a wait");
+    let unreadable = commit(start(&def, Uuid::now_v7(), json!({ "order_id": 17 })));
+    assert_eq!(unreadable.awaiting, None, "no wait without a time");
+    assert_eq!(
+        next(&unreadable),
+        Next::Run {
+            step: 0,
+            phase: Phase::Action,
+            attempt: 1
+        },
+        "the attempt runs, and the driver fails it as poison"
+    );
+}
