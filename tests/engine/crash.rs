@@ -152,30 +152,18 @@ pub(crate) async fn check_with(
     // 3. A valid history: gapless, no step completed or compensated twice, compensations in
     //    reverse order.
     let history = store.history(saga.id).await.unwrap();
-    assert_eq!(
-        history.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        (1..=history.len() as i64).collect::<Vec<_>>(),
-        "{what}"
-    );
+    assert_sound(&history, what);
     let position = |step: &Option<String>| {
         saga.steps
             .iter()
             .position(|s| Some(&s.name) == step.as_ref())
             .unwrap()
     };
-    let mut completed = HashMap::new();
-    let mut compensated = Vec::new();
-    for e in &history {
-        match e.kind {
-            EventKind::StepCompleted => *completed.entry(position(&e.step)).or_insert(0) += 1,
-            EventKind::StepCompensated => compensated.push(position(&e.step)),
-            _ => {}
-        }
-    }
-    assert!(
-        completed.values().all(|&n| n == 1),
-        "{what}: a step completed twice"
-    );
+    let compensated: Vec<usize> = history
+        .iter()
+        .filter(|e| e.kind == EventKind::StepCompensated)
+        .map(|e| position(&e.step))
+        .collect();
     assert!(
         compensated.windows(2).all(|w| w[0] > w[1]),
         "{what}: compensations out of order {compensated:?}"
@@ -287,6 +275,26 @@ pub(crate) struct Matrix {
     /// one of whose commits is then refused), so an occurrence near the end may not come in a
     /// given run: such a run must end well, and at most one in ten may.
     pub racy: bool,
+}
+
+/// Checks that `history` is sound: numbered from 1 without gaps, and no step completed twice.
+pub(crate) fn assert_sound(history: &[saga::engine::HistoryEvent], what: &str) {
+    assert_eq!(
+        history.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=history.len() as i64).collect::<Vec<_>>(),
+        "{what}"
+    );
+    let mut completed = HashMap::new();
+    for e in history
+        .iter()
+        .filter(|e| e.kind == EventKind::StepCompleted)
+    {
+        *completed.entry(e.step.clone()).or_insert(0) += 1;
+    }
+    assert!(
+        completed.values().all(|&n| n == 1),
+        "{what}: a step completed twice"
+    );
 }
 
 /// Checks that every event of `history` was published at least once, by the record the child

@@ -6,11 +6,11 @@
 //! once; unpaid, it must be compensated with every booking made cancelled and no child. Every
 //! saga's history is gapless, no step of any saga completes twice, and every event is published.
 
-use saga::engine::{store, EventKind, SagaStatus};
+use saga::engine::{store, SagaStatus};
 use saga::sagas::trip::{self, Agency};
 use sqlx::SqlitePool;
 
-use crate::crash::{assert_published, crash_each, Db, Matrix};
+use crate::crash::{assert_published, assert_sound, crash_each, Db, Matrix};
 
 async fn check(db: &Db, expected: SagaStatus, what: &str, may_be_empty: bool) {
     let store = store::open(&db.url, store::OpenMode::MustExist)
@@ -48,24 +48,7 @@ async fn check(db: &Db, expected: SagaStatus, what: &str, may_be_empty: bool) {
     let pool = SqlitePool::connect(&db.local).await.unwrap();
     for saga in &sagas {
         let history = store.history(saga.id).await.unwrap();
-        assert_eq!(
-            history.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            (1..=history.len() as i64).collect::<Vec<_>>(),
-            "{what}: {} history",
-            saga.definition
-        );
-        let mut completed = std::collections::HashMap::new();
-        for e in history
-            .iter()
-            .filter(|e| e.kind == EventKind::StepCompleted)
-        {
-            *completed.entry(e.step.clone()).or_insert(0) += 1;
-        }
-        assert!(
-            completed.values().all(|&n| n == 1),
-            "{what}: a step completed twice in {}",
-            saga.definition
-        );
+        assert_sound(&history, &format!("{what}: {}", saga.definition));
         assert_published(&pool, &history, what).await;
     }
 }

@@ -34,6 +34,10 @@ fn until(at: Millis, now: Millis) -> Duration {
 /// If step `i` is a timer or a signal step, records the wait its attempt `attempt` starts (the
 /// step's `StepStarted` is already in `change`) and returns `true`.
 pub(super) fn schedule(change: &mut Change, spec: &StepSpec, i: usize, attempt: u32) -> bool {
+    if !matches!(spec.action, Work::Timer(_) | Work::Signal(_)) {
+        return false;
+    }
+    // The clock is read for waits only, not on every step's start.
     let now = crate::store::now_ms();
     let (wait, due_in) = match &spec.action {
         Work::Timer(delay) => {
