@@ -93,6 +93,10 @@ pub(crate) async fn write_checked(
         return Err(StoreError::Unconfirmed(next.id));
     }
 
+    // A saga counts as started where its first step begins: at its creation, or where a worker
+    // takes it up from the queue (its history then holds only `SagaStarted`).
+    let begun = current.map_or(next.last_seq > 1, |c| c.last_seq == 1);
+    crate::figures::committed(&next.definition, &events, begun);
     let at = committed.at;
     if current.is_none() {
         next.created_at = at;

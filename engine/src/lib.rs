@@ -23,6 +23,7 @@
 //! - [`participant`]: the commands and replies of participant steps, and [`participant::serve`].
 //! - [`operator`]: abort and retry from outside the running mediator.
 //! - [`fault`]: failure injection; crash points with the `fault-injection` feature.
+//! - [`figures`]: the metrics the engine reports through the `metrics` facade.
 //!
 //! The `saga` command line is another crate, `saga-cli`.
 //!
@@ -54,6 +55,7 @@ mod error;
 mod event;
 mod failure;
 pub mod fault;
+pub mod figures;
 mod mediator;
 pub mod operator;
 pub mod participant;

@@ -242,6 +242,10 @@ pub(crate) struct WorkerArgs {
     /// another worker gets it (a killed worker's messages wait this long)
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_wait: Duration,
+    /// Serve Prometheus text at http://ADDR/metrics (e.g. 127.0.0.1:9464)
+    #[cfg(feature = "metrics")]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `saga worker`: runs a mediator over the store until Ctrl-C or SIGTERM, then stops gracefully.
@@ -259,6 +263,11 @@ pub(crate) async fn worker(
             "SAGA_FAULTS names steps no registered saga has: {}",
             unknown.join(", ")
         )));
+    }
+    #[cfg(feature = "metrics")]
+    if let Some(addr) = args.metrics {
+        let bound = crate::metrics::serve(addr, store.clone()).await?;
+        eprintln!("metrics at http://{bound}/metrics");
     }
     let mut builder = Mediator::builder(store, registry);
     if let Some(id) = &args.node_id {

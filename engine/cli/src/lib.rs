@@ -21,6 +21,8 @@ mod args;
 mod dead;
 mod defaults;
 mod error;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod output;
 mod read;
 #[cfg(feature = "ui")]

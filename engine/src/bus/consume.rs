@@ -65,6 +65,7 @@ impl Shared {
         let letter = DeadLetter::new(&self.group, route, body, deliveries, reason);
         match self.dead.send(letter).await {
             Ok(id) => {
+                crate::figures::dead_letter(&self.group);
                 tracing::warn!(group = %self.group, route, %reason, dead_letter = %id, "message moved to the dead letters");
                 settle.ack().await
             }

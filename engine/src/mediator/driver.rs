@@ -315,8 +315,12 @@ pub(super) async fn run_attempt(
     let Ok(_permit) = inner.permits.acquire().await else {
         return Err(StepError::retryable("the mediator is shutting down"));
     };
+    let started = Instant::now();
     let mut task = AbortOnDrop(tokio::spawn(work.instrument(span)));
-    let data = match tokio::time::timeout(spec.timeout(), &mut task.0).await {
+    let outcome = tokio::time::timeout(spec.timeout(), &mut task.0).await;
+    let ok = matches!(outcome, Ok(Ok(Ok(_))));
+    crate::figures::attempt(def.name(), &name, phase, ok, started.elapsed());
+    let data = match outcome {
         Err(_) => return Err(StepError::timeout(spec.timeout())),
         Ok(Err(join)) if join.is_panic() => {
             let payload = join.into_panic();

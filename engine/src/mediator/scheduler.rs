@@ -157,6 +157,7 @@ pub(crate) async fn heartbeat(inner: Arc<Inner>) {
             .renew(&inner.config.owner, inner.config.lease, &ids)
             .await
         {
+            crate::figures::lease_renewal_failed();
             tracing::warn!(%error, "renewing leases failed; will try again");
         }
     }

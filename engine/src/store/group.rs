@@ -154,6 +154,12 @@ impl Counters {
             .fetch_add(transitions as u64, Ordering::Relaxed);
     }
 
+    /// Counts a committed batch of transitions, which took `took`; also reported as figures.
+    fn batch(&self, transitions: usize, took: Duration) {
+        crate::figures::commit(transitions, took);
+        self.commit(transitions);
+    }
+
     /// The counts so far.
     pub(super) fn stats(&self) -> WriteStats {
         WriteStats {
@@ -346,9 +352,10 @@ async fn write_all<B: Batch>(
     counters: &Counters,
 ) -> Vec<Outcome> {
     let transitions = |w: &[WriteOf<B>]| w.iter().filter(|w| w.saga().is_some()).count();
+    let started = std::time::Instant::now();
     match backend.write(writes).await {
         Ok(outcomes) => {
-            counters.commit(transitions(writes));
+            counters.batch(transitions(writes), started.elapsed());
             outcomes
         }
         Err(Failure::Unknown(error)) => {
@@ -360,9 +367,10 @@ async fn write_all<B: Batch>(
             tracing::debug!(%error, "a group commit was rolled back; writing one at a time");
             let mut outcomes = Vec::with_capacity(writes.len());
             for write in writes.chunks(1) {
+                let started = std::time::Instant::now();
                 outcomes.push(match backend.write(write).await {
                     Ok(mut one) => {
-                        counters.commit(transitions(write));
+                        counters.batch(transitions(write), started.elapsed());
                         one.pop().unwrap_or(Err(StoreError::Closed))
                     }
                     Err(Failure::RolledBack(error)) => Err(error.into()),

@@ -25,7 +25,7 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "postgres")]
 use queries::prefix_range;
 pub use queries::ListQuery;
-use queries::{parse_counts, parse_unfinished, COUNTS, UNFINISHED};
+use queries::{outbox_stats, parse_counts, parse_unfinished, COUNTS, UNFINISHED};
 pub use signals::{KeptSignal, NewSignal, SignalSent, SignalTarget};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -178,6 +178,15 @@ pub struct WriteStats {
     pub transitions: u64,
 }
 
+/// The outbox as a store sees it: events committed and not yet published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// How many there are.
+    pub depth: u64,
+    /// How long the oldest has waited (zero when there are none), by the database clock.
+    pub oldest_age: Duration,
+}
+
 /// Persistence of saga instances and their history. Implementations must be safe to share
 /// between many concurrent sagas and, for server databases, between processes.
 #[async_trait]
@@ -292,6 +301,9 @@ pub trait SagaStore: Send + Sync + 'static {
     fn runnable_signal(&self) -> Option<Arc<Notify>> {
         None
     }
+
+    /// How many events wait in the outbox, and how long the oldest has.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
 
     /// What this store handle has committed so far.
     fn write_stats(&self) -> WriteStats;

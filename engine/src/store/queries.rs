@@ -37,6 +37,16 @@ impl Default for ListQuery {
 pub(super) const COUNTS: &str = "SELECT definition, status, COUNT(*) FROM saga_instances \
                       GROUP BY definition, status ORDER BY definition, status";
 
+/// Reads `(depth, oldest age in ms)` rows of an outbox query into [`OutboxStats`].
+pub(super) fn outbox_stats((depth, age): (i64, Option<i64>)) -> super::OutboxStats {
+    super::OutboxStats {
+        depth: u64::try_from(depth).unwrap_or(0),
+        oldest_age: std::time::Duration::from_millis(
+            age.and_then(|a| u64::try_from(a).ok()).unwrap_or(0),
+        ),
+    }
+}
+
 /// [`SagaStore::unfinished_definitions`], the same on every backend.
 pub(super) const UNFINISHED: &str = "SELECT definition, version, COUNT(*) FROM saga_instances \
                           WHERE status IN ('running', 'compensating') GROUP BY definition, version";

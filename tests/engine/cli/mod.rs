@@ -3,6 +3,8 @@
 
 mod act;
 mod dead;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod read;
 mod recovery;
 mod signal;

@@ -133,3 +133,10 @@ pub(super) const QUARANTINE: &str = concat!(
     "SELECT w.id, $3::BIGINT + 1, $4::UUID, 'SagaFailed', NULL, NULL, w.updated_at, ",
     "jsonb_build_object('error', $2::TEXT) FROM w"
 );
+
+/// The outbox's depth and its oldest event's age in milliseconds, by the database clock.
+pub(super) const OUTBOX_STATS: &str = concat!(
+    "SELECT COUNT(*), ",
+    now_ms!(),
+    " - MIN(created_at) FROM saga_outbox"
+);

@@ -22,8 +22,8 @@ use super::group::{Counters, Pipeline};
 use super::rows::{decode_outbox, EventRow as Event, SagaRow as Saga};
 use super::signals::{KeptSignal, NewSignal, SignalSent};
 use super::{
-    millis, Committed, ListQuery, OpenMode, SagaStore, StoreError, Transition, WriteStats,
-    OUTBOX_HOLD,
+    millis, Committed, ListQuery, OpenMode, OutboxStats, SagaStore, StoreError, Transition,
+    WriteStats, OUTBOX_HOLD,
 };
 use crate::bus::Envelope;
 use crate::event::HistoryEvent;
@@ -338,6 +338,13 @@ impl SagaStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
         Ok(super::parse_unfinished(rows))
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let row = sqlx::query_as(sql::OUTBOX_STATS)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(super::outbox_stats(row))
     }
 
     fn write_stats(&self) -> WriteStats {

@@ -152,3 +152,10 @@ pub(super) const OUTBOX_CLAIM: &str = concat!(
     now_ms!(),
     ") ORDER BY position LIMIT ?2) RETURNING position, event_id, envelope, created_at"
 );
+
+/// The outbox's depth and its oldest event's age in milliseconds, by the database clock.
+pub(super) const OUTBOX_STATS: &str = concat!(
+    "SELECT COUNT(*), ",
+    now_ms!(),
+    " - MIN(created_at) FROM saga_outbox"
+);
