@@ -65,9 +65,20 @@ pub(crate) async fn write_checked(
     next.last_seq = first_seq + events.len() as i64 - 1;
     let mut outbox: Vec<Envelope> = events
         .iter()
-        .map(|e| Envelope::of(&next.definition, e))
+        .map(|e| Envelope {
+            traceparent: next.trace_parent.clone(),
+            ..Envelope::of(&next.definition, e)
+        })
         .collect();
-    outbox.extend(change.commands.iter().map(|c| c.envelope(&next.definition)));
+    outbox.extend(change.commands.iter().map(|c| {
+        // The attempt sent to a participant: its span is what the participant's continues.
+        let span = crate::trace::attempt(&next, &c.step, c.phase, c.attempt, "command");
+        crate::trace::outcome(&span, "sent");
+        Envelope {
+            traceparent: crate::trace::traceparent(&span),
+            ..c.envelope(&next.definition)
+        }
+    }));
     // A final saga needs no owner; one awaiting a reply has none until the reply or its
     // deadline comes.
     // A child wait not started yet keeps it: its driver starts the child next.

@@ -66,6 +66,7 @@ mod signal_route;
 mod state;
 mod step;
 pub mod store;
+mod trace;
 mod transition;
 mod trigger;
 

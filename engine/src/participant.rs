@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::bus::{BusError, ConsumeOptions, Delivery, Envelope, EventBus, Filter};
@@ -223,7 +224,22 @@ where
             return;
         }
     };
-    let reply = handler(command).await;
+    let span = tracing::info_span!(
+        "saga.participant",
+        otel.name = %format_args!("handle {}", command.kind),
+        saga.id = %command.saga_id,
+        saga.definition = command.definition.as_deref().unwrap_or(""),
+        saga.step = %command.step,
+        saga.attempt = command.attempt,
+        saga.phase = command.phase.as_str(),
+        saga.outcome = tracing::field::Empty,
+    );
+    crate::trace::follow(&span, delivery.event().traceparent.as_deref());
+    let mut reply = handler(command).instrument(span.clone()).await;
+    let outcome = reply.payload.get("outcome").and_then(|o| o.as_str());
+    crate::trace::outcome(&span, outcome.unwrap_or("unknown"));
+    reply.traceparent = crate::trace::traceparent(&span).or(reply.traceparent);
+    drop(span);
     let settled = match bus.publish(reply).await {
         Ok(()) => delivery.ack().await,
         Err(error) => {

@@ -40,6 +40,7 @@ fn saga(id: Uuid) -> SagaState {
         last_seq: 0,
         created_at: 0,
         updated_at: 0,
+        trace_parent: None,
     }
 }
 

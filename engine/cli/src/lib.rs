@@ -23,6 +23,8 @@ mod defaults;
 mod error;
 #[cfg(feature = "metrics")]
 mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 mod output;
 mod read;
 #[cfg(feature = "ui")]
@@ -81,13 +83,23 @@ where
     } else {
         "warn"
     };
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
+        .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default_level.into()),
-        )
+        );
+    #[cfg(feature = "otel")]
+    let (traces, _exporting) = otel::layer().unzip();
+    #[cfg(not(feature = "otel"))]
+    let traces: Option<tracing_subscriber::layer::Identity> = None;
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -39,6 +39,10 @@ pub struct Envelope {
     /// What happened: a transition's detail, a command's saga data, a reply's outcome.
     #[serde(default)]
     pub payload: Value,
+    /// The trace context it continues, a W3C `traceparent` (with the `otel` feature): an
+    /// event's saga root span, a command's sending span, a reply's answering span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Envelope {
@@ -57,6 +61,7 @@ impl Envelope {
                 .map(|d| d.as_millis() as Millis)
                 .unwrap_or(0),
             payload,
+            traceparent: None,
         }
     }
 
@@ -72,6 +77,7 @@ impl Envelope {
             seq: Some(event.seq),
             occurred_at: event.at,
             payload: event.detail.clone(),
+            traceparent: None,
         }
     }
 

@@ -41,7 +41,7 @@ impl Drop for Forget<'_> {
 /// says it was claimed from the store rather than started here, so an attempt it finds in
 /// flight was cut off and counts as a new attempt when it runs again.
 pub(crate) async fn drive(inner: Arc<Inner>, saga: SagaState, resumed: bool) {
-    let span = tracing::info_span!("saga", saga_id = %saga.id, definition = %saga.definition);
+    let span = crate::trace::drive(&saga);
     let _forget = Forget(&inner, saga.id);
     drive_inner(&inner, saga, resumed).instrument(span).await;
 }
@@ -311,14 +311,16 @@ pub(super) async fn run_attempt(
         }
         f(ctx).await
     };
-    let span = tracing::info_span!("step", step = %name, attempt, phase = phase.as_str());
+    let span = crate::trace::attempt(saga, &name, phase, attempt, "local");
     let Ok(_permit) = inner.permits.acquire().await else {
         return Err(StepError::retryable("the mediator is shutting down"));
     };
     let started = Instant::now();
-    let mut task = AbortOnDrop(tokio::spawn(work.instrument(span)));
+    let mut task = AbortOnDrop(tokio::spawn(work.instrument(span.clone())));
     let outcome = tokio::time::timeout(spec.timeout(), &mut task.0).await;
     let ok = matches!(outcome, Ok(Ok(Ok(_))));
+    crate::trace::outcome(&span, if ok { "succeeded" } else { "failed" });
+    drop(span);
     crate::figures::attempt(def.name(), &name, phase, ok, started.elapsed());
     let data = match outcome {
         Err(_) => return Err(StepError::timeout(spec.timeout())),

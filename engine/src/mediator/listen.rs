@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::Inner;
 use crate::bus::{BusError, Consumer, Delivery, Envelope, Filter};
 use crate::error::EngineError;
@@ -68,13 +70,29 @@ pub(crate) async fn run(inner: Arc<Inner>, consumer: Consumer) {
 async fn settle(inner: &Arc<Inner>, delivery: Delivery) {
     let event = delivery.event();
     let is_signal = |r: &crate::SignalRoute| r.event_type == event.kind;
-    let handled = if event.kind == REPLY {
-        reply(inner, event).await
-    } else if let Some(route) = inner.registry.signal_routes().iter().find(|r| is_signal(r)) {
-        signal(inner, route, event).await
-    } else {
-        trigger(inner, event).await
-    };
+    // Taking it continues the trace it came with: a reply the participant's span, an initiating
+    // event its producer's (the new saga's root is a child of this span).
+    let span = tracing::info_span!(
+        "saga.consume",
+        otel.name = %format_args!("consume {}", event.kind),
+        messaging.message.id = %event.event_id,
+        saga.event = %event.kind,
+        saga.id = event.saga_id.map(|id| id.to_string()).unwrap_or_default(),
+        saga.step = event.step.as_deref().unwrap_or(""),
+        saga.attempt = event.attempt.unwrap_or(0),
+    );
+    crate::trace::follow(&span, event.traceparent.as_deref());
+    let handled = async {
+        if event.kind == REPLY {
+            reply(inner, event).await
+        } else if let Some(route) = inner.registry.signal_routes().iter().find(|r| is_signal(r)) {
+            signal(inner, route, event).await
+        } else {
+            trigger(inner, event).await
+        }
+    }
+    .instrument(span)
+    .await;
     let (event_id, kind) = (event.event_id, event.kind.clone());
     let settled = match handled {
         Handled::Done => delivery.ack().await,

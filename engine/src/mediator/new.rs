@@ -37,11 +37,13 @@ pub(super) fn prepare(
             limit,
         });
     }
-    Ok(if queued {
+    let mut change = if queued {
         transition::enqueue(def, id, data)
     } else {
         transition::start(def, id, data)
-    })
+    };
+    change.state.trace_parent = crate::trace::root(def.name(), id, def.version());
+    Ok(change)
 }
 
 /// Records a new saga without running it here: no lease is taken and no step started, so the

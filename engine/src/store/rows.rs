@@ -90,6 +90,8 @@ pub(super) struct InstanceWrite<J> {
     pub(super) expected_seq: i64,
     pub(super) awaiting: Option<J>,
     pub(super) before_deadline: bool,
+    /// Written with a new saga only.
+    pub(super) trace_parent: Option<String>,
 }
 
 /// What a transition whose data cannot be serialized reports, for saga `id`.
@@ -128,6 +130,7 @@ impl<J: JsonColumn> InstanceWrite<J> {
                 .transpose()
                 .map_err(corrupt)?,
             before_deadline: t.before_deadline,
+            trace_parent: s.trace_parent.clone(),
         })
     }
 }
@@ -151,6 +154,7 @@ pub(super) struct SagaRow<I, J> {
     pub(super) awaiting: Option<J>,
     pub(super) created_at: i64,
     pub(super) updated_at: i64,
+    pub(super) trace_parent: Option<String>,
 }
 
 impl<I: IdColumn, J: JsonColumn> TryFrom<SagaRow<I, J>> for SagaState {
@@ -189,6 +193,7 @@ impl<I: IdColumn, J: JsonColumn> TryFrom<SagaRow<I, J>> for SagaState {
                 .map_err(|e| corrupt(format!("awaiting: {e}")))?,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            trace_parent: row.trace_parent,
         })
     }
 }

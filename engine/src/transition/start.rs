@@ -55,6 +55,7 @@ fn created(def: &Definition, id: Uuid, data: Value) -> Change {
         last_seq: 0,
         created_at: 0,
         updated_at: 0,
+        trace_parent: None,
     };
     let mut change = Change::from(&state);
     change.event(

@@ -28,6 +28,7 @@ fn saga(steps: &[&str], status: SagaStatus) -> SagaState {
         last_seq: 0,
         created_at: 0,
         updated_at: 0,
+        trace_parent: None,
     }
 }
 

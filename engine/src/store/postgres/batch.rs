@@ -130,7 +130,12 @@ impl Batch for Writer {
             .bind(outbox().map(|(_, m)| m.0).collect::<Vec<_>>())
             .bind(outbox().map(|(_, m)| m.1.as_str()).collect::<Vec<_>>())
             .bind(removed)
-            .bind(self.channel.as_str());
+            .bind(self.channel.as_str())
+            .bind(
+                rows()
+                    .map(|r| r.trace_parent.as_deref())
+                    .collect::<Vec<_>>(),
+            );
         let mut db = self.connections.take().await.map_err(Failure::RolledBack)?;
         // In autocommit the statement is the commit. An error the server reports (or one in
         // encoding, before anything was sent) means the statement, and so the batch, rolled

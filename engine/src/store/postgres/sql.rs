@@ -15,7 +15,7 @@ macro_rules! now_ms {
 /// and one commit whatever the batch's size. The transitions come as parallel arrays, one
 /// element per transition (`$1`-`$19`), their history rows (`$20`-`$26`) and outbox rows
 /// (`$27`-`$29`) as parallel arrays led by their saga's id; `$30` are the outbox ids to forget and
-/// `$31` the wake-up channel. A new saga is inserted unless its id is taken; an update applies only
+/// `$31` the wake-up channel, and `$32` each new saga's trace context (appended last). A new saga is inserted unless its id is taken; an update applies only
 /// if the stored fencing token and last sequence number are still what its writer read (and, for a
 /// reply, before its deadline). History and outbox rows are written only for the transitions that
 /// applied, and idle mediators are notified if one of those left its saga runnable without an
@@ -25,17 +25,19 @@ pub(super) const WRITE_BATCH: &str = concat!(
     "WITH b AS (SELECT * FROM UNNEST($1::UUID[], $2::BOOLEAN[], $3::TEXT[], $4::BIGINT[], ",
     "$5::TEXT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], $11::TEXT[], ",
     "$12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[], $17::TEXT[], ",
-    "$18::BOOLEAN[], $19::BOOLEAN[]) AS b (id, is_insert, definition, version, status, ",
-    "current_step, data, steps, last_error, retry_after, lease_owner, lease_ms, fencing_token, ",
-    "last_seq, expected_token, expected_seq, awaiting, before_deadline, runnable)), ",
+    "$18::BOOLEAN[], $19::BOOLEAN[], $32::TEXT[]) AS b (id, is_insert, definition, version, ",
+    "status, current_step, data, steps, last_error, retry_after, lease_owner, lease_ms, ",
+    "fencing_token, last_seq, expected_token, expected_seq, awaiting, before_deadline, runnable, ",
+    "trace_parent)), ",
     "i AS (INSERT INTO saga_instances (id, definition, version, status, current_step, data, ",
     "steps, last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, last_seq, ",
-    "awaiting, created_at, updated_at) SELECT id, definition, version, status, current_step, ",
+    "awaiting, trace_parent, created_at, updated_at) SELECT id, definition, version, status, ",
+    "current_step, ",
     "data::JSONB, steps::JSONB, last_error, ",
     now_ms!(),
     " + retry_after, lease_owner, ",
     now_ms!(),
-    " + lease_ms, fencing_token, last_seq, awaiting::JSONB, ",
+    " + lease_ms, fencing_token, last_seq, awaiting::JSONB, trace_parent, ",
     now_ms!(),
     ", ",
     now_ms!(),

@@ -96,6 +96,7 @@ impl Encoded {
             .bind(row.expected_token)
             .bind(row.expected_seq)
             .bind(row.before_deadline)
+            .bind(row.trace_parent.as_deref())
     }
 }
 

@@ -28,10 +28,11 @@ pub(super) const CREATE_BATCH_TABLES: &str = "\
      data TEXT NOT NULL, steps TEXT NOT NULL, last_error TEXT, next_attempt_at INTEGER, \
      lease_owner TEXT, lease_expires_at INTEGER, fencing_token INTEGER NOT NULL, \
      last_seq INTEGER NOT NULL, awaiting TEXT, expected_token INTEGER NOT NULL, \
-     expected_seq INTEGER NOT NULL, before_deadline INTEGER NOT NULL, applies INTEGER)";
+     expected_seq INTEGER NOT NULL, before_deadline INTEGER NOT NULL, trace_parent TEXT, \
+     applies INTEGER)";
 
 /// One instance row's placeholders, in `saga_batch`'s column order (all but `applies`).
-const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const BATCH_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// The start of the script.
 const BATCH_HEAD: &str = concat!(
@@ -43,7 +44,7 @@ const BATCH_HEAD: &str = concat!(
 const BATCH_ROWS: &str = concat!(
     "INSERT INTO temp.saga_batch (id, is_insert, definition, version, status, current_step, ",
     "data, steps, last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, ",
-    "last_seq, awaiting, expected_token, expected_seq, before_deadline) VALUES "
+    "last_seq, awaiting, expected_token, expected_seq, before_deadline, trace_parent) VALUES "
 );
 
 /// The rest of the script.
@@ -56,9 +57,9 @@ const BATCH_TAIL: &str = concat!(
     "AND (NOT b.before_deadline OR s.next_attempt_at > i.at)) END; ",
     "INSERT INTO main.saga_instances (id, definition, version, status, current_step, data, ",
     "steps, last_error, next_attempt_at, lease_owner, lease_expires_at, fencing_token, ",
-    "last_seq, awaiting, created_at, updated_at) SELECT id, definition, version, status, ",
-    "current_step, data, steps, last_error, next_attempt_at, lease_owner, lease_expires_at, ",
-    "fencing_token, last_seq, awaiting, i.at, i.at ",
+    "last_seq, awaiting, created_at, updated_at, trace_parent) SELECT id, definition, version, ",
+    "status, current_step, data, steps, last_error, next_attempt_at, lease_owner, ",
+    "lease_expires_at, fencing_token, last_seq, awaiting, i.at, i.at, trace_parent ",
     "FROM temp.saga_batch, temp.saga_batch_input AS i WHERE is_insert AND applies; ",
     "UPDATE main.saga_instances AS s SET status = b.status, current_step = b.current_step, ",
     "data = b.data, steps = b.steps, last_error = b.last_error, ",
