@@ -31,7 +31,8 @@ use crate::store::{SagaStore, StoreError};
 pub const STARTED: &str = "saga_started_total";
 /// Sagas that reached a final status, by outcome.
 pub const FINISHED: &str = "saga_finished_total";
-/// How long the attempts the mediator runs itself took (local steps and compensations).
+/// How long step and compensation attempts took: a local one as it ran, a participant's from
+/// the commit that sent its command to the one that took its reply (database clock).
 pub const STEP_ATTEMPT_DURATION: &str = "saga_step_attempt_duration_seconds";
 /// Failed attempts followed by another.
 pub const RETRIES: &str = "saga_step_retries_total";
@@ -100,7 +101,7 @@ fn retry(definition: &str, step: String, phase: Phase) {
     .increment(1);
 }
 
-/// Records how long an attempt the mediator ran took, and whether it succeeded.
+/// Records how long an attempt took, and whether it succeeded.
 pub(crate) fn attempt(definition: &str, step: &str, phase: Phase, ok: bool, took: Duration) {
     histogram!(
         STEP_ATTEMPT_DURATION,

@@ -10,6 +10,7 @@
 //! cargo run --release --example bench -- --fill 1000000 --database sqlite://big.db
 //! cargo run --release --example bench -- --bus nats://127.0.0.1:4222    # across processes
 //! cargo run --release --example bench -- --bus amqp://guest:guest@127.0.0.1:5672/%2f
+//! cargo run --release --example bench -- --telemetry    # traces and figures on, to compare
 //! ```
 //!
 //! Each run prints a Markdown table; it fails (exit 1) if any saga ended otherwise than its order
@@ -22,6 +23,7 @@ mod load;
 mod order;
 mod report;
 mod scale;
+mod telemetry;
 mod timers;
 mod ui;
 
@@ -81,17 +83,17 @@ struct Args {
     /// Run as the participants' process of a --bus run (started by the harness itself).
     #[arg(long, hide = true)]
     serve_participants: bool,
+    /// Trace every saga (spans through the OpenTelemetry SDK's batch processor to an exporter
+    /// that drops them) and record the engine's figures in a Prometheus recorder.
+    #[arg(long)]
+    telemetry: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,sqlx=error".into()),
-        )
-        .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    let _traces = telemetry::install(args.telemetry);
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e}");
@@ -113,6 +115,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
     println!("machine:  {}", report::machine());
     println!("database: {}", target.describe().await?);
     println!("store:    {}", target.url);
+    println!(
+        "traces:   {}",
+        match (args.telemetry, cfg!(feature = "otel")) {
+            (true, _) => "on (spans batched to a discarding exporter), figures recorded",
+            (false, true) => "off (built with the otel feature, nothing installed)",
+            (false, false) => "off (built without the otel feature)",
+        }
+    );
     let store = store::open(&target.url, OpenMode::CreateIfMissing).await?;
     if let Some(n) = args.in_flight {
         scale::in_flight(store, n).await?;

@@ -37,6 +37,23 @@ fn exported() -> &'static InMemorySpanExporter {
     })
 }
 
+/// The figures of every test's sagas, as a Prometheus page renders them (a recorder is
+/// process-wide too; the NATS test is the only one here running its definition).
+fn figures() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap()
+    })
+}
+
+/// The value of one sample line of the page, by its whole series text.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A SQLite store and the participants' tables, in a temp dir of the test's own.
 struct Db {
     _dir: tempfile::TempDir,
@@ -300,6 +317,7 @@ async fn nats(prefix: &str) -> Option<(Arc<dyn EventBus>, Arc<dyn EventBus>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_across_nats_continues_the_sagas_trace() {
     exported();
+    figures();
     let prefix = format!("otel{}", Uuid::now_v7().simple());
     let Some((mediator_bus, services_bus)) = nats(&prefix).await else {
         return;
@@ -353,6 +371,30 @@ async fn a_participant_across_nats_continues_the_sagas_trace() {
         assert_eq!(sent.parent_span_id, root);
         assert_eq!(attr(span, "saga.id"), Some(id.to_string()));
     }
+    // The attempts the participants ran are timed from the command's commit to the reply's.
+    let page = figures().render();
+    let timed = |step: &str, phase: &str, outcome: &str| {
+        let series = format!(
+            "saga_step_attempt_duration_seconds_count{{definition=\"EventDrivenOrderSaga\",\
+             step=\"{step}\",phase=\"{phase}\",outcome=\"{outcome}\"}}"
+        );
+        sample(&page, &series)
+    };
+    assert_eq!(
+        timed("reserve_inventory", "action", "succeeded"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        timed("charge_payment", "action", "failed"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        timed("reserve_inventory", "compensate", "succeeded"),
+        Some(1.0),
+        "{page}"
+    );
     let release = handled
         .iter()
         .find(|s| s.name == "handle ReleaseInventory")

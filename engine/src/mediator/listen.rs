@@ -234,7 +234,7 @@ async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<Applied, Store
             );
             return Ok(Applied::Done);
         }
-        let mut change = match (&reply.outcome, reply.phase) {
+        let (mut change, ok) = match (&reply.outcome, reply.phase) {
             (Ok(output), Phase::Action) => {
                 let spec = &def.steps()[saga.current_step];
                 let applied = match &spec.apply {
@@ -242,19 +242,36 @@ async fn apply_reply(inner: &Arc<Inner>, reply: &Reply) -> Result<Applied, Store
                     None => Ok(saga.data.clone()),
                 };
                 match applied {
-                    Ok(data) => transition::succeeded(&def, &saga, Phase::Action, data),
-                    Err(error) => transition::failed(&def, &saga, Phase::Action, &error),
+                    Ok(data) => (
+                        transition::succeeded(&def, &saga, Phase::Action, data),
+                        true,
+                    ),
+                    Err(error) => (
+                        transition::failed(&def, &saga, Phase::Action, &error),
+                        false,
+                    ),
                 }
             }
-            (Ok(_), Phase::Compensation) => {
-                transition::succeeded(&def, &saga, Phase::Compensation, saga.data.clone())
-            }
-            (Err(error), phase) => transition::failed(&def, &saga, phase, error),
+            (Ok(_), Phase::Compensation) => (
+                transition::succeeded(&def, &saga, Phase::Compensation, saga.data.clone()),
+                true,
+            ),
+            (Err(error), phase) => (transition::failed(&def, &saga, phase, error), false),
         };
         // Taking the saga over, as a claim would: a driver left from before cannot write.
         change.state.fencing_token += 1;
         match inner.commit_checked(Some(&saga), change, true).await {
             Ok(next) => {
+                // The attempt ran from the commit that sent its command (the saga's last
+                // transition while it waited) to this one, both on the database clock.
+                let took = (next.updated_at - saga.updated_at).max(0) as u64;
+                crate::figures::attempt(
+                    def.name(),
+                    &reply.step,
+                    reply.phase,
+                    ok,
+                    std::time::Duration::from_millis(took),
+                );
                 inner.drive_on(next);
                 return Ok(Applied::Done);
             }
