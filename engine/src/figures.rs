@@ -141,7 +141,7 @@ pub fn describe() {
     describe_histogram!(
         STEP_ATTEMPT_DURATION,
         Unit::Seconds,
-        "Attempts of local steps and compensations, by outcome."
+        "Step and compensation attempts, by outcome (a participant's: command to reply)."
     );
     describe_counter!(RETRIES, "Failed attempts followed by another.");
     describe_counter!(COMPENSATIONS, "Steps undone.");

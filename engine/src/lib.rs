@@ -24,6 +24,9 @@
 //! - [`operator`]: abort and retry from outside the running mediator.
 //! - [`fault`]: failure injection; crash points with the `fault-injection` feature.
 //! - [`figures`]: the metrics the engine reports through the `metrics` facade.
+//! - Traces: the engine's `tracing` spans (a root per saga, a span per attempt); with the
+//!   `otel` feature and a `tracing-opentelemetry` layer installed, one OpenTelemetry trace per
+//!   saga, its context stored with the saga and carried in every envelope.
 //!
 //! The `saga` command line is another crate, `saga-cli`.
 //!

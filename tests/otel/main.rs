@@ -22,6 +22,9 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use uuid::Uuid;
 
+mod local;
+mod nats;
+
 /// The spans every test's sagas end, as exported.
 fn exported() -> &'static InMemorySpanExporter {
     static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
@@ -83,6 +86,21 @@ fn an_order(id: &str, amount_cents: i64) -> serde_json::Value {
     })
 }
 
+/// Starts a `name` saga of `order` on `mediator`, checks that it ends `status`, and returns its
+/// id, trace and root span.
+async fn run_to(
+    mediator: &Mediator,
+    store: &dyn SagaStore,
+    name: &str,
+    order: serde_json::Value,
+    status: SagaStatus,
+) -> (Uuid, TraceId, SpanId) {
+    let id = mediator.start(name, &order).await.unwrap();
+    assert_eq!(mediator.wait(id).await.unwrap().status, status);
+    let (trace, root) = root_of(store, id).await;
+    (id, trace, root)
+}
+
 /// The saga's trace and root span, from the context stored with it.
 async fn root_of(store: &dyn SagaStore, id: Uuid) -> (TraceId, SpanId) {
     let saga = store.get(id).await.unwrap().unwrap();
@@ -133,281 +151,4 @@ async fn until_spans(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_compensated_saga_is_one_trace_of_its_attempts() {
-    exported();
-    let db = db().await;
-    let mut registry = Registry::new();
-    order::local::register_all(&mut registry, &db.participants).unwrap();
-    let mediator = Mediator::builder(db.store.clone(), registry)
-        .start()
-        .await
-        .unwrap();
-    // Over the credit limit: the charge is declined, the stock released.
-    let id = mediator
-        .start(order::NAME, &an_order("t1", 500_000))
-        .await
-        .unwrap();
-    assert_eq!(
-        mediator.wait(id).await.unwrap().status,
-        SagaStatus::Compensated
-    );
-    let (trace, root) = root_of(db.store.as_ref(), id).await;
-    let spans = until_spans(trace, "the compensation's span", |spans| {
-        spans
-            .iter()
-            .any(|s| s.name == "compensate reserve_inventory")
-    })
-    .await;
-
-    let roots: Vec<&SpanData> = spans
-        .iter()
-        .filter(|s| s.span_context.span_id() == root)
-        .collect();
-    assert_eq!(roots.len(), 1, "one root span");
-    assert_eq!(roots[0].name, "saga OrderSaga");
-    assert_eq!(
-        roots[0].parent_span_id,
-        SpanId::INVALID,
-        "the root has no parent"
-    );
-    assert_eq!(attr(roots[0], "saga.id"), Some(id.to_string()));
-
-    let attempts: Vec<&SpanData> = spans
-        .iter()
-        .filter(|s| attr(s, "saga.phase").is_some())
-        .collect();
-    let story: Vec<(String, String, String)> = attempts
-        .iter()
-        .map(|s| {
-            (
-                s.name.to_string(),
-                attr(s, "saga.attempt").unwrap(),
-                attr(s, "saga.outcome").unwrap(),
-            )
-        })
-        .collect();
-    let line = |name: &str, outcome: &str| (name.to_string(), "1".to_string(), outcome.to_string());
-    assert_eq!(
-        story,
-        [
-            line("action validate_order", "succeeded"),
-            line("action reserve_inventory", "succeeded"),
-            line("action charge_payment", "failed"),
-            line("compensate reserve_inventory", "succeeded"),
-        ]
-    );
-    for span in &attempts {
-        assert_eq!(
-            span.parent_span_id, root,
-            "{} is a child of the root",
-            span.name
-        );
-        assert_eq!(attr(span, "saga.id"), Some(id.to_string()));
-        assert_eq!(attr(span, "saga.definition").as_deref(), Some("OrderSaga"));
-        assert_eq!(attr(span, "saga.step_kind").as_deref(), Some("local"));
-        let step = attr(span, "saga.step").unwrap();
-        assert!(span.name.ends_with(&step), "{} names its step", span.name);
-    }
-    // Payloads never: nothing of the saga's data is in any span.
-    for span in &spans {
-        for kv in &span.attributes {
-            assert!(
-                !kv.value.to_string().contains("customer-t1"),
-                "{}: {} holds saga data",
-                span.name,
-                kv.key
-            );
-        }
-    }
-    // And the stock it held is back.
-    let stock = db.participants.inventory.available("widget").await.unwrap();
-    assert_eq!(stock, 1_000);
-    mediator.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saga_resumed_by_another_mediator_stays_in_its_trace() {
-    exported();
-    let db = db().await;
-    let registry = || {
-        let mut registry = Registry::new();
-        order::local::register_all(&mut registry, &db.participants).unwrap();
-        registry
-    };
-    // The first mediator hangs in the confirmation and is dropped there, as if killed; its
-    // lease runs out and the second takes the saga over.
-    let hangs = FaultPlan::parse("confirm_order=hang").unwrap();
-    let first = Mediator::builder(db.store.clone(), registry())
-        .faults(hangs)
-        .lease(Duration::from_millis(500))
-        .start()
-        .await
-        .unwrap();
-    let id = first
-        .start(order::NAME, &an_order("t2", 1_000))
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let saga = db.store.get(id).await.unwrap().unwrap();
-        if saga.steps[4].status == StepStatus::Running && saga.steps[4].attempts == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "confirm_order never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    drop(first);
-    let second = Mediator::builder(db.store.clone(), registry())
-        .poll_interval(Duration::from_millis(50))
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(second.wait(id).await.unwrap().status, SagaStatus::Completed);
-
-    let (trace, root) = root_of(db.store.as_ref(), id).await;
-    let spans = until_spans(trace, "the resumed confirmation", |spans| {
-        spans.iter().any(|s| {
-            s.name == "action confirm_order" && attr(s, "saga.attempt").as_deref() == Some("2")
-        })
-    })
-    .await;
-    let resumed = spans
-        .iter()
-        .find(|s| {
-            s.name == "action confirm_order" && attr(s, "saga.attempt").as_deref() == Some("2")
-        })
-        .unwrap();
-    assert_eq!(resumed.parent_span_id, root);
-    assert_eq!(attr(resumed, "saga.outcome").as_deref(), Some("succeeded"));
-    // The second mediator's driver span is in the same trace, under the same root.
-    let drives = until_spans(trace, "a driver span", |spans| {
-        spans.iter().any(|s| s.name == "drive OrderSaga")
-    })
-    .await;
-    for drive in drives.iter().filter(|s| s.name == "drive OrderSaga") {
-        assert_eq!(drive.parent_span_id, root);
-    }
-    second.shutdown().await;
-}
-
-/// The NATS server the tests use, or `None` (loudly) where it cannot be reached and is not
-/// required.
-async fn nats(prefix: &str) -> Option<(Arc<dyn EventBus>, Arc<dyn EventBus>)> {
-    let url =
-        std::env::var("SAGA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let config = BusConfig::new(Some(url.clone())).prefix(prefix);
-    match (bus::connect(&config).await, bus::connect(&config).await) {
-        (Ok(a), Ok(b)) => Some((a, b)),
-        (Err(error), _) | (_, Err(error)) => {
-            if std::env::var("SAGA_REQUIRE_BROKERS").as_deref() == Ok("1") {
-                panic!("NATS at {url} is required (SAGA_REQUIRE_BROKERS=1): {error}");
-            }
-            eprintln!("\n!!! SKIPPING the trace across NATS: {url} cannot be reached: {error}\n");
-            None
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_participant_across_nats_continues_the_sagas_trace() {
-    exported();
-    figures();
-    let prefix = format!("otel{}", Uuid::now_v7().simple());
-    let Some((mediator_bus, services_bus)) = nats(&prefix).await else {
-        return;
-    };
-    let db = db().await;
-    let mut registry = Registry::new();
-    let options = order::Options::default();
-    order::events::register(&mut registry, &options).unwrap();
-    let _services = services::spawn(services_bus, &db.participants, &services::Service::ALL)
-        .await
-        .unwrap();
-    let mediator = Mediator::builder(db.store.clone(), registry)
-        .bus(mediator_bus)
-        .start()
-        .await
-        .unwrap();
-    // Declined: a command and its compensating command both cross the broker.
-    let id = mediator
-        .start(order::events::NAME, &an_order("t3", 500_000))
-        .await
-        .unwrap();
-    assert_eq!(
-        mediator.wait(id).await.unwrap().status,
-        SagaStatus::Compensated
-    );
-    let (trace, root) = root_of(db.store.as_ref(), id).await;
-    let spans = until_spans(
-        trace,
-        "the participants' spans and the replies taken",
-        |spans| {
-            let count = |name: &str| spans.iter().filter(|s| s.name == name).count();
-            count("handle ReleaseInventory") == 1 && count("consume ParticipantReply") >= 3
-        },
-    )
-    .await;
-    let by_id = |span: SpanId| spans.iter().find(|s| s.span_context.span_id() == span);
-    let handled: Vec<&SpanData> = spans
-        .iter()
-        .filter(|s| s.name.starts_with("handle "))
-        .collect();
-    assert!(handled.len() >= 3, "{handled:#?}");
-    for span in &handled {
-        // The participant's span is a child of the attempt span that sent the command.
-        let sent =
-            by_id(span.parent_span_id).unwrap_or_else(|| panic!("{} has its sender", span.name));
-        assert_eq!(attr(sent, "saga.step_kind").as_deref(), Some("command"));
-        assert_eq!(attr(sent, "saga.outcome").as_deref(), Some("sent"));
-        assert_eq!(attr(sent, "saga.step"), attr(span, "saga.step"));
-        assert_eq!(attr(sent, "saga.attempt"), attr(span, "saga.attempt"));
-        assert_eq!(attr(sent, "saga.phase"), attr(span, "saga.phase"));
-        assert_eq!(sent.parent_span_id, root);
-        assert_eq!(attr(span, "saga.id"), Some(id.to_string()));
-    }
-    // The attempts the participants ran are timed from the command's commit to the reply's.
-    let page = figures().render();
-    let timed = |step: &str, phase: &str, outcome: &str| {
-        let series = format!(
-            "saga_step_attempt_duration_seconds_count{{definition=\"EventDrivenOrderSaga\",\
-             step=\"{step}\",phase=\"{phase}\",outcome=\"{outcome}\"}}"
-        );
-        sample(&page, &series)
-    };
-    assert_eq!(
-        timed("reserve_inventory", "action", "succeeded"),
-        Some(1.0),
-        "{page}"
-    );
-    assert_eq!(
-        timed("charge_payment", "action", "failed"),
-        Some(1.0),
-        "{page}"
-    );
-    assert_eq!(
-        timed("reserve_inventory", "compensate", "succeeded"),
-        Some(1.0),
-        "{page}"
-    );
-    let release = handled
-        .iter()
-        .find(|s| s.name == "handle ReleaseInventory")
-        .unwrap();
-    assert_eq!(attr(release, "saga.phase").as_deref(), Some("compensate"));
-    assert_eq!(attr(release, "saga.outcome").as_deref(), Some("success"));
-    // Each reply the mediator took continues the participant span that answered.
-    for reply in spans
-        .iter()
-        .filter(|s| s.name == "consume ParticipantReply")
-    {
-        let answered = by_id(reply.parent_span_id).expect("the reply's participant span");
-        assert!(answered.name.starts_with("handle "), "{}", answered.name);
-    }
-    mediator.shutdown().await;
 }

@@ -93,6 +93,8 @@ struct SagaView {
     lease: Option<Lease>,
     fencing_token: i64,
     awaiting: Option<Awaiting>,
+    /// The trace id of the saga's OpenTelemetry trace, when it is traced.
+    trace_id: Option<String>,
     compensations_left: Vec<String>,
     steps: Vec<StepView>,
 }
@@ -173,6 +175,7 @@ pub(crate) async fn show(
         }),
         fencing_token: saga.fencing_token,
         awaiting: saga.awaiting.clone(),
+        trace_id: trace_id(&saga),
         compensations_left: def
             .map_or_else(
                 || saga.compensations_left(),
@@ -265,6 +268,9 @@ fn print_saga(saga: &SagaState, view: &SagaView) -> Result<(), CliError> {
     if !view.compensations_left.is_empty() && saga.status != SagaStatus::Running {
         out!("to undo     {}", view.compensations_left.join(", then "));
     }
+    if let Some(trace) = &view.trace_id {
+        out!("trace       {trace}");
+    }
     out!("started     {}", when(saga.created_at));
     out!("updated     {}", when(saga.updated_at));
 
@@ -333,4 +339,11 @@ fn phase_cells(t: &Timing) -> (String, String) {
     let started = t.started_at.clone().unwrap_or_else(|| "-".into());
     let duration = t.duration_ms.map_or("-".into(), short);
     (started, duration)
+}
+
+/// The trace id in the saga's stored `traceparent` (`00-TRACE-SPAN-FLAGS`), which trace viewers
+/// search by.
+fn trace_id(saga: &SagaState) -> Option<String> {
+    let parent = saga.trace_parent.as_deref()?;
+    parent.split('-').nth(1).map(str::to_string)
 }

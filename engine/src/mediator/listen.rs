@@ -80,6 +80,7 @@ async fn settle(inner: &Arc<Inner>, delivery: Delivery) {
         saga.id = event.saga_id.map(|id| id.to_string()).unwrap_or_default(),
         saga.step = event.step.as_deref().unwrap_or(""),
         saga.attempt = event.attempt.unwrap_or(0),
+        saga.outcome = event.payload.get("outcome").and_then(|o| o.as_str()).unwrap_or(""),
     );
     crate::trace::follow(&span, event.traceparent.as_deref());
     let handled = async {

@@ -2,8 +2,7 @@
 //! ran, as the sagas' histories tell it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::Stdio;
+use std::io::{Read, Write};
 
 use saga::engine::store::OpenMode;
 use saga::engine::EventKind;
@@ -87,29 +86,14 @@ async fn a_scraped_worker_counts_what_it_ran() {
             (id, declined)
         })
         .collect();
-    let mut child = db
-        .command()
-        .args(["worker", "--poll", "50ms", "--metrics", "127.0.0.1:0"])
+    let mut cmd = db.command();
+    cmd.args(["worker", "--poll", "50ms", "--metrics", "127.0.0.1:0"])
         .env(
             "SAGA_FAULTS",
             "confirm_order=fail:1,reserve_inventory/compensate=fail:1",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the worker names its metrics address")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("metrics at http://") {
-            break rest.trim_end_matches("/metrics").to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    let _worker = Worker(child);
+        );
+    let (_worker, said) = spawn_saying(cmd, "metrics at http://");
+    let addr = said.trim_end_matches("/metrics").to_string();
 
     for (id, declined) in &ids {
         let status = match declined {

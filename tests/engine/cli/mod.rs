@@ -8,6 +8,8 @@ mod metrics;
 mod read;
 mod recovery;
 mod signal;
+#[cfg(feature = "otel")]
+mod traces;
 mod truthful;
 
 use std::process::{Child, Command, Output, Stdio};
@@ -55,6 +57,8 @@ impl Db {
         cmd.args(["--database", &self.url])
             .env("SAGA_PARTICIPANTS_URL", &self.local)
             .env_remove("SAGA_FAULTS")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env_remove("SAGA_RECORD_STEP_RUNS");
         cmd
     }
@@ -109,6 +113,30 @@ impl Db {
 }
 
 pub(super) struct Worker(pub(super) Child);
+
+/// Spawns `cmd` (a long-running `saga`) and waits for the first line of its stderr that starts
+/// with `prefix`; returns it running, with the rest of that line. Its stderr is drained after,
+/// so it never blocks on a full pipe.
+pub(super) fn spawn_saying(mut cmd: Command, prefix: &str) -> (Worker, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let rest = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("saga never said `{prefix}...`"))
+            .unwrap();
+        if let Some(rest) = line.strip_prefix(prefix) {
+            break rest.to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (Worker(child), rest)
+}
 
 impl Drop for Worker {
     fn drop(&mut self) {

@@ -2,8 +2,6 @@
 //! one that resumes them at once, when it can prove the holder dead (same machine) or carries
 //! the holder's node id; a holder that is alive is never preempted.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::Instant;
 
 use saga::engine::store::OpenMode;
@@ -17,25 +15,13 @@ const SAGAS: usize = 8;
 /// `saga worker` with ten-minute leases; returns once it has started (it says so on stderr),
 /// with its lease owner.
 fn worker(db: &Db, extra: &[&str], faults: &str) -> (Worker, String) {
-    let mut child: Child = db
-        .command()
-        .args(["worker", "--lease", "10m", "--poll", "50ms"])
+    let mut cmd = db.command();
+    cmd.args(["worker", "--lease", "10m", "--poll", "50ms"])
         .args(extra)
-        .env("SAGA_FAULTS", faults)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let owner = loop {
-        let line = lines.next().expect("the worker says it started").unwrap();
-        if let Some(rest) = line.strip_prefix("worker ") {
-            break rest.split(" on ").next().unwrap().to_string();
-        }
-    };
-    // Keep draining stderr so the worker never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (Worker(child), owner)
+        .env("SAGA_FAULTS", faults);
+    let (worker, rest) = spawn_saying(cmd, "worker ");
+    let owner = rest.split(" on ").next().unwrap().to_string();
+    (worker, owner)
 }
 
 /// Sagas queued for a worker.
