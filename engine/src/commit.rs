@@ -70,14 +70,17 @@ pub(crate) async fn write_checked(
             ..Envelope::of(&next.definition, e)
         })
         .collect();
+    // Each attempt sent to a participant has a span, which the participant's continues; it
+    // ends once the commit says whether the command went out.
+    let mut sending = Vec::with_capacity(change.commands.len());
     outbox.extend(change.commands.iter().map(|c| {
-        // The attempt sent to a participant: its span is what the participant's continues.
         let span = crate::trace::attempt(&next, &c.step, c.phase, c.attempt, "command");
-        crate::trace::outcome(&span, "sent");
-        Envelope {
+        let envelope = Envelope {
             traceparent: crate::trace::traceparent(&span),
             ..c.envelope(&next.definition)
-        }
+        };
+        sending.push(span);
+        envelope
     }));
     // A final saga needs no owner; one awaiting a reply has none until the reply or its
     // deadline comes.
@@ -98,7 +101,12 @@ pub(crate) async fn write_checked(
         outbox: &outbox,
     };
     faults.crash_point("before_commit").await;
-    let committed = store.apply(&transition).await?;
+    let applied = store.apply(&transition).await;
+    for span in &sending {
+        crate::trace::outcome(span, if applied.is_ok() { "sent" } else { "not_sent" });
+    }
+    drop(sending);
+    let committed = applied?;
     faults.crash_point("after_commit").await;
     if faults.commit_unconfirmed() {
         return Err(StoreError::Unconfirmed(next.id));
@@ -106,7 +114,10 @@ pub(crate) async fn write_checked(
 
     // A saga counts as started where its first step begins: at its creation, or where a worker
     // takes it up from the queue (its history then holds only `SagaStarted`).
-    let begun = current.map_or(next.last_seq > 1, |c| c.last_seq == 1);
+    let steps_began = events
+        .iter()
+        .any(|e| e.kind == crate::event::EventKind::StepStarted);
+    let begun = steps_began && current.is_none_or(|c| c.last_seq == 1);
     crate::figures::committed(&next.definition, &events, begun);
     let at = committed.at;
     if current.is_none() {

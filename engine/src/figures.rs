@@ -20,6 +20,8 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use metrics::{counter, gauge, histogram};
 
 use crate::event::{EventKind, HistoryEvent};
@@ -34,7 +36,7 @@ pub const FINISHED: &str = "saga_finished_total";
 /// How long step and compensation attempts took: a local one as it ran, a participant's from
 /// the commit that sent its command to the one that took its reply (database clock).
 pub const STEP_ATTEMPT_DURATION: &str = "saga_step_attempt_duration_seconds";
-/// Failed attempts followed by another.
+/// Attempts started again after a failed one (not those cut off by a crash and run again).
 pub const RETRIES: &str = "saga_step_retries_total";
 /// Steps undone.
 pub const COMPENSATIONS: &str = "saga_compensations_total";
@@ -46,7 +48,7 @@ pub const OUTBOX_DEPTH: &str = "saga_outbox_depth";
 pub const OUTBOX_OLDEST_AGE: &str = "saga_outbox_oldest_age_seconds";
 /// Messages a consumer group gave up on and moved to the dead letters.
 pub const DEAD_LETTERS: &str = "saga_dead_letters_total";
-/// Lease renewals the store refused or could not take.
+/// Lease renewals that failed (the store could not be written).
 pub const LEASE_RENEWAL_FAILURES: &str = "saga_lease_renewal_failures_total";
 /// Transitions per write transaction (group commit at work above 1).
 pub const COMMIT_BATCH_SIZE: &str = "saga_commit_batch_size";
@@ -61,12 +63,9 @@ pub(crate) fn committed(definition: &str, events: &[HistoryEvent], begun: bool) 
     }
     for event in events {
         let step = || event.step.clone().unwrap_or_default();
-        let retried = || {
-            event
-                .detail
-                .get("retry_in_ms")
-                .is_some_and(|v| !v.is_null())
-        };
+        // A retry is an attempt after the first that is not one cut off and run again.
+        let retry_of =
+            || event.attempt.is_some_and(|a| a > 1) && event.detail.get("resumed").is_none();
         match event.kind {
             EventKind::SagaCompleted => finished(definition, SagaStatus::Completed),
             EventKind::SagaCompensated => finished(definition, SagaStatus::Compensated),
@@ -77,8 +76,8 @@ pub(crate) fn committed(definition: &str, events: &[HistoryEvent], begun: bool) 
                 "step" => step()
             )
             .increment(1),
-            EventKind::StepFailed if retried() => retry(definition, step(), Phase::Action),
-            EventKind::CompensationFailed if retried() => {
+            EventKind::StepStarted if retry_of() => retry(definition, step(), Phase::Action),
+            EventKind::CompensationStarted if retry_of() => {
                 retry(definition, step(), Phase::Compensation)
             }
             _ => {}
@@ -143,7 +142,7 @@ pub fn describe() {
         Unit::Seconds,
         "Step and compensation attempts, by outcome (a participant's: command to reply)."
     );
-    describe_counter!(RETRIES, "Failed attempts followed by another.");
+    describe_counter!(RETRIES, "Attempts started again after a failed one.");
     describe_counter!(COMPENSATIONS, "Steps undone.");
     describe_gauge!(IN_FLIGHT, "Sagas running or compensating in the store.");
     describe_gauge!(OUTBOX_DEPTH, "Events committed and not yet published.");
@@ -163,14 +162,18 @@ pub fn describe() {
     counter!(LEASE_RENEWAL_FAILURES).absolute(0);
 }
 
-/// Sets the gauges read from `store`: sagas in flight by definition and status, and the
-/// outbox's depth and oldest age. Call it before each scrape (it costs two small queries).
-pub async fn sample(store: &dyn SagaStore) -> Result<(), StoreError> {
-    let counts = store.counts().await?;
-    // Every definition in the store gets both gauges, so one whose last saga ended reads 0.
-    let mut definitions: Vec<&str> = counts.iter().map(|(d, _, _)| d.as_str()).collect();
-    definitions.dedup();
-    for definition in definitions {
+/// Sets the gauges read from `store`: sagas in flight by definition and status (every one of
+/// `definitions`, the registered ones, is set, 0 when none is in flight), and the outbox's
+/// depth and oldest age. Call it before each scrape: two queries, on the unfinished sagas (by
+/// the status index) and on the outbox's head.
+pub async fn sample<'a>(
+    store: &dyn SagaStore,
+    definitions: impl IntoIterator<Item = &'a str>,
+) -> Result<(), StoreError> {
+    let counts = store.in_flight_counts().await?;
+    let mut names: BTreeSet<&str> = definitions.into_iter().collect();
+    names.extend(counts.iter().map(|(d, _, _)| d.as_str()));
+    for definition in names {
         for status in [SagaStatus::Running, SagaStatus::Compensating] {
             let n = counts
                 .iter()

@@ -287,8 +287,9 @@ pub struct SagaState {
     /// Time of the last transition (database time).
     pub updated_at: Millis,
     /// The saga's trace context, a W3C `traceparent` naming its root span: written once, when
-    /// a mediator built with the `otel` feature creates the saga, so that every span of the saga,
-    /// in any process and after any restart, joins one trace. `None` when not traced.
+    /// a traced mediator (the `otel` feature, a tracer installed) creates the saga or first
+    /// drives one created untraced, so that every span of the saga, in any process and after
+    /// any restart, joins one trace. `None` while not traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
 }

@@ -5,8 +5,9 @@
 //! - a new saga's root span (`saga NAME`) is a child of the span current where it was created
 //!   (a request's, or the initiating event's); its context is stored with the saga;
 //! - every later span of the saga (each driver's, each step and compensation attempt, each
-//!   command sent, each reply taken) is a child of that root, in any process and after any
-//!   restart;
+//!   command sent) is a child of that root, in any process and after any restart; a
+//!   participant's span is a child of the command's, and a reply taken a child of the
+//!   participant's;
 //! - every envelope carries a `traceparent`: events the saga's root, a command the span that
 //!   sent it, a reply the participant's span that answered.
 //!
@@ -68,7 +69,7 @@ pub(crate) fn attempt(
     span
 }
 
-/// Records how an attempt's span ended: `succeeded`, `failed`, `sent`...
+/// Records how an attempt's span ended: `succeeded`, `failed`, `sent`, `not_sent`...
 pub(crate) fn outcome(span: &Span, outcome: &str) {
     span.record("saga.outcome", outcome);
 }

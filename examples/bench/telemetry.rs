@@ -1,7 +1,7 @@
 //! `--telemetry`: the run with traces and figures on, to measure what they cost. Spans go
 //! through the SDK's batch processor to an exporter that drops them (no collector to wait on),
-//! and the engine's figures into a Prometheus recorder, as `saga worker --otel --metrics`
-//! would have them.
+//! and the engine's figures into a Prometheus recorder, as a `saga worker --metrics` with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set would have them.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;

@@ -137,7 +137,7 @@ async fn a_saga_resumed_by_another_mediator_stays_in_its_trace() {
         .start()
         .await
         .unwrap();
-    assert_eq!(second.wait(id).await.unwrap().status, SagaStatus::Completed);
+    assert_eq!(ended(&second, id).await, SagaStatus::Completed);
 
     let (trace, root) = root_of(db.store.as_ref(), id).await;
     let spans = until_spans(trace, "the resumed confirmation", |spans| {

@@ -96,9 +96,16 @@ async fn run_to(
     status: SagaStatus,
 ) -> (Uuid, TraceId, SpanId) {
     let id = mediator.start(name, &order).await.unwrap();
-    assert_eq!(mediator.wait(id).await.unwrap().status, status);
+    assert_eq!(ended(mediator, id).await, status);
     let (trace, root) = root_of(store, id).await;
     (id, trace, root)
+}
+
+/// How saga `id` ended, waiting 60 s at most.
+async fn ended(mediator: &Mediator, id: Uuid) -> SagaStatus {
+    let bound = Duration::from_secs(60);
+    let done = tokio::time::timeout(bound, mediator.wait(id)).await;
+    done.expect("the saga ends within a minute").unwrap().status
 }
 
 /// The saga's trace and root span, from the context stored with it.

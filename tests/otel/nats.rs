@@ -51,7 +51,7 @@ async fn a_participant_across_nats_continues_the_sagas_trace() {
         "the participants' spans and the replies taken",
         |spans| {
             let count = |name: &str| spans.iter().filter(|s| s.name == name).count();
-            count("handle ReleaseInventory") == 1 && count("consume ParticipantReply") >= 3
+            count("handle ReleaseInventory") >= 1 && count("consume ParticipantReply") >= 3
         },
     )
     .await;

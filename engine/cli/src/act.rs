@@ -266,7 +266,13 @@ pub(crate) async fn worker(
     }
     #[cfg(feature = "metrics")]
     if let Some(addr) = args.metrics {
-        let bound = crate::metrics::serve(addr, store.clone()).await?;
+        let mut names: Vec<String> = registry
+            .definitions()
+            .iter()
+            .map(|d| d.name().to_string())
+            .collect();
+        names.dedup();
+        let bound = crate::metrics::serve(addr, store.clone(), names).await?;
         eprintln!("metrics at http://{bound}/metrics");
     }
     let mut builder = Mediator::builder(store, registry);

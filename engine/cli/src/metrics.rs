@@ -29,13 +29,16 @@ const BATCH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 struct Scrape {
     handle: PrometheusHandle,
     store: Arc<dyn SagaStore>,
+    /// The registered definitions: each has its in-flight gauges, 0 or not.
+    definitions: Arc<[String]>,
 }
 
-/// Installs the Prometheus recorder and serves `/metrics` on `addr` until the process ends.
-/// Returns the address it listens on.
+/// Installs the Prometheus recorder and serves `/metrics` on `addr` until the process ends,
+/// with the in-flight gauges of `definitions`. Returns the address it listens on.
 pub(crate) async fn serve(
     addr: SocketAddr,
     store: Arc<dyn SagaStore>,
+    definitions: Vec<String>,
 ) -> Result<SocketAddr, CliError> {
     let cannot = |e: &dyn std::fmt::Display| CliError::Usage(format!("--metrics {addr}: {e}"));
     let listener = tokio::net::TcpListener::bind(addr)
@@ -60,7 +63,11 @@ pub(crate) async fn serve(
     });
     let app = axum::Router::new()
         .route("/metrics", get(scrape))
-        .with_state(Scrape { handle, store });
+        .with_state(Scrape {
+            handle,
+            store,
+            definitions: definitions.into(),
+        });
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the metrics endpoint stopped");
@@ -72,7 +79,8 @@ pub(crate) async fn serve(
 async fn scrape(State(scrape): State<Scrape>) -> Response {
     // A store that cannot be read leaves its gauges as last read; the counters still matter
     // then (failed lease renewals most of all), so they are served all the same.
-    if let Err(error) = figures::sample(scrape.store.as_ref()).await {
+    let names = scrape.definitions.iter().map(String::as_str);
+    if let Err(error) = figures::sample(scrape.store.as_ref(), names).await {
         tracing::warn!(%error, "reading the store's gauges for a scrape failed");
     }
     (

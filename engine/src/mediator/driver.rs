@@ -40,7 +40,13 @@ impl Drop for Forget<'_> {
 /// Drives one saga until it is final, its lease is lost, or the mediator shuts down. `resumed`
 /// says it was claimed from the store rather than started here, so an attempt it finds in
 /// flight was cut off and counts as a new attempt when it runs again.
-pub(crate) async fn drive(inner: Arc<Inner>, saga: SagaState, resumed: bool) {
+pub(crate) async fn drive(inner: Arc<Inner>, mut saga: SagaState, resumed: bool) {
+    // A saga created untraced (queued by a process with no tracer) gets its root here, where
+    // no span is current; its next commit stores it.
+    let runnable = || inner.registry.get(&saga.definition, saga.version).is_some();
+    if saga.trace_parent.is_none() && runnable() {
+        saga.trace_parent = crate::trace::root(&saga.definition, saga.id, saga.version);
+    }
     let span = crate::trace::drive(&saga);
     let _forget = Forget(&inner, saga.id);
     drive_inner(&inner, saga, resumed).instrument(span).await;
@@ -318,12 +324,32 @@ pub(super) async fn run_attempt(
     let started = Instant::now();
     let mut task = AbortOnDrop(tokio::spawn(work.instrument(span.clone())));
     let outcome = tokio::time::timeout(spec.timeout(), &mut task.0).await;
-    let ok = matches!(outcome, Ok(Ok(Ok(_))));
+    let result = checked(
+        outcome,
+        spec.timeout(),
+        &name,
+        inner.config.max_payload_bytes,
+    );
+    let ok = result.is_ok();
     crate::trace::outcome(&span, if ok { "succeeded" } else { "failed" });
     drop(span);
     crate::figures::attempt(def.name(), &name, phase, ok, started.elapsed());
+    result
+}
+
+/// What an attempt's task came to: its data, or why the attempt failed (timed out, panicked,
+/// cancelled, its own error, or data over `limit` bytes).
+fn checked(
+    outcome: Result<
+        Result<Result<Value, StepError>, tokio::task::JoinError>,
+        tokio::time::error::Elapsed,
+    >,
+    timeout: Duration,
+    name: &str,
+    limit: usize,
+) -> Result<Value, StepError> {
     let data = match outcome {
-        Err(_) => return Err(StepError::timeout(spec.timeout())),
+        Err(_) => return Err(StepError::timeout(timeout)),
         Ok(Err(join)) if join.is_panic() => {
             let payload = join.into_panic();
             let message = payload
@@ -337,10 +363,9 @@ pub(super) async fn run_attempt(
         Ok(Ok(result)) => result?,
     };
     let size = data.to_string().len();
-    if size > inner.config.max_payload_bytes {
+    if size > limit {
         return Err(StepError::invalid_output(format!(
-            "`{name}` returned data of {size} bytes, over the limit of {} bytes",
-            inner.config.max_payload_bytes
+            "`{name}` returned data of {size} bytes, over the limit of {limit} bytes"
         )));
     }
     Ok(data)

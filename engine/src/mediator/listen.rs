@@ -80,9 +80,14 @@ async fn settle(inner: &Arc<Inner>, delivery: Delivery) {
         saga.id = event.saga_id.map(|id| id.to_string()).unwrap_or_default(),
         saga.step = event.step.as_deref().unwrap_or(""),
         saga.attempt = event.attempt.unwrap_or(0),
-        saga.outcome = event.payload.get("outcome").and_then(|o| o.as_str()).unwrap_or(""),
+        saga.outcome = tracing::field::Empty,
     );
     crate::trace::follow(&span, event.traceparent.as_deref());
+    if event.kind == REPLY {
+        // A reply's outcome (`success`, `failure`) is the engine's word, not payload data.
+        let outcome = event.payload.get("outcome").and_then(|o| o.as_str());
+        crate::trace::outcome(&span, outcome.unwrap_or("unknown"));
+    }
     let handled = async {
         if event.kind == REPLY {
             reply(inner, event).await

@@ -25,7 +25,7 @@ pub use postgres::PostgresStore;
 #[cfg(feature = "postgres")]
 use queries::prefix_range;
 pub use queries::ListQuery;
-use queries::{outbox_stats, parse_counts, parse_unfinished, COUNTS, UNFINISHED};
+use queries::{outbox_stats, parse_counts, parse_unfinished, COUNTS, IN_FLIGHT, UNFINISHED};
 pub use signals::{KeptSignal, NewSignal, SignalSent, SignalTarget};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
@@ -301,6 +301,9 @@ pub trait SagaStore: Send + Sync + 'static {
     fn runnable_signal(&self) -> Option<Arc<Notify>> {
         None
     }
+
+    /// How many sagas are `running` or `compensating`, by definition and status.
+    async fn in_flight_counts(&self) -> Result<Vec<(String, SagaStatus, u64)>, StoreError>;
 
     /// How many events wait in the outbox, and how long the oldest has.
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;

@@ -47,6 +47,11 @@ pub(super) fn outbox_stats((depth, age): (i64, Option<i64>)) -> super::OutboxSta
     }
 }
 
+/// [`SagaStore::in_flight_counts`], the same on every backend (by the status index).
+pub(super) const IN_FLIGHT: &str = "SELECT definition, status, COUNT(*) FROM saga_instances \
+                      WHERE status IN ('running', 'compensating') \
+                      GROUP BY definition, status ORDER BY definition, status";
+
 /// [`SagaStore::unfinished_definitions`], the same on every backend.
 pub(super) const UNFINISHED: &str = "SELECT definition, version, COUNT(*) FROM saga_instances \
                           WHERE status IN ('running', 'compensating') GROUP BY definition, version";

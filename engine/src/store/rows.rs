@@ -90,7 +90,8 @@ pub(super) struct InstanceWrite<J> {
     pub(super) expected_seq: i64,
     pub(super) awaiting: Option<J>,
     pub(super) before_deadline: bool,
-    /// Written with a new saga only.
+    /// Written with a new saga, or with the first transition of one created untraced (a
+    /// stored trace context is never replaced).
     pub(super) trace_parent: Option<String>,
 }
 

@@ -37,7 +37,8 @@ fn collector(listener: TcpListener) -> mpsc::Receiver<(String, Vec<u8>)> {
                 continue;
             }
             let mut stream = reader.into_inner();
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            let _ = stream.write_all(answer);
             let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
             if tx.send((path, body)).is_err() {
                 return;

@@ -386,6 +386,13 @@ impl SagaStore for PostgresStore {
         Some(self.wake.signal())
     }
 
+    async fn in_flight_counts(&self) -> Result<Vec<(String, SagaStatus, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(super::IN_FLIGHT)
+            .fetch_all(&self.pool)
+            .await?;
+        super::parse_counts(rows)
+    }
+
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         let row = sqlx::query_as(sql::OUTBOX_STATS)
             .fetch_one(&self.pool)

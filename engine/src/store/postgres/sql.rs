@@ -48,7 +48,8 @@ pub(super) const WRITE_BATCH: &str = concat!(
     " + b.retry_after, lease_owner = b.lease_owner, lease_expires_at = ",
     now_ms!(),
     " + b.lease_ms, last_seq = b.last_seq, fencing_token = b.fencing_token, ",
-    "awaiting = b.awaiting::JSONB, updated_at = ",
+    "awaiting = b.awaiting::JSONB, trace_parent = COALESCE(s.trace_parent, b.trace_parent), ",
+    "updated_at = ",
     now_ms!(),
     " FROM b WHERE s.id = b.id AND NOT b.is_insert AND s.fencing_token = b.expected_token ",
     "AND s.last_seq = b.expected_seq AND s.definition = b.definition AND s.version = b.version ",
@@ -136,9 +137,10 @@ pub(super) const QUARANTINE: &str = concat!(
     "jsonb_build_object('error', $2::TEXT) FROM w"
 );
 
-/// The outbox's depth and its oldest event's age in milliseconds, by the database clock.
+/// The outbox's depth and its oldest event's age in milliseconds, by the database clock (the
+/// oldest is the head by position, the key).
 pub(super) const OUTBOX_STATS: &str = concat!(
-    "SELECT COUNT(*), ",
+    "SELECT (SELECT COUNT(*) FROM saga_outbox), ",
     now_ms!(),
-    " - MIN(created_at) FROM saga_outbox"
+    " - (SELECT created_at FROM saga_outbox ORDER BY position LIMIT 1)"
 );

@@ -65,7 +65,8 @@ const BATCH_TAIL: &str = concat!(
     "data = b.data, steps = b.steps, last_error = b.last_error, ",
     "next_attempt_at = b.next_attempt_at, lease_owner = b.lease_owner, ",
     "lease_expires_at = b.lease_expires_at, fencing_token = b.fencing_token, ",
-    "last_seq = b.last_seq, awaiting = b.awaiting, updated_at = i.at ",
+    "last_seq = b.last_seq, awaiting = b.awaiting, ",
+    "trace_parent = COALESCE(s.trace_parent, b.trace_parent), updated_at = i.at ",
     "FROM temp.saga_batch AS b, temp.saga_batch_input AS i ",
     "WHERE s.id = b.id AND NOT b.is_insert AND b.applies; ",
     "INSERT INTO main.saga_history (saga_id, seq, event_id, kind, step, attempt, at, detail) ",
@@ -154,9 +155,10 @@ pub(super) const OUTBOX_CLAIM: &str = concat!(
     ") ORDER BY position LIMIT ?2) RETURNING position, event_id, envelope, created_at"
 );
 
-/// The outbox's depth and its oldest event's age in milliseconds, by the database clock.
+/// The outbox's depth and its oldest event's age in milliseconds, by the database clock (the
+/// oldest is the head by position, the key).
 pub(super) const OUTBOX_STATS: &str = concat!(
-    "SELECT COUNT(*), ",
+    "SELECT (SELECT COUNT(*) FROM saga_outbox), ",
     now_ms!(),
-    " - MIN(created_at) FROM saga_outbox"
+    " - (SELECT created_at FROM saga_outbox ORDER BY position LIMIT 1)"
 );
