@@ -79,10 +79,13 @@ impl Deployment {
         (process, log)
     }
 
-    /// Workers and services acknowledge within 4 s: a command or reply a killed process held
+    /// Workers and services acknowledge within 8 s: a command or reply a killed process held
     /// comes back well inside the steps' reply deadline, 30 s here (past it, a pivot whose
     /// attempt timed out would rightly end `failed`, its outcome unknown; with the default 10 s
-    /// that happened once in a loaded CI run, a redelivery after a SIGKILL arriving late).
+    /// that happened once in a loaded CI run, a redelivery after a SIGKILL arriving late). Not
+    /// less: five deliveries unacknowledged go to the dead letters, and on a slow, loaded
+    /// machine five times 4 s was once too short for the services restarted after a SIGKILL
+    /// to answer the commands the killed one had taken.
     fn worker(&self) -> (Worker, PathBuf) {
         let mut c = Command::new(SAGA);
         c.args(["--database", &self.store_url])
@@ -94,7 +97,7 @@ impl Deployment {
                 "--poll",
                 "250ms",
                 "--ack-wait",
-                "4s",
+                "8s",
             ])
             .env("SAGA_PARTICIPANTS_URL", &self.participants_url)
             .env("SAGA_ORDER_STEP_TIMEOUT", "30s");
@@ -104,7 +107,7 @@ impl Deployment {
     fn services(&self) -> (Worker, PathBuf) {
         let mut c = Command::new(example("order_services"));
         c.args(self.tb.args())
-            .args(["--participants", &self.participants_url, "--ack-wait", "4s"]);
+            .args(["--participants", &self.participants_url, "--ack-wait", "8s"]);
         self.spawn("services", c)
     }
 

@@ -1,5 +1,5 @@
-//! Sagas whose steps run in the mediator: a compensated one is one trace, and one resumed by
-//! another mediator stays in it.
+//! Sagas whose steps run in the mediator: a compensated one is one trace, one resumed by
+//! another mediator stays in it, and one queued untraced gets its trace where it runs.
 
 use super::*;
 
@@ -163,4 +163,51 @@ async fn a_saga_resumed_by_another_mediator_stays_in_its_trace() {
         assert_eq!(drive.parent_span_id, root);
     }
     second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_queued_untraced_gets_its_trace_where_a_traced_worker_runs_it() {
+    exported();
+    let db = db().await;
+    let registry = || {
+        let mut registry = Registry::new();
+        order::local::register_all(&mut registry, &db.participants).unwrap();
+        registry
+    };
+    // Queued by a process that traces nothing, as `saga run` without `OTEL_*` is.
+    let queueing = registry();
+    let queue = saga::engine::enqueue(
+        db.store.as_ref(),
+        &queueing,
+        order::NAME,
+        an_order("t4", 1_000),
+    );
+    let untraced = tracing::subscriber::NoSubscriber::default();
+    let id = tracing::instrument::WithSubscriber::with_subscriber(queue, untraced)
+        .await
+        .unwrap();
+    let queued = db.store.get(id).await.unwrap().unwrap();
+    assert_eq!(queued.trace_parent, None);
+
+    let worker = Mediator::builder(db.store.clone(), registry())
+        .poll_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(ended(&worker, id).await, SagaStatus::Completed);
+    let (trace, root) = root_of(db.store.as_ref(), id).await;
+    let spans = until_spans(trace, "the worker's attempts", |spans| {
+        spans.iter().any(|s| s.name == "action confirm_order")
+    })
+    .await;
+    let named = |name: &str| spans.iter().filter(|s| s.name == name).count();
+    assert_eq!(named("saga OrderSaga"), 1, "one root");
+    for step in ["validate_order", "reserve_inventory", "charge_payment"] {
+        let name = format!("action {step}");
+        assert_eq!(named(&name), 1, "{name}");
+    }
+    for span in spans.iter().filter(|s| s.name.starts_with("action ")) {
+        assert_eq!(span.parent_span_id, root, "{}", span.name);
+    }
+    worker.shutdown().await;
 }
