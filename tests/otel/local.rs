@@ -7,9 +7,7 @@ use super::*;
 async fn a_compensated_saga_is_one_trace_of_its_attempts() {
     exported();
     let db = db().await;
-    let mut registry = Registry::new();
-    order::local::register_all(&mut registry, &db.participants).unwrap();
-    let mediator = Mediator::builder(db.store.clone(), registry)
+    let mediator = Mediator::builder(db.store.clone(), registry(&db))
         .start()
         .await
         .unwrap();
@@ -101,15 +99,10 @@ async fn a_compensated_saga_is_one_trace_of_its_attempts() {
 async fn a_saga_resumed_by_another_mediator_stays_in_its_trace() {
     exported();
     let db = db().await;
-    let registry = || {
-        let mut registry = Registry::new();
-        order::local::register_all(&mut registry, &db.participants).unwrap();
-        registry
-    };
     // The first mediator hangs in the confirmation and is dropped there, as if killed; its
     // lease runs out and the second takes the saga over.
     let hangs = FaultPlan::parse("confirm_order=hang").unwrap();
-    let first = Mediator::builder(db.store.clone(), registry())
+    let first = Mediator::builder(db.store.clone(), registry(&db))
         .faults(hangs)
         .lease(Duration::from_millis(500))
         .start()
@@ -132,7 +125,7 @@ async fn a_saga_resumed_by_another_mediator_stays_in_its_trace() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(first);
-    let second = Mediator::builder(db.store.clone(), registry())
+    let second = Mediator::builder(db.store.clone(), registry(&db))
         .poll_interval(Duration::from_millis(50))
         .start()
         .await
@@ -169,13 +162,8 @@ async fn a_saga_resumed_by_another_mediator_stays_in_its_trace() {
 async fn a_saga_queued_untraced_gets_its_trace_where_a_traced_worker_runs_it() {
     exported();
     let db = db().await;
-    let registry = || {
-        let mut registry = Registry::new();
-        order::local::register_all(&mut registry, &db.participants).unwrap();
-        registry
-    };
     // Queued by a process that traces nothing, as `saga run` without `OTEL_*` is.
-    let queueing = registry();
+    let queueing = registry(&db);
     let queue = saga::engine::enqueue(
         db.store.as_ref(),
         &queueing,
@@ -189,7 +177,7 @@ async fn a_saga_queued_untraced_gets_its_trace_where_a_traced_worker_runs_it() {
     let queued = db.store.get(id).await.unwrap().unwrap();
     assert_eq!(queued.trace_parent, None);
 
-    let worker = Mediator::builder(db.store.clone(), registry())
+    let worker = Mediator::builder(db.store.clone(), registry(&db))
         .poll_interval(Duration::from_millis(50))
         .start()
         .await

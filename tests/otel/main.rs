@@ -101,6 +101,13 @@ async fn run_to(
     (id, trace, root)
 }
 
+/// The local OrderSaga over `db`'s participants.
+fn registry(db: &Db) -> Registry {
+    let mut registry = Registry::new();
+    order::local::register_all(&mut registry, &db.participants).unwrap();
+    registry
+}
+
 /// How saga `id` ended, waiting 60 s at most.
 async fn ended(mediator: &Mediator, id: Uuid) -> SagaStatus {
     let bound = Duration::from_secs(60);

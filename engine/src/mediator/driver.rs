@@ -41,26 +41,29 @@ impl Drop for Forget<'_> {
 /// says it was claimed from the store rather than started here, so an attempt it finds in
 /// flight was cut off and counts as a new attempt when it runs again.
 pub(crate) async fn drive(inner: Arc<Inner>, mut saga: SagaState, resumed: bool) {
-    // A saga created untraced (queued by a process with no tracer) gets its root here, where
-    // no span is current; its next commit stores it.
-    let runnable = || inner.registry.get(&saga.definition, saga.version).is_some();
-    if saga.trace_parent.is_none() && runnable() {
-        saga.trace_parent = crate::trace::root(&saga.definition, saga.id, saga.version);
-    }
-    let span = crate::trace::drive(&saga);
     let _forget = Forget(&inner, saga.id);
-    drive_inner(&inner, saga, resumed).instrument(span).await;
-}
-
-async fn drive_inner(inner: &Arc<Inner>, mut saga: SagaState, resumed: bool) {
     let Some(def) = inner.registry.get(&saga.definition, saga.version).cloned() else {
         tracing::warn!(
+            saga_id = %saga.id,
+            definition = %saga.definition,
             version = saga.version,
             "definition version not registered here; leaving the saga untouched"
         );
-        release(inner, &saga).await;
+        release(&inner, &saga).await;
         return;
     };
+    // A saga created untraced (queued by a process with no tracer) gets its root here, where
+    // no span is current; its next commit stores it.
+    if saga.trace_parent.is_none() {
+        saga.trace_parent = crate::trace::root(&saga.definition, saga.id, saga.version);
+    }
+    let span = crate::trace::drive(&saga);
+    drive_inner(&inner, def, saga, resumed)
+        .instrument(span)
+        .await;
+}
+
+async fn drive_inner(inner: &Arc<Inner>, def: Arc<Definition>, mut saga: SagaState, resumed: bool) {
     let mut shutdown = inner.shutdown.subscribe();
     // A saga handed over just after a commit that scheduled a retry (a participant's failed
     // reply) waits out the stored backoff, measured from that commit.
