@@ -3,6 +3,7 @@
 
 mod act;
 mod dead;
+mod links;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod read;

@@ -1,5 +1,6 @@
 //! Running sagas on both backends: the live stream sends the page's new state after a
-//! transition, and a saga waiting for a participant's reply says so.
+//! transition, a saga waiting for a participant's reply says so, and a trip's page and its
+//! loyalty child's link to each other.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ on_both!(
     live_stream_follows_a_running_saga,
     a_saga_waiting_for_a_reply
 );
+on_both!(multi: a_trip_and_its_child_link_to_each_other);
 
 async fn live_stream_follows_a_running_saga() {
     let site = Site::new(UiOptions::default()).await;
@@ -155,5 +157,65 @@ async fn a_saga_waiting_for_a_reply() {
         ["succeeded", "awaiting"]
     );
     assert!(body.contains("2. reserve_inventory · participant"));
+    m.shutdown().await;
+}
+
+/// A paid trip completes with its loyalty child: the parent's page links the child (and its
+/// timeline tags the child step's lane), the child's page links the parent.
+async fn a_trip_and_its_child_link_to_each_other() {
+    use saga::sagas::trip;
+    let env = Env::new().await;
+    let registry = || {
+        let mut registry = saga::engine::Registry::new();
+        trip::register(&mut registry, &env.local, Duration::from_secs(60)).unwrap();
+        registry
+    };
+    let m = fast(saga::engine::Mediator::builder(
+        env.store.clone(),
+        registry(),
+    ))
+    .await;
+    let id = m
+        .start(trip::NAME, &trip::Trip::new("ui-trip", "ada"))
+        .await
+        .unwrap();
+    let paid = serde_json::json!({ "amount": 120_000 });
+    m.signal(id, "paid", &paid).await.unwrap();
+    assert_eq!(wait(&m, id).await.status, SagaStatus::Completed);
+    let (child, _) = env.store.children_of(id).await.unwrap()[0].clone();
+    let router = saga::cli::ui::router(
+        env.store.clone(),
+        std::sync::Arc::new(registry()),
+        UiOptions::default(),
+    );
+    let page = |uri: String| {
+        let router = router.clone();
+        async move {
+            let request = axum::http::Request::get(&uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        }
+    };
+    let parent = page(format!("/sagas/{id}")).await;
+    assert_eq!(super::attrs(&parent, "data-link"), ["child"]);
+    assert!(
+        parent.contains(&format!(
+            "<a href=\"/sagas/{child}\" data-link=\"child\">{child}</a> (started by earn_points)"
+        )),
+        "{parent}"
+    );
+    assert!(parent.contains("· child saga loyalty"), "{parent}");
+    let page_of_child = page(format!("/sagas/{child}")).await;
+    assert_eq!(super::attrs(&page_of_child, "data-link"), ["parent"]);
+    assert!(
+        page_of_child.contains(&format!(
+            "child of <a href=\"/sagas/{id}\" data-link=\"parent\">{id}</a> (its step earn_points)"
+        )),
+        "{page_of_child}"
+    );
     m.shutdown().await;
 }
