@@ -127,7 +127,9 @@ pub(crate) fn branch_failed(
         Some(delay) => change.state.steps[j].retry_at = Some(now.saturating_add(ms(delay))),
         None => {
             change.state.steps[j].status = StepStatus::Failed;
-            if change.state.last_error.is_none() {
+            // The first branch of this round to fail for good names the group's failure (one
+            // from before an operator's retry is no longer the reason).
+            if !failing {
                 change.state.last_error = Some(format!("`{}` failed: {error}", spec.name()));
             }
             // The branches only waiting out a backoff fail with it: none is retried any more.

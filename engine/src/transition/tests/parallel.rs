@@ -249,3 +249,39 @@ fn a_queued_group_begins_and_an_operator_retry_ends_branch_backoffs() {
         Branch::Due { step: 2, at: 0 }
     );
 }
+
+#[test]
+fn a_group_past_the_pivot_failing_again_after_a_retry_names_the_new_failure_once() {
+    let pass = |ctx: StepContext<Value>| async move { Ok(ctx.data) };
+    let def = SagaDefinition::<Value>::new("shipping", 1)
+        .step(Step::new("pay", pass).pivot())
+        .parallel(
+            "ship",
+            [
+                Step::new("parcel", pass).retriable(),
+                Step::new("letter", pass).retriable(),
+            ],
+        )
+        .build()
+        .unwrap();
+    let mut state = at_group(&def);
+    let input = state.data.clone();
+    state = commit(branch_succeeded(&def, &state, 2, &input, input.clone()));
+    for error in ["no such street", "no such town"] {
+        let change = branch_failed(&def, &state, 1, &StepError::terminal(error), 1_000);
+        state = commit(change);
+        assert_eq!(state.status, SagaStatus::Failed);
+        assert_eq!(
+            state.last_error.as_deref(),
+            Some(
+                format!(
+                    "`parcel` failed: {error} runs after the point of no return and failed \
+                     with an error that retrying cannot fix"
+                )
+                .as_str()
+            )
+        );
+        state = commit(retry(&state, "fixed the address").unwrap());
+        assert_eq!(state.status, SagaStatus::Running);
+    }
+}
