@@ -11,6 +11,7 @@ mod broker_restart;
 mod bus_conformance;
 mod common;
 mod conformance;
+mod conformance_waits;
 mod crash;
 mod crash_fast;
 mod crash_random;
