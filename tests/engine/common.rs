@@ -84,16 +84,7 @@ impl Env {
 
     /// Runs a statement on the store's database, as an operator's hand edit would.
     pub async fn execute(&self, sql: &str) {
-        match self.backend {
-            Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-                sqlx::query(sql).execute(&pool).await.unwrap();
-            }
-            Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
-                sqlx::query(sql).execute(&pool).await.unwrap();
-            }
-        }
+        execute_on(self.backend, &self.url, sql).await
     }
 
     /// A store opened anew on the same file, as a restarted process would.
@@ -332,4 +323,18 @@ pub async fn assert_applied_once(url: &str, stock: i64, completed: i64) {
         one("SELECT COUNT(*) FROM order_confirmations").await,
         completed
     );
+}
+
+/// Runs a statement on the store at `url` (of `backend`), as an operator's hand edit would.
+pub async fn execute_on(backend: Backend, url: &str, sql: &str) {
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+    }
 }

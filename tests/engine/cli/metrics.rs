@@ -1,5 +1,5 @@
 //! `saga worker --metrics`: a real worker process, scraped over HTTP; its counters match what it
-//! ran, as the sagas' histories tell it.
+//! ran, as the sagas' histories tell it, and it counts the lease renewals its store refused.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -207,6 +207,59 @@ async fn a_scraped_worker_counts_what_it_ran() {
     assert_eq!(page.get("saga_commit_duration_seconds_count", &[]), batches);
 }
 
+/// A worker whose store fails under it (its sagas' table renamed away for a moment): each lease
+/// renewal that fails is counted, and a scrape still answers with the counters.
+async fn failed_lease_renewals_are_counted_and_a_scrape_still_answers() {
+    let db = Db::new().await;
+    let id = id_of(&db.json(&["run", "OrderSaga", "--data", &order("lr", 1_000, "FR")]));
+    // A step that hangs keeps its saga leased, renewed a third of a lease apart.
+    let mut cmd = db.command();
+    cmd.args(["worker", "--poll", "50ms", "--lease", "900ms"])
+        .args(["--metrics", "127.0.0.1:0"])
+        .env("SAGA_FAULTS", "reserve_inventory=hang")
+        .env("SAGA_ORDER_STEP_TIMEOUT", "600s");
+    let (_worker, said) = spawn_saying(cmd, "metrics at http://");
+    let addr = said.trim_end_matches("/metrics").to_string();
+    let store = store::open(&db.url, OpenMode::MustExist).await.unwrap();
+    until("reserve_inventory to hang, leased", || async {
+        let saga = store.get(id).await.unwrap().unwrap();
+        saga.current()
+            .is_some_and(|s| s.name == "reserve_inventory")
+            && saga.lease_owner.is_some()
+    })
+    .await;
+    let renewals = |body: &str| Page::parse(body).get("saga_lease_renewal_failures_total", &[]);
+    assert_eq!(renewals(&scrape(&addr).1), 0.0);
+
+    let backend = crate::backend::current();
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    crate::common::execute_on(
+        backend,
+        &db.url,
+        &rename("saga_instances", "saga_instances_away"),
+    )
+    .await;
+    until("a renewal to fail", || async {
+        let (status, body) = scrape(&addr);
+        assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+        renewals(&body) >= 1.0
+    })
+    .await;
+    crate::common::execute_on(
+        backend,
+        &db.url,
+        &rename("saga_instances_away", "saga_instances"),
+    )
+    .await;
+    // The store is back: the worker reads it again.
+    until("the gauges to come back", || async {
+        let page = Page::parse(&scrape(&addr).1);
+        let labels = [("definition", "OrderSaga"), ("status", "running")];
+        page.get("saga_in_flight", &labels) == 1.0
+    })
+    .await;
+}
+
 async fn a_metrics_address_that_cannot_be_listened_on_is_refused() {
     let db = Db::new().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -225,5 +278,6 @@ async fn a_metrics_address_that_cannot_be_listened_on_is_refused() {
 
 on_both!(
     a_scraped_worker_counts_what_it_ran,
+    failed_lease_renewals_are_counted_and_a_scrape_still_answers,
     a_metrics_address_that_cannot_be_listened_on_is_refused,
 );
