@@ -1,6 +1,6 @@
 //! Traces (the `otel` feature), collected by the OpenTelemetry SDK's in-memory exporter: a
 //! saga is one trace of its attempts, a participant across the NATS bus continues it, and a
-//! saga resumed by another mediator stays in it; and a dead letter is counted. Its own test
+//! saga resumed by another mediator stays in it; and dead letters and timed-out attempts are counted. Its own test
 //! binary, because the subscriber that turns `tracing` spans into OpenTelemetry spans (and the
 //! figures' recorder) is process-wide; each test reads only its own sagas' spans and series.
 
@@ -22,7 +22,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use uuid::Uuid;
 
-mod dead_letters;
+mod counted;
 mod local;
 mod nats;
 

@@ -55,7 +55,7 @@ pub(crate) async fn drive(inner: Arc<Inner>, mut saga: SagaState, resumed: bool)
     // A saga created untraced (queued by a process with no tracer) gets its root here, where
     // no span is current; its next commit stores it.
     if saga.trace_parent.is_none() {
-        saga.trace_parent = crate::trace::root(&saga.definition, saga.id, saga.version);
+        saga.trace_parent = crate::trace::root(&saga.definition, saga.id, saga.version).1;
     }
     let span = crate::trace::drive(&saga);
     drive_inner(&inner, def, saga, resumed)
@@ -87,7 +87,14 @@ async fn drive_inner(inner: &Arc<Inner>, def: Arc<Definition>, mut saga: SagaSta
         }
         false => (None, None),
     };
-    let first = transition::mismatch(&def, &saga).or_else(|| {
+    let mismatched = transition::mismatch(&def, &saga);
+    // A participant's attempt whose deadline passed fails now, timed for its whole timeout.
+    let timed_out = saga
+        .awaiting
+        .as_ref()
+        .filter(|a| resumed && mismatched.is_none() && a.wait.is_reply())
+        .map(|a| (a.step, a.phase));
+    let first = mismatched.or_else(|| {
         if resumed {
             let now = crate::store::now_ms();
             let max = inner.config.max_interruptions;
@@ -107,6 +114,10 @@ async fn drive_inner(inner: &Arc<Inner>, def: Arc<Definition>, mut saga: SagaSta
         match commit_with_retry(inner, &saga, change).await {
             Some(next) => saga = next,
             None => return,
+        }
+        if let Some((step, phase)) = timed_out {
+            let spec = &def.steps()[step];
+            crate::figures::attempt(def.name(), spec.name(), phase, false, spec.timeout());
         }
         // A timed-out reply that schedules a retry waits out its backoff like any other.
         due = retry_after.map(|d| Instant::now() + d).or(due);
