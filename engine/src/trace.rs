@@ -19,17 +19,33 @@ use tracing::Span;
 use crate::state::SagaState;
 use crate::step::Phase;
 
-/// The root span of a new `definition` saga, ended at once; returns its context to store with
-/// the saga (`None` when nothing traces).
-pub(crate) fn root(definition: &str, id: uuid::Uuid, version: u32) -> Option<String> {
+/// The root span of a new `definition` saga, and its context to store with the saga (`None`
+/// when nothing traces). The creator keeps the span until the saga's first commit and records
+/// there, with [`created`], whether it created the saga: a start refused as a duplicate (an
+/// initiating event delivered again, a child started again after a crash) then shows as such
+/// rather than as a saga that did nothing.
+pub(crate) fn root(definition: &str, id: uuid::Uuid, version: u32) -> (Span, Option<String>) {
     let span = tracing::info_span!(
         "saga",
         otel.name = %format_args!("saga {definition}"),
         saga.id = %id,
         saga.definition = definition,
         saga.version = version,
+        saga.outcome = tracing::field::Empty,
     );
-    traceparent(&span)
+    let parent = traceparent(&span);
+    (span, parent)
+}
+
+/// Records on a new saga's root span how its first commit went: `created`, `duplicate` (the id
+/// was taken), or `not_created`.
+pub(crate) fn created<T>(root: &Span, result: &Result<T, crate::store::StoreError>) {
+    let said = match result {
+        Ok(_) => "created",
+        Err(crate::store::StoreError::Duplicate(_)) => "duplicate",
+        Err(_) => "not_created",
+    };
+    outcome(root, said);
 }
 
 /// A driver's span: the time one process drives `saga`, a child of the saga's root.

@@ -1,5 +1,6 @@
 //! Sagas whose steps run in the mediator: a compensated one is one trace, one resumed by
-//! another mediator stays in it, and one queued untraced gets its trace where it runs.
+//! another mediator stays in it, one queued untraced gets its trace where it runs, and a
+//! start refused as a duplicate says so on its root.
 
 use super::*;
 
@@ -41,6 +42,7 @@ async fn a_compensated_saga_is_one_trace_of_its_attempts() {
         "the root has no parent"
     );
     assert_eq!(attr(roots[0], "saga.id"), Some(id.to_string()));
+    assert_eq!(attr(roots[0], "saga.outcome").as_deref(), Some("created"));
 
     let attempts: Vec<&SpanData> = spans
         .iter()
@@ -198,4 +200,52 @@ async fn a_saga_queued_untraced_gets_its_trace_where_a_traced_worker_runs_it() {
         assert_eq!(span.parent_span_id, root, "{}", span.name);
     }
     worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initiating_event_taken_twice_creates_one_saga_and_the_other_root_says_duplicate() {
+    use saga::engine::bus::{Envelope, InProcessBus};
+    exported();
+    let db = db().await;
+    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
+    // Two groups: each takes the event, and both start its saga.
+    let mut mediators = Vec::new();
+    for group in ["first", "second"] {
+        let mut registry = Registry::new();
+        order::events::register(&mut registry, &order::Options::default()).unwrap();
+        let mediator = Mediator::builder(db.store.clone(), registry)
+            .bus(bus.clone())
+            .group(group)
+            .start()
+            .await
+            .unwrap();
+        mediators.push(mediator);
+    }
+    let placed = Envelope::new(order::ORDER_PLACED, an_order("t5", 1_000));
+    let id = placed.event_id;
+    bus.publish(placed).await.unwrap();
+    let roots = |spans: Vec<SpanData>| -> Vec<String> {
+        let mut outcomes: Vec<String> = spans
+            .iter()
+            .filter(|s| s.name == "saga EventDrivenOrderSaga")
+            .filter(|s| attr(s, "saga.id") == Some(id.to_string()))
+            .filter_map(|s| attr(s, "saga.outcome"))
+            .collect();
+        outcomes.sort();
+        outcomes
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcomes = roots(exported().get_finished_spans().unwrap());
+        if outcomes.len() == 2 {
+            assert_eq!(outcomes, ["created", "duplicate"]);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{outcomes:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(db.store.list(&Default::default()).await.unwrap().len(), 1);
+    for mediator in mediators {
+        mediator.shutdown().await;
+    }
 }

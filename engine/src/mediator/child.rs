@@ -56,9 +56,12 @@ impl Inner {
                     .await
                     .map_err(later)?;
                 let limit = self.config.max_payload_bytes;
-                let change = prepare(&self.registry, child_saga, id, input, limit, false)
-                    .map_err(|e| ChildError::Step(StepError::terminal(e.to_string())))?;
-                match self.commit(None, change).await {
+                let (change, root) =
+                    prepare(&self.registry, child_saga, id, input, limit, false)
+                        .map_err(|e| ChildError::Step(StepError::terminal(e.to_string())))?;
+                let created = self.commit(None, change).await;
+                crate::trace::created(&root, &created);
+                match created {
                     Ok(child) => self.spawn_driver(child, false),
                     // Started before a crash: it is there already.
                     Err(StoreError::Duplicate(_)) => {}

@@ -81,7 +81,7 @@ impl Inner {
         if *self.shutdown.borrow() {
             return Err(EngineError::ShuttingDown);
         }
-        let change = prepare(
+        let (change, root) = prepare(
             &self.registry,
             name,
             id,
@@ -89,7 +89,9 @@ impl Inner {
             self.config.max_payload_bytes,
             false,
         )?;
-        let saga = self.commit(None, change).await?;
+        let saga = self.commit(None, change).await;
+        crate::trace::created(&root, &saga);
+        let saga = saga?;
         self.spawn_driver(saga, false);
         Ok(id)
     }

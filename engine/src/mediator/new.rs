@@ -12,7 +12,8 @@ use crate::store::SagaStore;
 use crate::transition;
 
 /// Validates a new saga and computes its first transition (its first step started here, or, for
-/// `queued`, due for whichever mediator claims it); nothing is written on error.
+/// `queued`, due for whichever mediator claims it), with its root span, which the caller keeps
+/// until the transition commits ([`crate::trace::created`]); nothing is written on error.
 pub(super) fn prepare(
     registry: &Registry,
     name: &str,
@@ -20,7 +21,7 @@ pub(super) fn prepare(
     data: Value,
     limit: usize,
     queued: bool,
-) -> Result<transition::Change, EngineError> {
+) -> Result<(transition::Change, tracing::Span), EngineError> {
     let def = registry
         .latest(name)
         .ok_or_else(|| EngineError::UnknownSaga(name.to_string()))?;
@@ -42,8 +43,9 @@ pub(super) fn prepare(
     } else {
         transition::start(def, id, data)
     };
-    change.state.trace_parent = crate::trace::root(def.name(), id, def.version());
-    Ok(change)
+    let (root, parent) = crate::trace::root(def.name(), id, def.version());
+    change.state.trace_parent = parent;
+    Ok((change, root))
 }
 
 /// Records a new saga without running it here: no lease is taken and no step started, so the
@@ -55,7 +57,7 @@ pub async fn enqueue(
     name: &str,
     data: Value,
 ) -> Result<Uuid, EngineError> {
-    let change = prepare(
+    let (change, root) = prepare(
         registry,
         name,
         Uuid::now_v7(),
@@ -63,6 +65,7 @@ pub async fn enqueue(
         DEFAULT_MAX_PAYLOAD_BYTES,
         true,
     )?;
-    let written = crate::commit::write(store, None, change, None, &FaultPlan::default()).await?;
-    Ok(written.state.id)
+    let written = crate::commit::write(store, None, change, None, &FaultPlan::default()).await;
+    crate::trace::created(&root, &written);
+    Ok(written?.state.id)
 }
