@@ -97,10 +97,9 @@ impl<D: SagaData> SagaDefinition<D> {
             name: self.name,
             version: self.version,
             steps: self.steps,
-            check_data: |value| {
-                serde_json::from_value::<D>(value.clone())
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+            typed: |value| {
+                let data = serde_json::from_value::<D>(value.clone()).map_err(|e| e.to_string())?;
+                serde_json::to_value(data).map_err(|e| e.to_string())
             },
         };
         definition.validate()?;
@@ -114,7 +113,8 @@ pub struct Definition {
     name: String,
     version: u32,
     steps: Vec<StepSpec>,
-    check_data: fn(&Value) -> Result<(), String>,
+    /// `data` read as the saga's data type and written back.
+    typed: fn(&Value) -> Result<Value, String>,
 }
 
 impl std::fmt::Debug for Definition {
@@ -145,7 +145,14 @@ impl Definition {
 
     /// Checks that `data` deserializes into the saga's data type.
     pub fn check_data(&self, data: &Value) -> Result<(), String> {
-        (self.check_data)(data)
+        (self.typed)(data).map(|_| ())
+    }
+
+    /// `data` as a step of this saga sees it and would write it back unchanged: read as the
+    /// saga's data type and written again (absent options come back as `null`, absent defaults
+    /// as their values).
+    pub(crate) fn as_typed(&self, data: &Value) -> Result<Value, String> {
+        (self.typed)(data)
     }
 
     /// The steps of `saga` (an instance of this definition) still to compensate, last step

@@ -75,7 +75,9 @@ pub(crate) fn begin_branch(state: &SagaState, j: usize, detail: Value) -> Change
 }
 
 /// Branch `j` completed with `output`, from the saga data `input` its attempt started with: the
-/// top-level fields it changed are merged into the saga data as it is now.
+/// top-level fields it changed are merged into the saga data as it is now. What it changed is
+/// measured from `input` as the branch saw it, through the saga's data type: a field the input
+/// left out comes back `null` (or at its default) from every branch, and is no change.
 pub(crate) fn branch_succeeded(
     def: &Definition,
     state: &SagaState,
@@ -84,7 +86,8 @@ pub(crate) fn branch_succeeded(
     output: Value,
 ) -> Change {
     let mut change = Change::from(state);
-    change.state.data = merge(&state.data, input, output);
+    let seen = def.as_typed(input).unwrap_or_else(|_| input.clone());
+    change.state.data = merge(&state.data, &seen, output);
     let step = &mut change.state.steps[j];
     step.status = StepStatus::Completed;
     step.retry_at = None;

@@ -1,6 +1,6 @@
 //! `saga show` links a parent and its child saga both ways, in text and in `--json`: a trip
-//! queued by `saga run`, paid by `saga signal`, run by a `saga worker` until its loyalty child
-//! completes it.
+//! queued by `saga run` (with data that leaves its bookings out), paid by `saga signal`, run by
+//! a `saga worker` until its loyalty child completes it, every booking kept.
 
 use saga::engine::SagaStatus;
 
@@ -25,6 +25,14 @@ async fn saga_show_links_a_trip_and_its_loyalty_child_both_ways() {
 
     let parent = db.json(&["show", &id]);
     assert_eq!(parent["parent"], Value::Null, "{parent:#}");
+    // The data given left the bookings out: every branch's booking is kept all the same.
+    for (field, booked) in [
+        ("flight", "flight-t-9"),
+        ("hotel", "hotel-t-9"),
+        ("car", "car-t-9"),
+    ] {
+        assert_eq!(parent["data"][field], booked, "{parent:#}");
+    }
     let children = parent["children"].as_array().unwrap();
     assert_eq!(children.len(), 1, "{parent:#}");
     assert_eq!(children[0]["step"], "earn_points");

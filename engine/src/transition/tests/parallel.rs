@@ -285,3 +285,34 @@ fn a_group_past_the_pivot_failing_again_after_a_retry_names_the_new_failure_once
         assert_eq!(state.status, SagaStatus::Running);
     }
 }
+
+#[test]
+fn a_field_the_start_data_left_out_is_no_change_of_any_branch() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Booked {
+        flight: Option<String>,
+        hotel: Option<String>,
+        #[serde(default)]
+        nights: u32,
+    }
+    let pass = |ctx: StepContext<Booked>| async move { Ok(ctx.data) };
+    let def = SagaDefinition::<Booked>::new("booked", 1)
+        .step(Step::new("pay", pass))
+        .parallel(
+            "book",
+            [Step::new("flight", pass), Step::new("hotel", pass)],
+        )
+        .build()
+        .unwrap();
+    // Started from raw JSON (`saga run`, an event) that leaves the options and the default out.
+    let start = commit(start(&def, Uuid::now_v7(), json!({})));
+    let state = commit(succeeded(&def, &start, Phase::Action, json!({})));
+    let input = state.data.clone();
+    let flight = json!({ "flight": "f-1", "hotel": null, "nights": 0 });
+    let state = commit(branch_succeeded(&def, &state, 1, &input, flight));
+    let hotel = json!({ "flight": null, "hotel": "h-1", "nights": 0 });
+    let state = commit(branch_succeeded(&def, &state, 2, &input, hotel));
+    assert_eq!(state.status, SagaStatus::Completed);
+    // Each branch's own field kept; the default no branch changed stays left out.
+    assert_eq!(state.data, json!({ "flight": "f-1", "hotel": "h-1" }));
+}
