@@ -60,7 +60,7 @@ async fn matrix(pay: bool, expected: SagaStatus) -> usize {
         false => (&["trip"], &["recover"]),
     };
     let run = Matrix {
-        crash_recovery: false,
+        crash_recovery: true,
         racy: true,
     };
     crash_each(

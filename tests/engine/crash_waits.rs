@@ -88,7 +88,7 @@ async fn matrix(pay: bool, expected: SagaStatus) -> usize {
         false => (&["booking"], &["recover"]),
     };
     let run = Matrix {
-        crash_recovery: false,
+        crash_recovery: true,
         racy: false,
     };
     crash_each(
