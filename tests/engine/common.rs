@@ -331,10 +331,12 @@ pub async fn execute_on(backend: Backend, url: &str, sql: &str) {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(url).await.unwrap();
             sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
         }
         Backend::Postgres => {
             let pool = sqlx::PgPool::connect(url).await.unwrap();
             sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
         }
     }
 }

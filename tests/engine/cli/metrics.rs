@@ -208,7 +208,10 @@ async fn a_scraped_worker_counts_what_it_ran() {
 }
 
 /// A worker whose store fails under it (its sagas' table renamed away for a moment): each lease
-/// renewal that fails is counted, and a scrape still answers with the counters.
+/// renewal that fails is counted, and a scrape still answers with the counters. On PostgreSQL,
+/// where a store that goes away is a server: on SQLite, sqlx 0.8.6 can panic in a connection's
+/// thread when a statement it prepared loses its table, and the lock that connection held is
+/// then never released.
 async fn failed_lease_renewals_are_counted_and_a_scrape_still_answers() {
     let db = Db::new().await;
     let id = id_of(&db.json(&["run", "OrderSaga", "--data", &order("lr", 1_000, "FR")]));
@@ -231,7 +234,7 @@ async fn failed_lease_renewals_are_counted_and_a_scrape_still_answers() {
     let renewals = |body: &str| Page::parse(body).get("saga_lease_renewal_failures_total", &[]);
     assert_eq!(renewals(&scrape(&addr).1), 0.0);
 
-    let backend = crate::backend::current();
+    let backend = crate::backend::Backend::Postgres;
     let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
     crate::common::execute_on(
         backend,
@@ -278,6 +281,13 @@ async fn a_metrics_address_that_cannot_be_listened_on_is_refused() {
 
 on_both!(
     a_scraped_worker_counts_what_it_ran,
-    failed_lease_renewals_are_counted_and_a_scrape_still_answers,
     a_metrics_address_that_cannot_be_listened_on_is_refused,
 );
+
+mod failed_lease_renewals_are_counted_and_a_scrape_still_answers {
+    #[tokio::test]
+    async fn postgres() {
+        let test = super::failed_lease_renewals_are_counted_and_a_scrape_still_answers();
+        crate::backend::on(crate::backend::Backend::Postgres, test).await
+    }
+}
