@@ -78,8 +78,10 @@ where
             };
         }
     };
+    // The OpenTelemetry SDK's own logs only from warnings up: its failed exports, not its
+    // lifecycle.
     let default_level = if matches!(cli.command, Command::Worker(_)) {
-        "info"
+        "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=warn"
     } else {
         "warn"
     };

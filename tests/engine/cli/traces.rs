@@ -1,6 +1,7 @@
 //! The `saga` binary exporting its traces over OTLP/HTTP, as `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! says, to a collector that is a plain socket in this test: what arrives names the saga's
-//! trace, and `saga show` prints that trace's id.
+//! trace, and `saga show` prints that trace's id. A collector that refuses the connection is
+//! said on stderr, and the saga runs all the same.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -98,6 +99,31 @@ async fn a_saga_run_exports_its_trace_over_otlp_and_show_names_it() {
     panic!("the saga's trace never arrived ({} requests)", bodies.len());
 }
 
+async fn a_collector_that_cannot_be_reached_is_said_and_the_saga_runs_all_the_same() {
+    let db = Db::new().await;
+    // A port nobody listens on any more.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let endpoint = format!("http://{closed}");
+    let run = db.saga_env(
+        &[
+            "run",
+            "OrderSaga",
+            "--data",
+            &order("tr3", 1_000, "FR"),
+            "--wait",
+        ],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let said = stderr(&run);
+    // The SDK's own words, from warnings up.
+    assert!(said.contains("telemetry data will be lost"), "{said}");
+    assert!(said.contains("BatchSpanProcessor.ExportError"), "{said}");
+}
+
 async fn an_untraced_saga_shows_no_trace() {
     let db = Db::new().await;
     let run = db.json(&["run", "OrderSaga", "--data", &order("tr2", 1_000, "FR")]);
@@ -107,5 +133,6 @@ async fn an_untraced_saga_shows_no_trace() {
 
 on_both!(
     a_saga_run_exports_its_trace_over_otlp_and_show_names_it,
+    a_collector_that_cannot_be_reached_is_said_and_the_saga_runs_all_the_same,
     an_untraced_saga_shows_no_trace,
 );
