@@ -110,6 +110,16 @@ pub async fn signal(
     if let SignalTarget::Saga(id) = target {
         let id = *id;
         let saga = store.get(id).await?.ok_or(OperatorError::NotFound(id))?;
+        // A sender retrying a signal already kept (a webhook delivered again) hears that it was,
+        // even once the saga has moved on.
+        let kept = store.kept_signals(id, name, None).await?;
+        if kept.iter().any(|s| s.event_id == event_id && !s.by_key) {
+            let again = SignalSent {
+                kept: false,
+                woken: Vec::new(),
+            };
+            return Ok(again);
+        }
         let def = registered(registry, &saga, "signal")?;
         transition::check_signal(def, &saga, name, data).map_err(|reason| {
             OperatorError::Refused {
@@ -121,12 +131,14 @@ pub async fn signal(
     }
     if let SignalTarget::Key(_) = target {
         // Some registered saga must take this signal by key, or it could never be taken.
-        let by_key: Vec<&str> = registry
+        let mut by_key: Vec<&str> = registry
             .definitions()
             .iter()
             .flat_map(|d| d.steps().iter().filter_map(|s| s.signal()))
             .filter_map(|(signal, key)| key.map(|_| signal))
             .collect();
+        by_key.sort_unstable();
+        by_key.dedup();
         if !by_key.contains(&name) {
             return Err(OperatorError::NoKeyedSignal {
                 signal: name.to_string(),

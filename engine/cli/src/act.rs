@@ -109,7 +109,7 @@ pub(crate) async fn signal(
     let name = signal.name;
     match (sent.kept, sent.woken.len()) {
         (false, _) => out!("signal `{name}` {event_id} was already sent to {target}; nothing changed"),
-        (true, 0) if signal.by_key => out!("signal `{name}` sent to {target} ({event_id}); no saga waits on that key now: kept for the sagas of that key that reach their wait (its data is checked then)"),
+        (true, 0) if signal.by_key => out!("signal `{name}` sent to {target} ({event_id}); no saga waits on that key now: kept for the sagas of that key, already started, that reach their wait (its data is checked then)"),
         (true, 0) => out!("signal `{name}` sent to {target} ({event_id}); kept until a signal step takes it"),
         (true, n) => out!("signal `{name}` sent to {target} ({event_id}); {n} waiting saga(s) woken, the next worker to look takes it"),
     }

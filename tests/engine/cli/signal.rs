@@ -1,8 +1,8 @@
 //! `saga signal` and what `saga show` says of a waiting saga, with the real binary: a booking
 //! started by `saga run` waits on its timer (`saga show` says when it fires), a payment sent by
 //! `saga signal` before the wait is kept, the same signal id sent again changes nothing, bad
-//! signals exit 1 (2 for data that does not fit, 3 for no such saga) naming the problem, and a
-//! worker then completes it.
+//! signals exit 1 (2 for data that does not fit, 3 for no such saga) naming the problem, a
+//! worker then completes it, and the same signal sent again after that is still "already sent".
 //! Over NATS and RabbitMQ, a `PaymentReceived` event that another process publishes pays a
 //! booking that a `saga worker --bus` process runs.
 
@@ -44,8 +44,9 @@ async fn saga_signal_pays_a_waiting_booking() {
     let by_key_unknown = db.saga(&["signal", "--key", "bk-7", "payed"]);
     assert_eq!(by_key_unknown.status.code(), Some(1));
     assert!(
-        stderr(&by_key_unknown)
-            .contains("no saga registered here takes a signal named `payed` by key"),
+        stderr(&by_key_unknown).contains(
+            "no saga registered here takes a signal named `payed` by key (by key they take: paid)"
+        ),
         "{}",
         stderr(&by_key_unknown)
     );
@@ -128,6 +129,14 @@ async fn saga_signal_pays_a_waiting_booking() {
         stderr(&late).contains("already completed"),
         "{}",
         stderr(&late)
+    );
+    // A sender retrying the signal it sent (a webhook delivered again) still hears it was sent.
+    let retried = send();
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    assert!(
+        stdout(&retried).contains("was already sent"),
+        "{}",
+        stdout(&retried)
     );
     let defs = stdout(&db.saga(&["definitions"]));
     assert!(
