@@ -78,10 +78,10 @@ where
             };
         }
     };
-    // The OpenTelemetry SDK's own logs only from warnings up: its failed exports, not its
-    // lifecycle.
+    // The OpenTelemetry SDK's own logs only from warnings up (its failed exports, not its
+    // lifecycle), and none of PostgreSQL's notices (a migration table already there).
     let default_level = if matches!(cli.command, Command::Worker(_)) {
-        "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=warn"
+        "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=warn,sqlx::postgres::notice=warn"
     } else {
         "warn"
     };

@@ -36,7 +36,7 @@ struct Scrape {
 /// Installs the Prometheus recorder and serves `/metrics` on `addr` until the process ends,
 /// with the in-flight gauges of `definitions`. Returns the address it listens on.
 pub(crate) async fn serve(
-    addr: SocketAddr,
+    addr: &str,
     store: Arc<dyn SagaStore>,
     definitions: Vec<String>,
 ) -> Result<SocketAddr, CliError> {

@@ -264,6 +264,7 @@ async fn failed_lease_renewals_are_counted_and_a_scrape_still_answers() {
 }
 
 async fn a_metrics_address_that_cannot_be_listened_on_is_refused() {
+    // (and one given by host name is resolved)
     let db = Db::new().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -276,7 +277,16 @@ async fn a_metrics_address_that_cannot_be_listened_on_is_refused() {
     );
     let bad = db.saga(&["worker", "--metrics", "localhost"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("--metrics"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("error: --metrics localhost: "),
+        "{}",
+        stderr(&bad)
+    );
+    // A host name with its port is fine.
+    let mut named = db.command();
+    named.args(["worker", "--metrics", "localhost:0"]);
+    let (_worker, said) = spawn_saying(named, "metrics at http://");
+    assert!(said.ends_with("/metrics"), "{said}");
 }
 
 on_both!(
