@@ -219,7 +219,7 @@ pub(crate) fn definitions(
                             "max_attempts": s.retry_policy().max_attempts,
                             "compensation_max_attempts": s.compensation_retry_policy().max_attempts,
                             "timeout_ms": s.timeout().as_millis() as u64,
-                            "waits_for": output::waits_for(s),
+                            "waits_for": Some(output::waits_for(s)).filter(|w| w != "-"),
                             "group": s.group(),
                         })
                     })

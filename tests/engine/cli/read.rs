@@ -168,6 +168,11 @@ async fn read_commands_show_what_the_store_holds() {
     assert!(text.contains("refund_payment"), "{text}");
     // In flight per version, counted in the store (all three sagas here are finished).
     assert_eq!(defs["definitions"][1]["in_flight"], 0);
+    // What a step waits for: nothing for one run in the mediator, a reply's command for one a
+    // participant runs.
+    let waits = |d: usize, s: usize| defs["definitions"][d]["steps"][s]["waits_for"].clone();
+    assert_eq!(waits(1, 1), Value::Null, "{defs:#}");
+    assert_eq!(waits(0, 1), "reply to ReserveInventory", "{defs:#}");
     assert!(text.contains("OrderSaga v1  (0 in flight)"), "{text}");
     // Without a store there is nothing to count, and nothing is created.
     let dir = tempfile::tempdir().unwrap();
