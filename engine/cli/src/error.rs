@@ -57,6 +57,10 @@ impl From<StoreError> for CliError {
                 "{e}; run a saga first, or check --database / {}",
                 crate::DATABASE_URL_ENV
             )),
+            // A URL no backend takes, or one this build left out: the invocation is wrong.
+            StoreError::UnsupportedUrl(_) | StoreError::NotCompiled { .. } => {
+                CliError::Usage(e.to_string())
+            }
             _ => CliError::Store(e.to_string()),
         }
     }

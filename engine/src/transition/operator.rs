@@ -59,10 +59,10 @@ pub enum Refused {
     /// says so).
     #[error("{0}")]
     SignalData(String),
-    /// A timer, a signal or a child saga is awaited: the wait ends by itself, and nothing is
-    /// waiting to be retried.
-    #[error("it is waiting for a timer, a signal or a child saga, not for a retry")]
-    Waiting,
+    /// A timer, a signal or a child saga is awaited (the sentence says which): the wait ends by
+    /// itself, and nothing is waiting to be retried.
+    #[error("it is waiting for {0}, not for a retry")]
+    Waiting(&'static str),
 }
 
 /// An operator moves a running saga to compensation. The step in flight (if any) counts as
@@ -167,7 +167,14 @@ pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> 
         _ if state.awaiting.as_ref().is_some_and(|a| a.wait.is_reply()) => {
             return Err(Refused::AwaitingReply)
         }
-        _ if state.awaiting.is_some() => return Err(Refused::Waiting),
+        _ if state.awaiting.is_some() => {
+            let what = match state.awaiting.as_ref().map(|a| &a.wait) {
+                Some(crate::state::Wait::Timer { .. }) => "its timer",
+                Some(crate::state::Wait::Signal { .. }) => "a signal",
+                _ => "its child saga",
+            };
+            return Err(Refused::Waiting(what));
+        }
         (SagaStatus::Running | SagaStatus::Compensating, _) if state.next_attempt_at.is_some() => {}
         // At a parallel group, branches waiting out a backoff are due now.
         (SagaStatus::Running, _)

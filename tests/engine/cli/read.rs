@@ -208,6 +208,17 @@ async fn errors_are_clear_exit_with_meaning_and_write_nothing() {
     check(&["list"], 4, "does not exist");
     check(&["show", "01a2"], 4, "cli.db` does not exist");
     assert!(!db.dir.path().join("cli.db").exists());
+    // A URL no backend takes is a wrong invocation, not a store that is down.
+    let odd = Command::new(SAGA)
+        .args(["--database", "mysql://root@127.0.0.1/test", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(odd.status.code(), Some(2), "{}", stderr(&odd));
+    assert!(
+        stderr(&odd).contains("unsupported database URL `mysql://root@127.0.0.1/test`"),
+        "{}",
+        stderr(&odd)
+    );
 
     let first = db.json(&["run", "OrderSaga", "--data", &order("e1", 1_000, "US")]);
     db.json(&["run", "OrderSaga", "--data", &order("e2", 1_000, "US")]);

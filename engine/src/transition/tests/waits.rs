@@ -228,7 +228,12 @@ fn signal_data_that_does_not_fit_is_refused_before_anything_is_kept() {
 fn an_abort_during_a_wait_leaves_nothing_unknown_and_a_retry_is_refused() {
     let def = waits();
     let hold = commit(succeeded(&def, &started(&def), Phase::Action, order()));
-    assert_eq!(retry(&hold, "now").unwrap_err(), Refused::Waiting);
+    let refused = retry(&hold, "now").unwrap_err();
+    assert_eq!(refused, Refused::Waiting("its timer"));
+    assert_eq!(
+        refused.to_string(),
+        "it is waiting for its timer, not for a retry"
+    );
     let aborted = abort(&def, &hold, "cancelled").unwrap();
     assert!(!aborted.state.steps[1].outcome_unknown);
     assert_eq!(aborted.state.awaiting, None);
