@@ -63,6 +63,15 @@ pub(super) fn attrs(html: &str, attr: &str) -> Vec<String> {
         .collect()
 }
 
+/// The body of a `GET` of `uri` on `router`, which must answer 200.
+pub(super) async fn body_of(router: &Router, uri: &str) -> String {
+    let request = Request::get(uri).body(Body::empty()).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "GET {uri}");
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 /// Runs one OrderSaga to its end with `faults`.
 pub(super) async fn run(env: &Env, faults: FaultPlan, tag: &str) -> Uuid {
     let m = env.mediator(faults).await;

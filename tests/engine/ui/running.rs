@@ -130,17 +130,7 @@ async fn a_saga_waiting_for_a_reply() {
         std::sync::Arc::new(registry()),
         UiOptions::default(),
     );
-    let response = router
-        .oneshot(
-            axum::http::Request::get(format!("/sagas/{id}"))
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = String::from_utf8(bytes.to_vec()).unwrap();
+    let body = super::body_of(&router, &format!("/sagas/{id}")).await;
     let waiting = &body[body
         .find("data-field=\"awaiting\"")
         .expect("says what it waits for")..];
@@ -188,19 +178,7 @@ async fn a_trip_and_its_child_link_to_each_other() {
         std::sync::Arc::new(registry()),
         UiOptions::default(),
     );
-    let page = |uri: String| {
-        let router = router.clone();
-        async move {
-            let request = axum::http::Request::get(&uri)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let response = router.oneshot(request).await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "{uri}");
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            String::from_utf8(bytes.to_vec()).unwrap()
-        }
-    };
-    let parent = page(format!("/sagas/{id}")).await;
+    let parent = super::body_of(&router, &format!("/sagas/{id}")).await;
     assert_eq!(super::attrs(&parent, "data-link"), ["child"]);
     assert!(
         parent.contains(&format!(
@@ -209,7 +187,7 @@ async fn a_trip_and_its_child_link_to_each_other() {
         "{parent}"
     );
     assert!(parent.contains("· child saga loyalty"), "{parent}");
-    let page_of_child = page(format!("/sagas/{child}")).await;
+    let page_of_child = super::body_of(&router, &format!("/sagas/{child}")).await;
     assert_eq!(super::attrs(&page_of_child, "data-link"), ["parent"]);
     assert!(
         page_of_child.contains(&format!(
