@@ -107,15 +107,11 @@ async fn a_saga_waiting_for_a_reply() {
         step_timeout: Duration::from_secs(600),
         ..fast_options()
     };
-    let registry = || {
+    let (m, router) = deployed(&env, || {
         let mut registry = saga::engine::Registry::new();
         order::register_both(&mut registry, &env.participants, &options, true).unwrap();
         registry
-    };
-    let m = fast(saga::engine::Mediator::builder(
-        env.store.clone(),
-        registry(),
-    ))
+    })
     .await;
     let id = m
         .start(order::events::NAME, &good_order("ui-awaiting"))
@@ -125,11 +121,6 @@ async fn a_saga_waiting_for_a_reply() {
         env.store.get(id).await.unwrap().unwrap().awaiting.is_some()
     })
     .await;
-    let router = saga::cli::ui::router(
-        env.store.clone(),
-        std::sync::Arc::new(registry()),
-        UiOptions::default(),
-    );
     let body = super::body_of(&router, &format!("/sagas/{id}")).await;
     let waiting = &body[body
         .find("data-field=\"awaiting\"")
@@ -155,15 +146,11 @@ async fn a_saga_waiting_for_a_reply() {
 async fn a_trip_and_its_child_link_to_each_other() {
     use saga::sagas::trip;
     let env = Env::new().await;
-    let registry = || {
+    let (m, router) = deployed(&env, || {
         let mut registry = saga::engine::Registry::new();
         trip::register(&mut registry, &env.local, Duration::from_secs(60)).unwrap();
         registry
-    };
-    let m = fast(saga::engine::Mediator::builder(
-        env.store.clone(),
-        registry(),
-    ))
+    })
     .await;
     let id = m
         .start(trip::NAME, &trip::Trip::new("ui-trip", "ada"))
@@ -173,11 +160,6 @@ async fn a_trip_and_its_child_link_to_each_other() {
     m.signal(id, "paid", &paid).await.unwrap();
     assert_eq!(wait(&m, id).await.status, SagaStatus::Completed);
     let (child, _) = env.store.children_of(id).await.unwrap()[0].clone();
-    let router = saga::cli::ui::router(
-        env.store.clone(),
-        std::sync::Arc::new(registry()),
-        UiOptions::default(),
-    );
     let parent = super::body_of(&router, &format!("/sagas/{id}")).await;
     assert_eq!(super::attrs(&parent, "data-link"), ["child"]);
     assert!(
@@ -196,4 +178,20 @@ async fn a_trip_and_its_child_link_to_each_other() {
         "{page_of_child}"
     );
     m.shutdown().await;
+}
+
+/// A mediator over `env`'s store with the definitions `registry` makes, and the pages over the
+/// same store and definitions.
+async fn deployed(
+    env: &Env,
+    registry: impl Fn() -> saga::engine::Registry,
+) -> (saga::engine::Mediator, axum::Router) {
+    let m = fast(saga::engine::Mediator::builder(
+        env.store.clone(),
+        registry(),
+    ))
+    .await;
+    let pages = Arc::new(registry());
+    let router = saga::cli::ui::router(env.store.clone(), pages, UiOptions::default());
+    (m, router)
 }
