@@ -87,7 +87,7 @@ pub(crate) fn branch_succeeded(
 ) -> Change {
     let mut change = Change::from(state);
     let seen = def.as_typed(input).unwrap_or_else(|_| input.clone());
-    change.state.data = merge(&state.data, &seen, output);
+    change.state.data = merge(&state.data, input, &seen, output);
     let step = &mut change.state.steps[j];
     step.status = StepStatus::Completed;
     step.retry_at = None;
@@ -229,19 +229,22 @@ pub(crate) fn resume_group(
 }
 
 /// The saga data after a branch: `now`, with the top-level fields that `output` changed from
-/// `input` (added, changed or removed) applied. Data that is not an object is replaced.
-fn merge(now: &Value, input: &Value, output: Value) -> Value {
-    let (Value::Object(now), Value::Object(input), Value::Object(output)) = (now, input, &output)
+/// `seen` (the branch's `input` as its type read it) applied: added or changed, and removed,
+/// which includes the keys of `input` the type does not write back (an alias, a field it does
+/// not know), as a step's output drops them. Data that is not an object is replaced.
+fn merge(now: &Value, input: &Value, seen: &Value, output: Value) -> Value {
+    let (Value::Object(now), Value::Object(input), Value::Object(seen), Value::Object(output)) =
+        (now, input, seen, &output)
     else {
         return output;
     };
     let mut merged = now.clone();
     for (key, value) in output {
-        if input.get(key) != Some(value) {
+        if seen.get(key) != Some(value) {
             merged.insert(key.clone(), value.clone());
         }
     }
-    for key in input.keys() {
+    for key in input.keys().chain(seen.keys()) {
         if !output.contains_key(key) {
             merged.remove(key);
         }

@@ -304,15 +304,17 @@ fn a_field_the_start_data_left_out_is_no_change_of_any_branch() {
         )
         .build()
         .unwrap();
-    // Started from raw JSON (`saga run`, an event) that leaves the options and the default out.
-    let start = commit(start(&def, Uuid::now_v7(), json!({})));
-    let state = commit(succeeded(&def, &start, Phase::Action, json!({})));
+    // Started from raw JSON (`saga run`, an event) that leaves the options and the default out,
+    // with a field the type does not know.
+    let start = commit(start(&def, Uuid::now_v7(), json!({ "note": "x" })));
+    let state = commit(succeeded(&def, &start, Phase::Action, start.data.clone()));
     let input = state.data.clone();
     let flight = json!({ "flight": "f-1", "hotel": null, "nights": 0 });
     let state = commit(branch_succeeded(&def, &state, 1, &input, flight));
     let hotel = json!({ "flight": null, "hotel": "h-1", "nights": 0 });
     let state = commit(branch_succeeded(&def, &state, 2, &input, hotel));
     assert_eq!(state.status, SagaStatus::Completed);
-    // Each branch's own field kept; the default no branch changed stays left out.
+    // Each branch's own field kept; the default no branch changed stays left out; the field
+    // the type does not write back is gone, as after any step.
     assert_eq!(state.data, json!({ "flight": "f-1", "hotel": "h-1" }));
 }
