@@ -244,8 +244,8 @@ pub(crate) struct WorkerArgs {
     pub ack_wait: Duration,
     /// Serve Prometheus text at http://ADDR/metrics (e.g. 127.0.0.1:9464, or localhost:9464)
     #[cfg(feature = "metrics")]
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<String>,
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::listen_address)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `saga worker`: runs a mediator over the store until Ctrl-C or SIGTERM, then stops gracefully.
@@ -265,7 +265,7 @@ pub(crate) async fn worker(
         )));
     }
     #[cfg(feature = "metrics")]
-    if let Some(addr) = &args.metrics {
+    if let Some(addr) = args.metrics {
         let mut names: Vec<String> = registry
             .definitions()
             .iter()

@@ -33,10 +33,26 @@ struct Scrape {
     definitions: Arc<[String]>,
 }
 
+/// `--metrics ADDR`: `IP:PORT`, or `HOST:PORT` resolved when the command line is read (to the
+/// host's IPv4 address where it has one, as scrapers of `localhost` mostly expect), so a bad
+/// address is refused before anything is opened.
+pub(crate) fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let all: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{e} (expected IP:PORT or HOST:PORT)"))?
+        .collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}` names no address"))
+}
+
 /// Installs the Prometheus recorder and serves `/metrics` on `addr` until the process ends,
 /// with the in-flight gauges of `definitions`. Returns the address it listens on.
 pub(crate) async fn serve(
-    addr: &str,
+    addr: SocketAddr,
     store: Arc<dyn SagaStore>,
     definitions: Vec<String>,
 ) -> Result<SocketAddr, CliError> {
