@@ -34,7 +34,8 @@ pub const STARTED: &str = "saga_started_total";
 /// Sagas that reached a final status, by outcome.
 pub const FINISHED: &str = "saga_finished_total";
 /// How long step and compensation attempts took: a local one as it ran, a participant's from
-/// the commit that sent its command to the one that took its reply (database clock).
+/// the commit that sent its command to the one that took its reply (database clock), or, when
+/// no reply came by its deadline, its whole timeout.
 pub const STEP_ATTEMPT_DURATION: &str = "saga_step_attempt_duration_seconds";
 /// Attempts started again after a failed one (not those cut off by a crash and run again).
 pub const RETRIES: &str = "saga_step_retries_total";

@@ -110,17 +110,17 @@ pub async fn signal(
     if let SignalTarget::Saga(id) = target {
         let id = *id;
         let saga = store.get(id).await?.ok_or(OperatorError::NotFound(id))?;
+        let def = registered(registry, &saga, "signal")?;
         // A sender retrying a signal already kept (a webhook delivered again) hears that it was,
         // even once the saga has moved on.
         let kept = store.kept_signals(id, name, None).await?;
-        if kept.iter().any(|s| s.event_id == event_id && !s.by_key) {
+        if kept.iter().any(|s| s.event_id == event_id) {
             let again = SignalSent {
                 kept: false,
                 woken: Vec::new(),
             };
             return Ok(again);
         }
-        let def = registered(registry, &saga, "signal")?;
         transition::check_signal(def, &saga, name, data).map_err(|reason| {
             OperatorError::Refused {
                 action: "signal",

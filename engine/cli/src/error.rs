@@ -1,5 +1,6 @@
 //! CLI errors and the exit codes they map to: 0 success, 1 refused or not in the expected
-//! state, 2 usage, 3 not found, 4 store unreachable or corrupt, 5 event bus unreachable.
+//! state, 2 usage (a database URL no backend takes included), 3 not found, 4 store missing,
+//! unreachable or corrupt, 5 event bus unreachable.
 
 use std::process::ExitCode;
 

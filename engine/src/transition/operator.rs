@@ -171,7 +171,8 @@ pub(crate) fn retry(state: &SagaState, reason: &str) -> Result<Change, Refused> 
             let what = match state.awaiting.as_ref().map(|a| &a.wait) {
                 Some(crate::state::Wait::Timer { .. }) => "its timer",
                 Some(crate::state::Wait::Signal { .. }) => "a signal",
-                _ => "its child saga",
+                Some(crate::state::Wait::Child { .. }) => "its child saga",
+                Some(crate::state::Wait::Reply) | None => "what it awaits",
             };
             return Err(Refused::Waiting(what));
         }
