@@ -3,7 +3,7 @@
 //! that wait on it; a child link is written once and read both ways; the earliest due time of
 //! a saga no mediator holds is what the scheduler sleeps until, and `make_due` ends that sleep.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use saga::engine::store::{NewSignal, SignalSent, SignalTarget};
 use saga::engine::{Mediator, Registry, Wait};
@@ -170,15 +170,12 @@ async fn the_earliest_due_time_of_an_unheld_saga_is_what_the_scheduler_waits_for
     assert!(claim().await.unwrap().is_empty(), "not due yet");
 
     env.store.make_due(id).await.unwrap();
+    // Due now by the database's clock: nothing later to wait for, and a claim takes it.
     assert_eq!(
         env.store.next_due().await.unwrap(),
         None,
         "due now, not later"
     );
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let saga = env.store.get(id).await.unwrap().unwrap();
-    let at = saga.next_attempt_at.expect("a due time");
-    assert!(at <= now.as_millis() as i64, "due at {at}, now {now:?}");
     let taken = claim().await.unwrap();
     assert_eq!(taken.iter().map(|s| s.id).collect::<Vec<_>>(), [id]);
     assert_eq!(taken[0].lease_owner.as_deref(), Some("other"));

@@ -254,17 +254,18 @@ async fn failed_lease_renewals_are_counted_and_a_scrape_still_answers() {
         &rename("saga_instances_away", "saga_instances"),
     )
     .await;
-    // The store is back: the worker reads it again.
-    until("the gauges to come back", || async {
+    // The store is back: the worker reads it again, a second saga with the first.
+    db.json(&["run", "OrderSaga", "--data", &order("lr2", 1_000, "FR")]);
+    until("the gauges to count both", || async {
         let page = Page::parse(&scrape(&addr).1);
         let labels = [("definition", "OrderSaga"), ("status", "running")];
-        page.get("saga_in_flight", &labels) == 1.0
+        page.get("saga_in_flight", &labels) == 2.0
     })
     .await;
 }
 
 async fn a_metrics_address_that_cannot_be_listened_on_is_refused() {
-    // (and one given by host name is resolved)
+    // (and one given by host name is resolved, to its IPv4 address)
     let db = Db::new().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -278,14 +279,22 @@ async fn a_metrics_address_that_cannot_be_listened_on_is_refused() {
     let bad = db.saga(&["worker", "--metrics", "localhost"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(
-        stderr(&bad).contains("error: --metrics localhost: "),
+        stderr(&bad).contains("invalid value 'localhost' for '--metrics <ADDR>'"),
         "{}",
         stderr(&bad)
     );
-    // A host name with its port is fine.
+    // Refused before anything is opened: no database was made for it.
+    let fresh = Db::new().await;
+    let unresolved = fresh.saga(&["worker", "--metrics", "no-such-host.invalid:9464"]);
+    assert_eq!(unresolved.status.code(), Some(2), "{}", stderr(&unresolved));
+    if crate::backend::current() == crate::backend::Backend::Sqlite {
+        assert!(!fresh.dir.path().join("cli.db").exists());
+    }
+    // A host name with its port is fine, and listens on its IPv4 address.
     let mut named = db.command();
     named.args(["worker", "--metrics", "localhost:0"]);
     let (_worker, said) = spawn_saying(named, "metrics at http://");
+    assert!(said.starts_with("127.0.0.1:"), "{said}");
     assert!(said.ends_with("/metrics"), "{said}");
 }
 

@@ -115,9 +115,9 @@ impl Db {
 
 pub(super) struct Worker(pub(super) Child);
 
-/// Spawns `cmd` (a long-running `saga`) and waits for the first line of its stderr that starts
-/// with `prefix`; returns it running, with the rest of that line. Its stderr is drained after,
-/// so it never blocks on a full pipe.
+/// Spawns `cmd` (a long-running `saga`) and waits, within [`crate::common::BOUND`], for the
+/// first line of its stderr that starts with `prefix`; returns it running, with the rest of that
+/// line. Its stderr is drained after, so it never blocks on a full pipe.
 pub(super) fn spawn_saying(mut cmd: Command, prefix: &str) -> (Worker, String) {
     use std::io::BufRead;
     let mut child = cmd
@@ -125,18 +125,26 @@ pub(super) fn spawn_saying(mut cmd: Command, prefix: &str) -> (Worker, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (said, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            // Once the line was found nobody listens: the rest is drained.
+            let _ = said.send(line.unwrap_or_default());
+        }
+    });
+    let worker = Worker(child);
+    let deadline = std::time::Instant::now() + crate::common::BOUND;
     let rest = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("saga never said `{prefix}...`"))
-            .unwrap();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = heard
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("saga never said `{prefix}...` ({e})"));
         if let Some(rest) = line.strip_prefix(prefix) {
             break rest.to_string();
         }
     };
-    std::thread::spawn(move || lines.for_each(drop));
-    (Worker(child), rest)
+    (worker, rest)
 }
 
 impl Drop for Worker {
