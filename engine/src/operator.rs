@@ -111,23 +111,21 @@ pub async fn signal(
         let id = *id;
         let saga = store.get(id).await?.ok_or(OperatorError::NotFound(id))?;
         let def = registered(registry, &saga, "signal")?;
-        // A sender retrying a signal already kept (a webhook delivered again) hears that it was,
-        // even once the saga has moved on.
-        let kept = store.kept_signals(id, name, None).await?;
-        if kept.iter().any(|s| s.event_id == event_id) {
-            let again = SignalSent {
-                kept: false,
-                woken: Vec::new(),
-            };
-            return Ok(again);
-        }
-        transition::check_signal(def, &saga, name, data).map_err(|reason| {
-            OperatorError::Refused {
-                action: "signal",
-                id,
-                reason,
+        if let Err(reason) = transition::check_signal(def, &saga, name, data) {
+            // A sender retrying a signal already kept (a webhook delivered again) hears that it
+            // was, even once the saga has moved on. (One still waited for is told so by the
+            // store's own duplicate check below.)
+            let kept = store.kept_signals(id, name, None).await?;
+            if kept.iter().any(|s| s.event_id == event_id) {
+                let again = SignalSent {
+                    kept: false,
+                    woken: Vec::new(),
+                };
+                return Ok(again);
             }
-        })?;
+            let action = "signal";
+            return Err(OperatorError::Refused { action, id, reason });
+        }
     }
     if let SignalTarget::Key(_) = target {
         // Some registered saga must take this signal by key, or it could never be taken.
