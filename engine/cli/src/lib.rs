@@ -78,10 +78,11 @@ where
             };
         }
     };
-    // The OpenTelemetry SDK's own logs only from warnings up (its failed exports, not its
-    // lifecycle), and none of PostgreSQL's notices (a migration table already there).
+    // The OpenTelemetry crates' own logs (targets `opentelemetry*`) only from warnings up: their
+    // failed exports, not their lifecycle; and none of PostgreSQL's notices (a migration table
+    // already there).
     let default_level = if matches!(cli.command, Command::Worker(_)) {
-        "info,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=warn,sqlx::postgres::notice=warn"
+        "info,opentelemetry=warn,sqlx::postgres::notice=warn"
     } else {
         "warn"
     };

@@ -239,24 +239,24 @@ pub(crate) fn kind_text(step: &saga_engine::StepSpec) -> String {
 }
 
 /// What a step waits for, in words: a participant's reply to its command, a child saga, a
-/// timer, a signal (and the data field its key comes from), or `-` for a step that runs in the
-/// mediator.
-pub(crate) fn waits_for(step: &saga_engine::StepSpec) -> String {
+/// timer, a signal (and the data field its key comes from), or nothing for a step that runs in
+/// the mediator (tables show `-`).
+pub(crate) fn waits_for(step: &saga_engine::StepSpec) -> Option<String> {
     if let Some(command) = step.command(saga_engine::Phase::Action) {
-        return format!("reply to {command}");
+        return Some(format!("reply to {command}"));
     }
     if let Some(child) = step.child_saga() {
-        return format!("child saga {child}");
+        return Some(format!("child saga {child}"));
     }
     if let Some((signal, key)) = step.signal() {
-        return match key {
+        return Some(match key {
             Some(field) => format!("signal {signal} (key {field})"),
             None => format!("signal {signal}"),
-        };
+        });
     }
     match (step.is_timer(), step.sleeps_for()) {
-        (true, Some(d)) => format!("timer {}", humantime::format_duration(d)),
-        (true, None) => "timer (time from the data)".to_string(),
-        (false, _) => "-".to_string(),
+        (true, Some(d)) => Some(format!("timer {}", humantime::format_duration(d))),
+        (true, None) => Some("timer (time from the data)".to_string()),
+        (false, _) => None,
     }
 }

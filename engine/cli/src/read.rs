@@ -219,7 +219,7 @@ pub(crate) fn definitions(
                             "max_attempts": s.retry_policy().max_attempts,
                             "compensation_max_attempts": s.compensation_retry_policy().max_attempts,
                             "timeout_ms": s.timeout().as_millis() as u64,
-                            "waits_for": Some(output::waits_for(s)).filter(|w| w != "-"),
+                            "waits_for": output::waits_for(s),
                             "group": s.group(),
                         })
                     })
@@ -265,7 +265,7 @@ pub(crate) fn definitions(
                     (true, None) => "yes",
                     (false, _) => "-",
                 }),
-                Cell::new(output::waits_for(s)),
+                Cell::new(output::waits_for(s).unwrap_or_else(|| "-".into())),
                 Cell::new(attempts),
                 Cell::new(humantime::format_duration(s.timeout())),
             ]);

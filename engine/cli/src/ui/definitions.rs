@@ -79,7 +79,7 @@ pub(super) async fn page(
                                     (true, None) => "yes",
                                     (false, _) => "-",
                                 } }
-                                td { (crate::output::waits_for(s)) }
+                                td { (crate::output::waits_for(s).unwrap_or_else(|| "-".into())) }
                                 td { @match (s.kind(), s.retry_policy().max_attempts) {
                                     (StepKind::Retriable, _) | (_, None) => "until success",
                                     (_, Some(n)) => (n),
