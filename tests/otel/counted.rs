@@ -100,16 +100,12 @@ async fn an_attempt_whose_reply_never_comes_is_timed_as_failed() {
 
 /// Waits (bounded) until the figures list `series`, and returns the page.
 async fn until_sampled(series: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(series, || async {
         let page = figures().render();
-        if sample(&page, series).is_some() {
-            return page;
+        match sample(&page, series) {
+            Some(_) => Ok(page),
+            None => Err(page),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} never appeared: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }

@@ -114,18 +114,18 @@ async fn a_saga_resumed_by_another_mediator_stays_in_its_trace() {
         .start(order::NAME, &an_order("t2", 1_000))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("confirm_order to start", || async {
         let saga = db.store.get(id).await.unwrap().unwrap();
-        if saga.steps[4].status == StepStatus::Running && saga.steps[4].attempts == 1 {
-            break;
+        let confirm = &saga.steps[4];
+        match confirm.status == StepStatus::Running && confirm.attempts == 1 {
+            true => Ok(()),
+            false => Err(format!(
+                "{:?}, attempt {}",
+                confirm.status, confirm.attempts
+            )),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "confirm_order never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     drop(first);
     let second = Mediator::builder(db.store.clone(), registry(&db))
         .poll_interval(Duration::from_millis(50))
@@ -234,16 +234,15 @@ async fn an_initiating_event_taken_twice_creates_one_saga_and_the_other_root_say
         outcomes.sort();
         outcomes
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let outcomes = eventually("both roots to end", || async {
         let outcomes = roots(exported().get_finished_spans().unwrap());
-        if outcomes.len() == 2 {
-            assert_eq!(outcomes, ["created", "duplicate"]);
-            break;
+        match outcomes.len() == 2 {
+            true => Ok(outcomes),
+            false => Err(format!("{outcomes:?}")),
         }
-        assert!(tokio::time::Instant::now() < deadline, "{outcomes:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
+    assert_eq!(outcomes, ["created", "duplicate"]);
     assert_eq!(db.store.list(&Default::default()).await.unwrap().len(), 1);
     for mediator in mediators {
         mediator.shutdown().await;

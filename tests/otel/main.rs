@@ -153,17 +153,35 @@ async fn until_spans(
     what: &str,
     check: impl Fn(&[SpanData]) -> bool,
 ) -> Vec<SpanData> {
+    eventually(what, || async {
+        let spans = spans_of(trace);
+        match check(&spans) {
+            true => Ok(spans),
+            false => Err(format!(
+                "{:#?}",
+                spans.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await
+}
+
+/// Polls `probe` every 10 ms until it gives a value, within 30 s; past that, fails naming
+/// `what` and what the probe saw last.
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let spans = spans_of(trace);
-        if check(&spans) {
-            return spans;
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {seen}"
+            ),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {:#?}",
-            spans.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
-        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
